@@ -1,0 +1,17 @@
+"""minillm: a pure-NumPy T5 with hand-written backprop.
+
+    import minillm
+    model = minillm.from_pretrained("path/to/t5-folder")     # a Hugging Face T5 folder
+    model = minillm.T5.init(minillm.T5Config(...), rng)       # fresh weights
+
+``import minillm`` needs only NumPy; the tokenizer, safetensors, tqdm and the
+reference libraries are imported by the modules that use them.
+"""
+
+from minillm.backend import get_xp
+from minillm.config import T5Config
+from minillm.model import T5, from_pretrained
+
+__version__ = "0.1.0"
+
+__all__ = ["T5", "T5Config", "from_pretrained", "get_xp", "__version__"]

@@ -1,0 +1,57 @@
+"""The ``minillm`` command line: one subcommand per module in this package.
+
+Each subcommand module defines ``add_parser(subparsers)`` (which registers its
+parser and sets ``func``) and does its heavy imports inside its run function,
+so ``minillm --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS = ["train", "generate", "eval", "rl", "data"]
+
+
+class CLIError(Exception):
+    """An error the CLI reports in one line, exiting with status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minillm",
+        description="A pure-NumPy T5: train (SFT), tune (REINFORCE), generate, evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"minillm.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"minillm.cli.{name}":
+                continue  # not built yet
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"minillm {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minillm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

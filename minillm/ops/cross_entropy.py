@@ -1,0 +1,89 @@
+"""Softmax cross-entropy, fused, with ignore_index and label smoothing.
+
+For logits z (N, V) and labels y (N,), with log p = log_softmax(z):
+
+    loss_n = -(1 - eps) * log p[n, y_n] - eps * mean_v log p[n, v]     (torch's smoothing)
+    loss_n = 0                                   where y_n == ignore_index (-100)
+
+The forward returns the per-token losses; a caller reduces them. The
+backward takes the gradient of whatever the caller computed with respect to
+each token's loss (the "seed"):
+
+    dz[n] = seed_n * (softmax(z[n]) - q_n),   q_n = (1 - eps) onehot(y_n) + eps / V
+
+- mean over targets (SFT, transformers' loss): seed_n = [y_n != -100] / #targets
+- REINFORCE: seed_n = advantage of token n's sequence (times its own normaliser)
+
+The model's backward does not know which trainer seeded it.
+"""
+
+from __future__ import annotations
+
+from minillm.backend import get_xp
+
+IGNORE_INDEX = -100
+
+
+def log_softmax(z):
+    """log p = z - logsumexp(z) over the last axis.  z: (..., V) -> (..., V)."""
+    xp = get_xp(z)
+    zmax = z.max(axis=-1, keepdims=True)
+    shifted = z - zmax
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX):
+    """logits (N, V), labels (N,) int -> token_loss (N,) (0 where ignored), cache."""
+    xp = get_xp(logits)
+    N, V = logits.shape
+    valid = labels != ignore_index  # (N,)
+    safe = xp.where(valid, labels, 0)  # (N,) a real index even where ignored
+    logp = log_softmax(logits)  # (N, V)
+    nll = -logp[xp.arange(N), safe]  # (N,)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
+    token_loss = xp.where(valid, nll, xp.asarray(0, dtype=logits.dtype))
+    return token_loss, (logp, safe, valid, label_smoothing)
+
+
+def cross_entropy_backward(dtoken_loss, cache):
+    """dtoken_loss (N,) -> (dlogits (N, V), {}).  Ignored tokens get zero gradient."""
+    logp, safe, valid, eps = cache
+    xp = get_xp(logp)
+    N, V = logp.shape
+    seed = xp.where(valid, dtoken_loss, 0).astype(logp.dtype, copy=False)  # (N,)
+    # loss_n = -sum_v q_nv log p_nv  =>  dz_n = seed_n (p_n - q_n)
+    dz = xp.exp(logp)  # (N, V) softmax
+    if eps:
+        dz -= eps / V
+    dz[xp.arange(N), safe] -= 1.0 - eps
+    dz *= seed[:, None]
+    return dz, {}
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    """Mean cross-entropy over non-ignored tokens, as torch's CrossEntropyLoss(ignore_index=-100).
+
+    logits (..., V), labels (...). Returns (loss, cache) where the cache feeds
+    ``cross_entropy_mean_backward``.
+    """
+    V = logits.shape[-1]
+    token_loss, cache = cross_entropy_forward(logits.reshape(-1, V), labels.reshape(-1), label_smoothing)
+    n = int((labels != IGNORE_INDEX).sum())
+    loss = token_loss.sum() / max(n, 1)
+    return loss, (cache, n, logits.shape)
+
+
+def cross_entropy_mean_backward(dloss, cache):
+    """dloss (scalar) -> dlogits (..., V): the SFT seed, valid / n_targets."""
+    ce_cache, n, shape = cache
+    xp = get_xp(ce_cache[0])
+    seed = xp.full(ce_cache[1].shape, dloss / max(n, 1), dtype=ce_cache[0].dtype)
+    dz, _ = cross_entropy_backward(seed, ce_cache)
+    return dz.reshape(shape), {}
+
+
+__all__ = [
+    "IGNORE_INDEX", "log_softmax", "cross_entropy_forward", "cross_entropy_backward",
+    "cross_entropy", "cross_entropy_mean_backward",
+]
