@@ -1,0 +1,117 @@
+"""AdamW, gradient clipping by global norm, and learning-rate schedules.
+
+The optimizer zips the params and grads dicts (same keys); its state is a
+dict of arrays too, so it saves through safetensors like the weights.
+
+AdamW (Loshchilov & Hutter; torch.optim.AdamW), at step t with rate lr:
+
+    p <- p - lr * wd * p                         (decoupled weight decay)
+    m <- b1 m + (1 - b1) g
+    v <- b2 v + (1 - b2) g^2
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from minillm.backend import get_xp
+
+
+@dataclass
+class AdamW:
+    """AdamW over a dict of arrays. ``step`` updates params in place and returns them.
+
+    ``no_decay``: a predicate on parameter names that are not decayed
+    (by default the RMS-norm gains, as is usual for T5 fine-tuning).
+    """
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    no_decay: object = field(default=lambda name: "layer_norm" in name)
+    t: int = 0
+    m: dict = field(default_factory=dict)
+    v: dict = field(default_factory=dict)
+
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> dict:
+        """One update of every parameter that has a gradient; lr overrides self.lr."""
+        lr = self.lr if lr is None else lr
+        b1, b2 = self.betas
+        self.t += 1
+        # bias corrections folded into the step size and eps (as torch does)
+        bc1 = 1.0 - b1**self.t
+        bc2_sqrt = math.sqrt(1.0 - b2**self.t)
+        step_size = lr / bc1
+        for name, g in grads.items():
+            p = params[name]
+            xp = get_xp(p)
+            if name not in self.m:
+                self.m[name] = xp.zeros_like(p)
+                self.v[name] = xp.zeros_like(p)
+            m, v = self.m[name], self.v[name]
+            if self.weight_decay and not self.no_decay(name):
+                p *= 1.0 - lr * self.weight_decay  # p <- p - lr wd p
+            m *= b1
+            m += (1.0 - b1) * g  # m <- b1 m + (1 - b1) g
+            v *= b2
+            v += (1.0 - b2) * (g * g)  # v <- b2 v + (1 - b2) g^2
+            denom = xp.sqrt(v) / bc2_sqrt + self.eps  # sqrt(v_hat) + eps
+            p -= step_size * (m / denom)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+        return params
+
+    def state_dict(self) -> dict:
+        """Arrays ("m.NAME", "v.NAME") for safetensors, and the scalar step count."""
+        arrays = {f"m.{k}": v for k, v in self.m.items()} | {f"v.{k}": v for k, v in self.v.items()}
+        return {"t": self.t, "arrays": arrays}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+        arrays = state["arrays"]
+        self.m = {k[2:]: v for k, v in arrays.items() if k.startswith("m.")}
+        self.v = {k[2:]: v for k, v in arrays.items() if k.startswith("v.")}
+
+
+def global_norm(grads: dict) -> float:
+    """sqrt(sum over every gradient of its squared entries)."""
+    total = 0.0
+    for g in grads.values():
+        total += float((g * g).sum())
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads: dict, max_norm: float) -> float:
+    """Scale grads in place so their global norm is at most max_norm; return the norm before.
+
+    As torch.nn.utils.clip_grad_norm_: scale = max_norm / (norm + 1e-6) when below 1.
+    """
+    norm = global_norm(grads)
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def lr_schedule(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,
+                kind: str = "cosine", min_lr_ratio: float = 0.0) -> float:
+    """Learning rate for optimizer step ``step`` (0-based).
+
+    Linear warmup from 0 to lr over warmup_steps, then decay to lr * min_lr_ratio
+    at total_steps: "cosine" (half a cosine), "linear", or "constant".
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if kind == "constant":
+        return lr
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if kind == "cosine":
+        frac = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif kind == "linear":
+        frac = 1.0 - progress
+    else:
+        raise ValueError(f"unknown schedule {kind!r}; expected 'cosine', 'linear' or 'constant'")
+    return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * frac)
