@@ -1,0 +1,202 @@
+"""A thin wrapper over a Hugging Face ``tokenizers.Tokenizer`` with T5's conventions.
+
+Special tokens as in T5: id 0 ``<pad>`` (also the decoder start token), id 1
+``</s>`` (appended to every encoder input and every target), id 2 ``<unk>``.
+
+:meth:`Tokenizer.train` builds a BPE tokenizer (on the small built-in corpus,
+``tokenizers``' Unigram trainer leaves common words in single letters; BPE gives
+whole words), without T5's lossy normaliser so decoding gives the exact text back:
+
+- normaliser: one space inserted after each newline, so the word after it gets the
+  same ``▁word`` piece as anywhere else (the decoder removes that space again);
+- pre-tokenizer: ``Metaspace`` (spaces become ``▁`` and start a piece), newline
+  split off as its own piece, ``Digits(individual_digits=True)`` so every digit
+  is its own token, and punctuation isolated (``quarante-neuf`` -> ``▁quarante - neuf``);
+- the initial alphabet holds printable ASCII, newline and French accented letters,
+  so unseen text rarely needs ``<unk>``;
+- post-processor: ``$A </s>`` (as in Hugging Face T5); decoder: ``▁`` -> space,
+  join, drop the inserted spaces (like Llama's tokenizer.json decoder).
+
+:meth:`Tokenizer.from_file` loads any ``tokenizer.json``, including a Hugging
+Face T5 one. This module imports ``tokenizers`` at the top; ``import minillm``
+does not import this module.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, EOS, UNK)  # ids 0, 1, 2 in a trained tokenizer
+IGNORE_INDEX = -100  # label padding; decode skips it
+ALPHABET = sorted(set(string.printable) - set("\t\r\x0b\x0c ") | set("éèêëàâçîïôûùüœÉÈÀÇ"))
+
+
+class Tokenizer:
+    """T5-style tokenizer: ``encode`` appends ``</s>``, ``decode`` skips special tokens."""
+
+    def __init__(
+        self, tokenizer: HFTokenizer, pad_token: str = PAD, eos_token: str = EOS,
+        unk_token: str = UNK,
+    ) -> None:  # fmt: skip
+        self._tok = tokenizer
+        ids = {}
+        for role, token in (("pad", pad_token), ("eos", eos_token), ("unk", unk_token)):
+            ids[role] = tokenizer.token_to_id(token)
+            if ids[role] is None:
+                raise ValueError(f"tokenizer has no {role} token {token!r}")
+        self._pad, self._eos, self._unk = ids["pad"], ids["eos"], ids["unk"]
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 1000,
+        *,
+        max_piece_length: int = 16,
+        show_progress: bool = False,
+    ) -> Tokenizer:
+        """Train a byte-pair-encoding tokenizer on ``texts`` (see the module docstring).
+
+        ``vocab_size`` is an upper bound: a small corpus may yield fewer pieces.
+        """
+        tok = HFTokenizer(models.BPE(unk_token=UNK))
+        # A space after each newline, so the next word gets its usual "▁word" piece;
+        # the decoder removes exactly that space again.
+        tok.normalizer = normalizers.Replace("\n", "\n ")
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+                pre_tokenizers.Split("\n", behavior="isolated"),
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.Punctuation(behavior="isolated"),
+            ]
+        )
+        tok.decoder = decoders.Sequence(
+            [
+                decoders.Replace("▁", " "),
+                decoders.Fuse(),
+                decoders.Replace("\n ", "\n"),
+                decoders.Strip(" ", 1, 0),  # the space Metaspace prepended
+            ]
+        )
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=ALPHABET,
+            max_token_length=max_piece_length,
+            show_progress=show_progress,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        eos_id = tok.token_to_id(EOS)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
+        )
+        got = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+        assert got == [0, 1, 2], f"special token ids {got}, expected [0, 1, 2]"
+        return cls(tok)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **special_tokens: str) -> Tokenizer:
+        """Load a ``tokenizer.json`` (ours or a Hugging Face T5 one).
+
+        ``special_tokens`` may rename ``pad_token``, ``eos_token`` or ``unk_token``.
+        """
+        return cls(HFTokenizer.from_file(str(path)), **special_tokens)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            self._tok.save(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    # -- encoding / decoding -----------------------------------------------------------
+
+    def _finish(self, ids: list[int], add_eos: bool) -> list[int]:
+        """Append ``</s>`` unless the post-processor already did."""
+        if add_eos and (not ids or ids[-1] != self._eos):
+            ids = ids + [self._eos]
+        return ids
+
+    def encode(self, text: str, add_eos: bool = True) -> list[int]:
+        """Token ids of ``text``, ending with ``</s>`` when ``add_eos`` (T5 convention)."""
+        ids = self._tok.encode(text, add_special_tokens=add_eos).ids
+        return self._finish(list(ids), add_eos)
+
+    def encode_batch(self, texts: Sequence[str], add_eos: bool = True) -> list[list[int]]:
+        """:meth:`encode` for many texts (the Rust tokenizer runs them in parallel)."""
+        encs = self._tok.encode_batch(list(texts), add_special_tokens=add_eos)
+        return [self._finish(list(e.ids), add_eos) for e in encs]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids``; skips special tokens (and -100 label padding) when asked.
+
+        Decoding does not stop at ``</s>``; cut the ids first if that is wanted.
+        """
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            ids = [i for i in ids if i != IGNORE_INDEX]
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True):
+        """:meth:`decode` for each row of ``batch``."""
+        return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._pad
+
+    @property
+    def eos_token_id(self) -> int:
+        return self._eos
+
+    @property
+    def unk_token_id(self) -> int:
+        return self._unk
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id (added tokens included): the embedding rows needed."""
+        return max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
+
+    def id_to_token(self, i: int) -> str | None:
+        return self._tok.id_to_token(int(i))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    @property
+    def backend(self) -> HFTokenizer:
+        """The wrapped ``tokenizers.Tokenizer``."""
+        return self._tok
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, pad={self._pad}, eos={self._eos})"
+
+
+def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
+    """Raise ValueError when the model's embedding has fewer rows than the tokenizer needs."""
+    if model_vocab_size < tokenizer.vocab_size:
+        raise ValueError(
+            f"model vocab_size {model_vocab_size} does not cover the tokenizer, whose ids "
+            f"go up to {tokenizer.vocab_size - 1} (needs vocab_size >= {tokenizer.vocab_size}); "
+            "use a matching tokenizer or a model built with a larger vocab_size"
+        )

@@ -1,0 +1,239 @@
+"""The built-in task suite: correct answers, disjoint splits, determinism, safe evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minillm.data import Example
+from minillm.tasks import TASKS, builtin_dataset, english_words, french_words, instance_split
+from minillm.tasks.codegen import build_expression, describe
+from minillm.tasks.safe_eval import SafeEvalError, safe_eval
+
+# Written by hand from French grammar (traditional spelling), not from the code.
+FRENCH = {
+    0: "zéro",
+    1: "un",
+    16: "seize",
+    17: "dix-sept",
+    21: "vingt et un",
+    22: "vingt-deux",
+    31: "trente et un",
+    61: "soixante et un",
+    70: "soixante-dix",
+    71: "soixante et onze",
+    72: "soixante-douze",
+    77: "soixante-dix-sept",
+    80: "quatre-vingts",
+    81: "quatre-vingt-un",
+    89: "quatre-vingt-neuf",
+    90: "quatre-vingt-dix",
+    91: "quatre-vingt-onze",
+    99: "quatre-vingt-dix-neuf",
+    100: "cent",
+    101: "cent un",
+    171: "cent soixante et onze",
+    200: "deux cents",
+    201: "deux cent un",
+    280: "deux cent quatre-vingts",
+    281: "deux cent quatre-vingt-un",
+    300: "trois cents",
+    315: "trois cent quinze",
+    999: "neuf cent quatre-vingt-dix-neuf",
+}
+
+ENGLISH = {
+    0: "zero",
+    13: "thirteen",
+    40: "forty",
+    45: "forty-five",
+    100: "one hundred",
+    101: "one hundred one",
+    342: "three hundred forty-two",
+    990: "nine hundred ninety",
+    999: "nine hundred ninety-nine",
+}
+
+
+@pytest.mark.parametrize("n, words", sorted(FRENCH.items()))
+def test_french_words(n, words):
+    assert french_words(n) == words
+
+
+@pytest.mark.parametrize("n, words", sorted(ENGLISH.items()))
+def test_english_words(n, words):
+    assert english_words(n) == words
+
+
+def test_number_words_reject_out_of_range():
+    for bad in (-1, 1000, 2.5):
+        with pytest.raises(ValueError):
+            french_words(bad)
+        with pytest.raises(ValueError):
+            english_words(bad)
+
+
+def test_number_words_are_distinct():
+    for fn in (english_words, french_words):
+        assert len({fn(n) for n in range(1000)}) == 1000
+
+
+def test_tasks_have_the_interface():
+    assert len(TASKS) >= 8
+    for name, task in TASKS.items():
+        assert task.name == name
+        assert 4 <= len(task.instructions) <= 6
+        assert not set(task.instructions) & set(task.heldout_instructions)
+    assert sum(bool(t.heldout_instructions) for t in TASKS.values()) >= 4
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_sample_verifies_its_own_target_and_rejects_others(name):
+    task, rng = TASKS[name], np.random.default_rng(0)
+    for split in ("train", "eval"):
+        for _ in range(20):
+            ex = task.sample(rng, split)
+            assert ex.task == name and "\n" in ex.prompt
+            assert task.verify(ex, ex.target) == 1.0
+            assert task.verify(ex, "  " + ex.target + "\n") == 1.0  # surrounding space ignored
+            assert task.verify(ex, ex.target + " extra") == 0.0
+            assert task.verify(ex, "") == 0.0
+
+
+def test_answers_are_correct():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        words = TASKS["reverse_words"].sample(rng).prompt.split("\n")[1].split()
+        assert TASKS["reverse_words"].sample(np.random.default_rng(0)).target  # non-empty
+        ex = TASKS["sort_words"].sample(rng)
+        assert ex.target.split() == sorted(ex.prompt.split("\n")[1].split())
+        ex = TASKS["largest_number"].sample(rng)
+        assert int(ex.target) == max(int(v) for v in ex.prompt.split("\n")[1].split(", "))
+        ex = TASKS["count_words"].sample(rng)
+        assert int(ex.target) == len(ex.prompt.split("\n")[1].split(", "))
+        ex = TASKS["uppercase"].sample(rng)
+        assert ex.target == ex.prompt.split("\n")[1].upper()
+        ex = TASKS["number_to_french"].sample(rng)
+        assert ex.target == french_words(int(ex.prompt.split("\n")[1]))
+        assert len(words) == len(set(words)) >= 3
+
+
+def test_qa_answer_comes_from_the_context():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        ex = TASKS["qa"].sample(rng)
+        context, question = ex.prompt.split("\n")[1].split(" Question: ")
+        facts = {s.split()[0]: (s.split()[2], s.split()[3]) for s in context[:-1].split(". ")}
+        if question.startswith("How many"):
+            item, name = question.split()[2], question.split()[4]
+            assert facts[name] == (ex.target, item)
+        else:
+            item = question.split()[-1].rstrip("?")
+            assert facts[ex.target][1] == item
+
+
+def test_code_reference_matches_description():
+    expr = build_expression("x", [("add", "3"), ("mul", "y")])
+    assert expr == "(x + 3) * y"
+    assert describe("x", [("add", "3"), ("mul", "y")]) == "take x, add 3, then multiply by y"
+    assert build_expression("z", [("mul", "2"), ("add", "x"), ("mod", "5")]) == "(z * 2 + x) % 5"
+    assert build_expression("y", [("sub", "x"), ("sub", "2")]) == "y - x - 2"
+    assert build_expression("y", [("floordiv", "2"), ("mul", "3")]) == "y // 2 * 3"
+
+
+def test_code_verifier_is_semantic():
+    task = TASKS["code_expression"]
+    ex = Example("take x, add 3, then multiply by y", "(x + 3) * y", task=task.name)
+    assert task.verify(ex, "y * (3 + x)") == 1.0
+    assert task.verify(ex, "x * y + 3 * y") == 1.0
+    assert task.verify(ex, "x + 3 * y") == 0.0
+    assert task.verify(ex, "(x + 3) * z") == 0.0
+    assert task.verify(ex, "(x + 3) * y + w") == 0.0  # unknown variable
+    assert task.verify(ex, "__import__('os').getcwd()") == 0.0
+    assert task.verify(ex, "(x + 3) *") == 0.0  # syntax error
+    assert task.verify(ex, "(x + 3) * y // 0") == 0.0
+
+
+def test_safe_eval_computes():
+    assert safe_eval("(x + 3) * y", {"x": 1, "y": 2}) == 8
+    assert safe_eval("-x // 2 % 3", {"x": 5}) == (-5 // 2) % 3
+    assert safe_eval("x ** 2 - 1", {"x": 7}) == 48
+    assert safe_eval("1 < x <= 3", {"x": 3}) is True
+    assert safe_eval("2.5 * x", {"x": 2}) == 5.0
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "print(x)",  # call
+        "__import__('os').system('true')",  # call + attribute
+        "import os",  # statement
+        "x.real",  # attribute
+        "[x][0]",  # subscript
+        "lambda: x",
+        "w + 1",  # name not allowed
+        "'a' * 3",  # string literal
+        "True + x",  # bool literal
+        "x / 2",  # true division not allowed
+        "x ** 100",  # exponent too large
+        "x ** y",  # non-literal exponent
+        "2 ** 1000000",  # huge power
+        "x if x else 1",
+        "x & 1",
+        "(x := 3)",
+        " + ".join(["x"] * 200),  # too many nodes
+        "9" * 400,  # integer too large
+    ],
+)
+def test_safe_eval_refuses(source):
+    with pytest.raises(SafeEvalError):
+        safe_eval(source, {"x": 3, "y": 2})
+
+
+def test_safe_eval_bounds_integer_growth_and_zero_division():
+    big = "*".join(["99999999999999999999"] * 14)  # 20 digits ** 14 > 256 bits
+    with pytest.raises(SafeEvalError, match="bits"):
+        safe_eval(big, {})
+    with pytest.raises(SafeEvalError, match="arithmetic"):
+        safe_eval("x // 0", {"x": 1})
+
+
+def test_builtin_dataset_is_deterministic_and_balanced():
+    a = builtin_dataset(180, seed=3)
+    assert a == builtin_dataset(180, seed=3)
+    assert a != builtin_dataset(180, seed=4)
+    counts = {name: sum(ex.task == name for ex in a) for name in TASKS}
+    assert set(counts.values()) == {180 // len(TASKS)}
+    sub = builtin_dataset(10, seed=0, tasks=["qa", "uppercase"])
+    assert {ex.task for ex in sub} == {"qa", "uppercase"}
+    with pytest.raises(ValueError, match="unknown task"):
+        builtin_dataset(5, tasks=["nope"])
+    with pytest.raises(ValueError, match="split"):
+        builtin_dataset(5, split="test")
+
+
+def test_train_and_eval_are_disjoint():
+    train = builtin_dataset(3000, seed=0, split="train")
+    evals = builtin_dataset(600, seed=0, split="eval")
+    inputs = lambda exs: {(ex.task, ex.prompt.split("\n", 1)[1]) for ex in exs}
+    assert not inputs(train) & inputs(evals)
+    for ex in evals:
+        if ex.task.startswith("number_to"):
+            assert instance_split(ex.task, ex.prompt.split("\n")[1]) == "eval"
+    eval_numbers = {n for n in range(1000) if instance_split("number_to_french", str(n)) == "eval"}
+    assert 50 <= len(eval_numbers) <= 150
+
+
+def test_heldout_instructions_only_in_eval():
+    train = builtin_dataset(2000, seed=0, split="train")
+    evals = builtin_dataset(2000, seed=0, split="eval")
+    heldout = {i for t in TASKS.values() for i in t.heldout_instructions}
+    assert not {ex.prompt.split("\n")[0] for ex in train} & heldout
+    assert {ex.prompt.split("\n")[0] for ex in evals} & heldout
+
+
+def test_prompts_stay_short():
+    # Learnability: the suite must stay small enough for a tiny model (see the module doc).
+    for ex in builtin_dataset(900, seed=0):
+        assert len(ex.prompt.split()) <= 32, ex.prompt
+        assert len(ex.target.split()) <= 12, ex.target

@@ -1,0 +1,108 @@
+"""The T5-style tokenizer: exact round trips, special ids, save/load, HF T5 files."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors
+
+from minillm.tasks import TASKS, builtin_dataset
+from minillm.tokenizer import Tokenizer, check_vocab
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    examples = builtin_dataset(3000, seed=0)
+    return Tokenizer.train([e.prompt for e in examples] + [e.target for e in examples], 800)
+
+
+def test_special_ids(tok):
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert [tok.id_to_token(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]
+    assert 100 < tok.vocab_size <= 800
+
+
+def test_encode_appends_one_eos(tok):
+    ids = tok.encode("Reverse the words.\nred cat")
+    assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
+    assert tok.encode("red cat", add_eos=False) == ids[-3:-1]  # whole-word pieces
+    assert tok.encode_batch(["red cat", "12"]) == [tok.encode("red cat"), tok.encode("12")]
+
+
+def test_digits_are_single_tokens(tok):
+    pieces = [tok.id_to_token(i) for i in tok.encode("735 and 40", add_eos=False)]
+    assert all(len(p.strip("▁")) == 1 for p in pieces if any(c.isdigit() for c in p))
+    assert [p for p in pieces if p.strip("▁").isdigit()] == ["7", "3", "5", "4", "0"]
+
+
+def test_round_trip_on_every_task(tok):
+    texts = []
+    for split in ("train", "eval"):
+        for ex in builtin_dataset(900, seed=5, split=split):
+            texts += [ex.prompt, ex.target]
+    texts += [t for task in TASKS.values() for t in task.heldout_instructions]
+    texts += ["quatre-vingt-dix-neuf", "(x + 3) * y // 2", "a\n\nb  c", "ÉTÉ, déjà: 42?"]
+    for text in texts:
+        ids = tok.encode(text)
+        assert tok.unk_token_id not in ids, text
+        assert tok.decode(ids) == text
+
+
+def test_decode_skips_specials_and_label_padding(tok):
+    ids = tok.encode("red cat")
+    assert tok.decode([0] + ids + [0, 0, -100]) == "red cat"
+    assert "</s>" in tok.decode(ids, skip_special_tokens=False)
+
+
+def test_save_and_load(tok, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    tok.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]  # temp file renamed
+    again = Tokenizer.from_file(path)
+    text = "Write this number in French words.\n281"
+    assert again.encode(text) == tok.encode(text)
+    assert again.decode(again.encode(text)) == text
+    assert again.vocab_size == tok.vocab_size
+
+
+def _hf_t5_style(tmp_path, with_post_processor=True):
+    """A miniature of Hugging Face T5's tokenizer.json: Unigram + Metaspace + $A </s>."""
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁hello", -3.0),
+             ("▁world", -3.0), ("▁", -2.0)] + [(c, -5.0) for c in "helowrd"]  # fmt: skip
+    vocab = list(dict(vocab).items())
+    hf = HFTokenizer(models.Unigram(vocab, unk_id=2))
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]
+    )
+    hf.decoder = decoders.Metaspace()
+    hf.add_special_tokens(["<pad>", "</s>", "<unk>"])
+    if with_post_processor:
+        hf.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+        )
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("with_post_processor", [True, False])
+def test_hf_t5_tokenizer_json_loads(tmp_path, with_post_processor):
+    tok = Tokenizer.from_file(_hf_t5_style(tmp_path, with_post_processor))
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    ids = tok.encode("hello world")
+    assert ids == [4, 5, 1]  # one </s>, not two, whoever appends it
+    assert tok.encode("hello world", add_eos=False) == [4, 5]
+    assert tok.decode(ids) == "hello world"
+    assert tok.encode("hello xyz")[-2] == tok.unk_token_id or tok.unk_token_id in tok.encode("x")
+
+
+def test_missing_special_token_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="eos token"):
+        Tokenizer.from_file(_hf_t5_style(tmp_path), eos_token="<eos>")
+
+
+def test_check_vocab(tok):
+    check_vocab(tok, tok.vocab_size)
+    check_vocab(tok, 32128)
+    with pytest.raises(ValueError, match=rf"vocab_size {tok.vocab_size - 1} does not cover"):
+        check_vocab(tok, tok.vocab_size - 1)
