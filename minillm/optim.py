@@ -102,6 +102,8 @@ def lr_schedule(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0
     Linear warmup from 0 to lr over warmup_steps, then decay to lr * min_lr_ratio
     at total_steps: "cosine" (half a cosine), "linear", or "constant".
     """
+    if kind not in ("cosine", "linear", "constant"):
+        raise ValueError(f"unknown schedule {kind!r}; expected 'cosine', 'linear' or 'constant'")
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if kind == "constant":
@@ -110,8 +112,6 @@ def lr_schedule(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0
     progress = min(1.0, (step - warmup_steps) / span)
     if kind == "cosine":
         frac = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif kind == "linear":
+    else:  # linear
         frac = 1.0 - progress
-    else:
-        raise ValueError(f"unknown schedule {kind!r}; expected 'cosine', 'linear' or 'constant'")
     return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * frac)
