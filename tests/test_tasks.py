@@ -213,8 +213,8 @@ def test_builtin_dataset_is_deterministic_and_balanced():
 
 
 def test_train_and_eval_are_disjoint():
-    train = builtin_dataset(3000, seed=0, split="train")
-    evals = builtin_dataset(600, seed=0, split="eval")
+    train = builtin_dataset(2000, seed=0, split="train")
+    evals = builtin_dataset(400, seed=0, split="eval")
     inputs = lambda exs: {(ex.task, ex.prompt.split("\n", 1)[1]) for ex in exs}
     assert not inputs(train) & inputs(evals)
     for ex in evals:
@@ -226,7 +226,7 @@ def test_train_and_eval_are_disjoint():
 
 def test_heldout_instructions_only_in_eval():
     train = builtin_dataset(2000, seed=0, split="train")
-    evals = builtin_dataset(2000, seed=0, split="eval")
+    evals = builtin_dataset(300, seed=0, split="eval")
     heldout = {i for t in TASKS.values() for i in t.heldout_instructions}
     assert not {ex.prompt.split("\n")[0] for ex in train} & heldout
     assert {ex.prompt.split("\n")[0] for ex in evals} & heldout
@@ -237,3 +237,29 @@ def test_prompts_stay_short():
     for ex in builtin_dataset(900, seed=0):
         assert len(ex.prompt.split()) <= 32, ex.prompt
         assert len(ex.target.split()) <= 12, ex.target
+
+
+def test_cli_data_writes_jsonl(tmp_path, capsys):
+    from minillm.cli import main
+    from minillm.data import load_jsonl
+
+    out = tmp_path / "qa.jsonl"
+    assert main(["data", "--task", "qa", "--n", "7", "--split", "eval", "--out", str(out)]) == 0
+    examples = load_jsonl(out)
+    assert len(examples) == 7 and {ex.task for ex in examples} == {"qa"}
+    assert examples == builtin_dataset(7, seed=0, split="eval", tasks=["qa"])
+
+    assert main(["data", "--task", "all", "--n", "18", "--seed", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 18 and all(line.startswith('{"instruction"') for line in lines)
+
+
+def test_cli_data_list_and_unknown_task(capsys):
+    from minillm.cli import main
+
+    assert main(["data", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"{name}:" in listing for name in TASKS)
+    assert main(["data", "--task", "klingon", "--n", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task" in err and "klingon" in err

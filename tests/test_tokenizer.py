@@ -6,14 +6,13 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from minillm.tasks import TASKS, builtin_dataset
+from minillm.tasks import TASKS, builtin_dataset, train_tokenizer
 from minillm.tokenizer import Tokenizer, check_vocab
 
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    examples = builtin_dataset(3000, seed=0)
-    return Tokenizer.train([e.prompt for e in examples] + [e.target for e in examples], 800)
+    return train_tokenizer(vocab_size=800, n=3000, seed=0)
 
 
 def test_special_ids(tok):
@@ -38,7 +37,7 @@ def test_digits_are_single_tokens(tok):
 def test_round_trip_on_every_task(tok):
     texts = []
     for split in ("train", "eval"):
-        for ex in builtin_dataset(900, seed=5, split=split):
+        for ex in builtin_dataset(450, seed=5, split=split):
             texts += [ex.prompt, ex.target]
     texts += [t for task in TASKS.values() for t in task.heldout_instructions]
     texts += ["quatre-vingt-dix-neuf", "(x + 3) * y // 2", "a\n\nb  c", "ÉTÉ, déjà: 42?"]
@@ -46,6 +45,13 @@ def test_round_trip_on_every_task(tok):
         ids = tok.encode(text)
         assert tok.unk_token_id not in ids, text
         assert tok.decode(ids) == text
+
+
+def test_builtin_tasks_are_short_in_tokens(tok):
+    # Learnability guard: short inputs and outputs for a small model (minillm.tasks).
+    examples = builtin_dataset(900, seed=2)
+    assert max(len(tok.encode(ex.prompt)) for ex in examples) <= 40
+    assert max(len(tok.encode(ex.target)) for ex in examples) <= 20
 
 
 def test_decode_skips_specials_and_label_padding(tok):

@@ -16,6 +16,7 @@ on a laptop CPU in minutes.
     from minillm.tasks import TASKS, builtin_dataset
     train = builtin_dataset(20_000, seed=0)
     heldout = builtin_dataset(900, seed=1, split="eval")
+    tok = train_tokenizer(vocab_size=1000)          # a Tokenizer for the suite
     score = TASKS[ex.task].verify(ex, model_output)
 """
 
@@ -83,6 +84,20 @@ def builtin_dataset(
     return [examples[i] for i in rng.permutation(n)]
 
 
+def train_tokenizer(vocab_size: int = 1000, n: int = 20_000, seed: int = 0):
+    """A :class:`minillm.tokenizer.Tokenizer` trained on ``n`` train examples of the suite.
+
+    Prompts, targets and every instruction phrasing (eval-only ones included, so
+    they tokenize into words rather than letters) make up the corpus.
+    """
+    from minillm.tokenizer import Tokenizer
+
+    examples = builtin_dataset(n, seed=seed, split="train")
+    phrasings = [p for t in TASKS.values() for p in t.instructions + t.heldout_instructions]
+    texts = [ex.prompt for ex in examples] + [ex.target for ex in examples] + phrasings
+    return Tokenizer.train(texts, vocab_size=vocab_size)
+
+
 def verify(example: Example, output: str) -> float:
     """Score ``output`` for a built-in example with its task's verifier."""
     if example.task not in TASKS:
@@ -99,5 +114,6 @@ __all__ = [
     "french_words",
     "instance_split",
     "resolve_tasks",
+    "train_tokenizer",
     "verify",
 ]

@@ -88,4 +88,4 @@ class Task(ABC):
 
 def pick(rng: np.random.Generator, pool: tuple[str, ...], k: int) -> list[str]:
     """``k`` distinct items of ``pool`` in random order."""
-    return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
+    return [pool[i] for i in rng.permutation(len(pool))[:k]]

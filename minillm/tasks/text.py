@@ -102,6 +102,6 @@ class LargestNumber(Task):
     heldout_instructions = ("Which is the highest number in the list?",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        numbers = [int(v) for v in rng.choice(100, size=int(rng.integers(3, 6)), replace=False)]
+        numbers = [int(v) for v in rng.permutation(100)[: int(rng.integers(3, 6))]]
         text = ", ".join(map(str, numbers))
         return Instance(key=text, input=text, target=str(max(numbers)))
