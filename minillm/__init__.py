@@ -8,10 +8,11 @@
 reference libraries are imported by the modules that use them.
 """
 
+from minillm import ops, optim
 from minillm.backend import get_xp
 from minillm.config import T5Config
 from minillm.model import T5, from_pretrained
 
 __version__ = "0.1.0"
 
-__all__ = ["T5", "T5Config", "from_pretrained", "get_xp", "__version__"]
+__all__ = ["T5", "T5Config", "from_pretrained", "get_xp", "ops", "optim", "__version__"]
