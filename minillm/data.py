@@ -304,9 +304,7 @@ def batches(
     **order_kwargs,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield padded batches (see :func:`collate`) in the order :func:`batch_order` draws."""
-    for idx in batch_order(
-        encoded.lengths, batch_size, rng, shuffle=shuffle, bucket=bucket, **order_kwargs
-    ):
+    for idx in batch_order(encoded.lengths, batch_size, rng, shuffle=shuffle, bucket=bucket, **order_kwargs):
         yield collate(encoded, idx)
 
 

@@ -43,9 +43,12 @@ class Tokenizer:
     """T5-style tokenizer: ``encode`` appends ``</s>``, ``decode`` skips special tokens."""
 
     def __init__(
-        self, tokenizer: HFTokenizer, pad_token: str = PAD, eos_token: str = EOS,
+        self,
+        tokenizer: HFTokenizer,
+        pad_token: str = PAD,
+        eos_token: str = EOS,
         unk_token: str = UNK,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._tok = tokenizer
         ids = {}
         for role, token in (("pad", pad_token), ("eos", eos_token), ("unk", unk_token)):
@@ -154,7 +157,7 @@ class Tokenizer:
             ids = [i for i in ids if i != IGNORE_INDEX]
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True):
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
         """:meth:`decode` for each row of ``batch``."""
         return [self.decode(ids, skip_special_tokens) for ids in batch]
 

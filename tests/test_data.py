@@ -158,9 +158,7 @@ def test_every_example_once_per_epoch_and_deterministic():
 def test_no_shuffle_keeps_order_and_drop_last():
     order = batch_order(np.ones(10), 4, np.random.default_rng(0), shuffle=False, bucket=False)
     assert [o.tolist() for o in order] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    order = batch_order(
-        np.ones(10), 4, np.random.default_rng(0), shuffle=False, bucket=False, drop_last=True
-    )
+    order = batch_order(np.ones(10), 4, np.random.default_rng(0), shuffle=False, bucket=False, drop_last=True)
     assert len(order) == 2 == num_batches(10, 4, drop_last=True)
 
 

@@ -77,9 +77,7 @@ def _hf_t5_style(tmp_path, with_post_processor=True):
              ("▁world", -3.0), ("▁", -2.0)] + [(c, -5.0) for c in "helowrd"]  # fmt: skip
     vocab = list(dict(vocab).items())
     hf = HFTokenizer(models.Unigram(vocab, unk_id=2))
-    hf.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]
-    )
+    hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
     hf.decoder = decoders.Metaspace()
     hf.add_special_tokens(["<pad>", "</s>", "<unk>"])
     if with_post_processor:
@@ -99,7 +97,7 @@ def test_hf_t5_tokenizer_json_loads(tmp_path, with_post_processor):
     assert ids == [4, 5, 1]  # one </s>, not two, whoever appends it
     assert tok.encode("hello world", add_eos=False) == [4, 5]
     assert tok.decode(ids) == "hello world"
-    assert tok.encode("hello xyz")[-2] == tok.unk_token_id or tok.unk_token_id in tok.encode("x")
+    assert tok.unk_token_id in tok.encode("hello xyz")  # letters outside the vocab
 
 
 def test_missing_special_token_is_an_error(tmp_path):

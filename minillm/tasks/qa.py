@@ -35,9 +35,7 @@ class ContextQA(Task):
         k = int(rng.integers(2, 4))
         names, items = pick(rng, NAMES, k), pick(rng, ITEMS, k)
         counts = [int(c) for c in rng.integers(MIN_COUNT, MAX_COUNT + 1, size=k)]
-        facts = " ".join(
-            f"{n} has {c} {it}." for n, c, it in zip(names, counts, items, strict=True)
-        )
+        facts = " ".join(f"{n} has {c} {it}." for n, c, it in zip(names, counts, items, strict=True))
         j = int(rng.integers(k))
         if rng.integers(2):
             question, answer = f"How many {items[j]} does {names[j]} have?", str(counts[j])

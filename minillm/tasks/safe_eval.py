@@ -95,15 +95,9 @@ def _check_node(node: ast.AST, allowed: set[str]) -> None:
             raise SafeEvalError(f"operator {type(node.op).__name__} is not allowed")
         if isinstance(node.op, ast.Pow):
             k = node.right
-            ok = (
-                isinstance(k, ast.Constant)
-                and type(k.value) is int
-                and 0 <= k.value <= MAX_POW_EXPONENT
-            )
+            ok = isinstance(k, ast.Constant) and type(k.value) is int and 0 <= k.value <= MAX_POW_EXPONENT
             if not ok:
-                raise SafeEvalError(
-                    f"'**' needs a literal integer exponent in [0, {MAX_POW_EXPONENT}]"
-                )
+                raise SafeEvalError(f"'**' needs a literal integer exponent in [0, {MAX_POW_EXPONENT}]")
         return
     if isinstance(node, ast.UnaryOp | ast.Compare):
         ops = [node.op] if isinstance(node, ast.UnaryOp) else node.ops
@@ -151,9 +145,7 @@ def _eval_node(node: ast.AST, env: Mapping[str, Number]) -> Number:
     raise SafeEvalError(f"{type(node).__name__} is not allowed")  # unreachable after checks
 
 
-def safe_eval(
-    source: str, variables: Mapping[str, Number], *, max_nodes: int = MAX_NODES
-) -> Number:
+def safe_eval(source: str, variables: Mapping[str, Number], *, max_nodes: int = MAX_NODES) -> Number:
     """Evaluate the expression ``source`` with ``variables`` bound, safely.
 
     Only the names in ``variables`` may appear. Raises :class:`SafeEvalError` for
