@@ -1,0 +1,92 @@
+"""Named recipes for ``minillm train``: a model shape and the training settings that suit it.
+
+A preset fixes what a user should not have to choose to see the trainer work:
+
+    model      T5Config fields except vocab_size (which comes from the tokenizer)
+    training   TrainConfig fields (steps, batch size, learning rate, ...)
+    data       the built-in suite's sizes, the tokenizer's vocabulary, max lengths
+
+Every value can still be overridden on the command line (``--steps``, ``--lr``, ...).
+
+- ``small`` (the default): the main job, about 1M parameters. On a 2-core laptop
+  CPU it reaches over 90% exact match on the held-out built-in suite in under ten
+  minutes, tokenizer training and final evaluation included.
+- ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
+- ``base``: four times the parameters of ``small`` and longer training; for a
+  machine with time to spare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: ``model`` are T5Config fields, ``training`` TrainConfig fields.
+
+    ``n_train`` / ``n_eval``: examples of the built-in suite drawn for training and
+    for held-out evaluation (``n_eval_periodic`` of them at each periodic evaluation);
+    ``vocab_size``: the tokenizer's target vocabulary (the model takes the tokenizer's
+    actual size).
+    """
+
+    name: str
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    n_train: int = 20_000
+    n_eval: int = 900
+    n_eval_periodic: int = 270
+    vocab_size: int = 1000
+    max_source_len: int = 64
+    max_target_len: int = 32
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="small",
+            description="~1M parameters, the default: >= 90% held-out exact match in < 10 min on a CPU",
+            model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=2,
+                       num_decoder_layers=2, feed_forward_proj="relu", tie_word_embeddings=True,
+                       dropout_rate=0.0),
+            training=dict(steps=2000, batch_size=64, lr=2e-3, warmup_steps=100,
+                          eval_every=500, weight_decay=0.01, max_grad_norm=1.0),
+        ),
+        Preset(
+            name="tiny",
+            description="a few thousand parameters; trains in seconds (tests, smoke runs)",
+            model=dict(d_model=32, d_kv=8, num_heads=2, d_ff=64, num_layers=1,
+                       num_decoder_layers=1, feed_forward_proj="relu", tie_word_embeddings=True,
+                       dropout_rate=0.1, relative_attention_num_buckets=8,
+                       relative_attention_max_distance=32),
+            training=dict(steps=20, batch_size=16, lr=3e-3, warmup_steps=4, eval_every=10,
+                          weight_decay=0.01, max_grad_norm=1.0),
+            n_train=400, n_eval=36, n_eval_periodic=18, vocab_size=300,
+        ),
+        Preset(
+            name="base",
+            description="~4M parameters, longer training (for a machine with time to spare)",
+            model=dict(d_model=256, d_kv=64, num_heads=4, d_ff=1024, num_layers=3,
+                       num_decoder_layers=3, feed_forward_proj="relu", tie_word_embeddings=True,
+                       dropout_rate=0.0),
+            training=dict(steps=6000, batch_size=64, lr=1e-3, warmup_steps=200,
+                          eval_every=1000, weight_decay=0.01, max_grad_norm=1.0),
+            n_train=50_000,
+        ),
+    )
+}
+
+DEFAULT_PRESET = "small"
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; ValueError listing the presets for an unknown name."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join(f"{p.name} ({p.description})" for p in PRESETS.values())
+        raise ValueError(f"unknown preset {name!r}; known presets: {known}") from None
