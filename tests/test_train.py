@@ -1,0 +1,191 @@
+"""The SFT trainer: output-only loss, accumulation, divergence stop, bit-for-bit resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minillm
+from minillm import checkpoint as ckpt
+from minillm.data import Example, collate, encode_examples
+from minillm.ops.cross_entropy import log_softmax
+from minillm.optim import AdamW
+from minillm.train import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainState,
+    batch_stream,
+    evaluate,
+    fit,
+    read_metrics,
+    sft_loss_and_grads,
+    strip_after_eos,
+    train_step,
+)
+
+EXAMPLES = [
+    Example("Reverse the words.\nred owl pen", "pen owl red", "reverse_words"),
+    Example("Reverse the words.\ncat dog", "dog cat", "reverse_words"),
+    Example("Uppercase.\nbee fish key", "BEE FISH KEY", "uppercase"),
+    Example("Uppercase.\nred", "RED", "uppercase"),
+    Example("Reverse the words.\nbox cup hat key", "key hat cup box", "reverse_words"),
+    Example("Uppercase.\nowl pen", "OWL PEN", "uppercase"),
+] * 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minillm.tokenizer import Tokenizer
+
+    return Tokenizer.train([e.prompt for e in EXAMPLES] + [e.target for e in EXAMPLES],
+                           vocab_size=150)
+
+
+@pytest.fixture(scope="module")
+def encoded(tokenizer):
+    return encode_examples(EXAMPLES, tokenizer, 32, 16)[0]
+
+
+def make_model(tokenizer, dtype="float32", dropout=0.0, seed=0):
+    config = minillm.T5Config(vocab_size=tokenizer.vocab_size, d_model=16, d_kv=4, num_heads=2,
+                              d_ff=32, num_layers=1, dropout_rate=dropout,
+                              relative_attention_num_buckets=8)
+    return minillm.T5.init(config, np.random.default_rng(seed), dtype=dtype)
+
+
+def test_loss_is_on_output_tokens_only(tokenizer, encoded):
+    """loss = mean over target tokens of -log p(y_t | x, y_<t); prompt and padding add nothing."""
+    model = make_model(tokenizer, "float64")
+    b = collate(encoded, np.arange(5))
+    loss, _, n = sft_loss_and_grads(model, [b])
+    labels = b["labels"]
+    assert n == int((labels != -100).sum()) == sum(len(encoded.targets[i]) for i in range(5))
+    logits = model.logits(b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+    logp = log_softmax(logits)
+    nll = [-logp[i, t, labels[i, t]] for i in range(5) for t in range(labels.shape[1])
+           if labels[i, t] != -100]
+    np.testing.assert_allclose(loss, np.mean(nll), rtol=1e-12)
+
+
+def test_grad_accumulation_equals_one_big_batch(tokenizer, encoded):
+    model = make_model(tokenizer, "float64")
+    idx = np.arange(8)
+    whole = collate(encoded, idx)
+    parts = [collate(encoded, idx[:3]), collate(encoded, idx[3:])]  # unequal token counts
+    loss1, g1, n1 = sft_loss_and_grads(model, [whole])
+    loss2, g2, n2 = sft_loss_and_grads(model, parts)
+    assert n1 == n2
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g2[k], g1[k], rtol=1e-9, atol=1e-13)
+
+
+def test_nan_loss_stops_before_the_update(tokenizer, encoded):
+    model = make_model(tokenizer)
+    model.params["encoder.final_layer_norm.weight"][0] = np.nan
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        train_step(model, AdamW(), [collate(encoded, np.arange(4))], 0, TrainConfig(steps=1),
+                   1, None)
+    for k, v in before.items():
+        np.testing.assert_array_equal(model.params[k], v)
+
+
+def test_batch_stream_resumes_at_a_position(encoded):
+    stream = batch_stream(encoded, 5, seed=3)
+    full = [(b["index"].tolist(), pos) for b, pos in (next(stream) for _ in range(15))]
+    for k in (1, 4, 5, 9):
+        epoch, start = full[k - 1][1]
+        rest = batch_stream(encoded, 5, seed=3, epoch=epoch, start=start)
+        got = [(b["index"].tolist(), pos) for b, pos in (next(rest) for _ in range(15 - k))]
+        assert got == full[k:]
+    assert full[4][1] == (1, 0)  # 24 examples, batches of 5: 5 per epoch
+
+
+def test_strip_after_eos():
+    assert strip_after_eos([0, 7, 8, 1, 0, 0], eos_id=1, start_id=0) == [7, 8]
+    assert strip_after_eos([0, 7, 8], eos_id=1, start_id=0) == [7, 8]
+
+
+def test_evaluate_reports_per_task(tokenizer, encoded):
+    model = make_model(tokenizer)
+    res = evaluate(model, tokenizer, EXAMPLES[:6], encode_examples(EXAMPLES[:6], tokenizer, 32, 16)[0],
+                   batch_size=4, max_new_tokens=4,
+                   verifiers={"uppercase": lambda ex, out: 1.0})
+    assert set(res["per_task"]) == {"reverse_words", "uppercase"}
+    assert res["per_task"]["uppercase"]["n"] == 3 and res["per_task"]["uppercase"]["score"] == 1.0
+    assert 0.0 <= res["exact_match"] <= 1.0 and res["perplexity"] > 1.0
+    assert np.isclose(res["perplexity"], np.exp(res["loss"]))
+
+
+def run_fit(tokenizer, encoded, out, steps=8, stop_after=None, resume=False, plot=False, **cfg):
+    config = TrainConfig(steps=steps, batch_size=5, lr=1e-2, warmup_steps=2, eval_every=4,
+                         log_every=2, max_new_tokens=4, seed=1, **cfg)
+    if resume:
+        model, _, opt_state, s = ckpt.load_checkpoint(out)
+        opt = AdamW(lr=config.lr, weight_decay=config.weight_decay)
+        opt.load_state_dict(opt_state)
+        state = TrainState(s["step"], s["epoch"], s["batch_in_epoch"], s["rng_state"], s["best"])
+    else:
+        model, opt, state = make_model(tokenizer, dropout=0.1), None, None
+    result = fit(model, tokenizer, encoded, config, str(out), eval_examples=EXAMPLES[:6],
+                 eval_data=encode_examples(EXAMPLES[:6], tokenizer, 32, 16)[0],
+                 state=state, optimizer=opt, stop_after=stop_after, progress=False, plot=plot)
+    return model, result
+
+
+def test_resume_is_bit_for_bit(tokenizer, encoded, tmp_path):
+    """Train N steps == train N/2, stop, resume to N (dropout on, accumulation, epochs crossed)."""
+    full, res = run_fit(tokenizer, encoded, tmp_path / "a", steps=10, grad_accum=2)
+    assert res["step"] == 10 and not res["stopped_early"]
+    half, res = run_fit(tokenizer, encoded, tmp_path / "b", steps=10, grad_accum=2, stop_after=5)
+    assert res["stopped_early"] and ckpt.read_state(tmp_path / "b")["step"] == 5
+    resumed, res = run_fit(tokenizer, encoded, tmp_path / "b", steps=10, grad_accum=2, resume=True)
+    assert res["step"] == 10
+    for k, v in full.params.items():
+        np.testing.assert_array_equal(resumed.params[k], v, err_msg=k)
+    # and on disk
+    a = minillm.from_pretrained(tmp_path / "a")
+    b = minillm.from_pretrained(tmp_path / "b")
+    for k, v in a.params.items():
+        np.testing.assert_array_equal(b.params[k], v)
+    # metrics.jsonl: logged every 2 steps and at the stop, each step once, in order
+    steps = [r["step"] for r in read_metrics(str(tmp_path / "b" / "metrics.jsonl"))
+             if r["kind"] == "train"]
+    assert steps == [2, 4, 5, 6, 8, 10]
+
+
+def test_fit_writes_the_run_folder(tokenizer, encoded, tmp_path):
+    model, res = run_fit(tokenizer, encoded, tmp_path, steps=8, plot=True)
+    recs = read_metrics(str(tmp_path / "metrics.jsonl"))
+    kinds = [r["kind"] for r in recs]
+    assert kinds.count("train") == 4 and kinds.count("eval") == 1 and kinds[-1] == "final_eval"
+    train = [r for r in recs if r["kind"] == "train"]
+    assert all(r["tokens_per_s"] > 0 and np.isfinite(r["loss"]) for r in train)
+    assert set(recs[-1]["per_task"]) == {"reverse_words", "uppercase"}
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["step"] == 8 and state["best"]["step"] in (4, 8)
+    assert minillm.from_pretrained(tmp_path / "best").config == model.config
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tokenizer, encoded, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = minillm.T5.loss_and_grads
+
+    def goes_nan(self, *a, **k):
+        calls["n"] += 1
+        loss, grads = real(self, *a, **k)
+        return (float("nan"), grads) if calls["n"] == 6 else (loss, grads)
+
+    monkeypatch.setattr(minillm.T5, "loss_and_grads", goes_nan)
+    with pytest.raises(TrainingDiverged, match=r"step 6: the loss is nan.*checkpoint \(step 4\)"):
+        run_fit(tokenizer, encoded, tmp_path, steps=8)
+    assert ckpt.read_state(tmp_path)["step"] == 4
+    model = minillm.from_pretrained(tmp_path)
+    assert all(np.isfinite(v).all() for v in model.params.values())
+    assert not os.path.exists(tmp_path / ckpt.STAGING)
