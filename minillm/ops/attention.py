@@ -21,6 +21,12 @@ from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.softmax import softmax_backward, softmax_forward
 
 
+def project(t, w):
+    """t (B, L, C) @ w^T (C, O) as one 2-D GEMM -> (B, L, O)."""
+    B, L, C = t.shape
+    return (t.reshape(B * L, C) @ w.T).reshape(B, L, w.shape[0])  # (B, L, O)
+
+
 def split_heads(t, n_heads):
     """(B, L, H*D) -> (B, H, L, D)."""
     B, L, HD = t.shape
@@ -42,9 +48,9 @@ def attention_forward(x, m, params, *, n_heads, bias=None, scale=None, dropout=0
     D = params["q"].shape[0] // n_heads
     if scale is None:
         scale = 1.0 / math.sqrt(D)
-    q = split_heads(x @ params["q"].T, n_heads)  # (B, H, T, D)
-    k = split_heads(m @ params["k"].T, n_heads)  # (B, H, S, D)
-    v = split_heads(m @ params["v"].T, n_heads)  # (B, H, S, D)
+    q = split_heads(project(x, params["q"]), n_heads)  # (B, H, T, D)
+    k = split_heads(project(m, params["k"]), n_heads)  # (B, H, S, D)
+    v = split_heads(project(m, params["v"]), n_heads)  # (B, H, S, D)
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
     if scale != 1.0:
         scores *= scale
@@ -53,7 +59,7 @@ def attention_forward(x, m, params, *, n_heads, bias=None, scale=None, dropout=0
     a, _ = softmax_forward(scores)  # (B, H, T, S)
     a_drop, drop_cache = dropout_forward(a, p=dropout, rng=rng)
     ctx = merge_heads(a_drop @ v)  # (B, T, H*D)
-    out = ctx @ params["o"].T  # (B, T, C)
+    out = project(ctx, params["o"])  # (B, T, C)
     bias_shape = None if bias is None else bias.shape
     cache = (x, m, q, k, v, a, a_drop, drop_cache, ctx, params, scale, bias_shape)
     return out, cache
@@ -75,7 +81,7 @@ def attention_backward(dout, cache):
     n_heads = q.shape[1]
     # out = ctx W_o^T
     d_o = dout.reshape(-1, dout.shape[-1]).T @ ctx.reshape(-1, ctx.shape[-1])  # (C, H*D)
-    dctx = split_heads(dout @ params["o"], n_heads)  # (B, H, T, D)
+    dctx = split_heads(project(dout, params["o"].T), n_heads)  # (B, H, T, D)
     # ctx = a_drop v
     da_drop = dctx @ v.transpose(0, 1, 3, 2)  # (B, H, T, S)
     dv = a_drop.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, D)
@@ -97,8 +103,8 @@ def attention_backward(dout, cache):
         "v": dv.reshape(-1, dv.shape[-1]).T @ m2,  # (H*D, C)
         "o": d_o,
     }
-    dx = dq @ params["q"]  # (B, T, C)
-    dm = dk @ params["k"] + dv @ params["v"]  # (B, S, C)
+    dx = project(dq, params["q"].T)  # (B, T, C)
+    dm = project(dk, params["k"].T) + project(dv, params["v"].T)  # (B, S, C)
     return (dx, dm, dbias), grads
 
 
