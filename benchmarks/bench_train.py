@@ -61,30 +61,34 @@ def _batch(c, seed=1):
     return x, y
 
 
-def worker_minillm(c, variant, dropout, steps):
+def worker_minillm(c, variant, dropout, steps, device="cpu"):
     import numpy as np
 
     import minillm
+    from minillm.backend import to_device, xp_for
     from minillm.optim import AdamW
 
     cfg = minillm.T5Config(**{k: c[k] for k in ("vocab_size", "d_model", "d_kv", "num_heads", "d_ff",
                                                   "num_layers", "num_decoder_layers")},
                            dropout_rate=dropout, feed_forward_proj=variant,
                            tie_word_embeddings=variant == "relu")
-    model = minillm.T5.init(cfg, np.random.default_rng(0))
+    model = minillm.T5.init(cfg, np.random.default_rng(0), device=device)
     opt = AdamW(lr=1e-4)
     drng = np.random.default_rng(2)
-    x, y = _batch(c)
+    x, y = (to_device(a, device) for a in _batch(c))
+    xp = xp_for(device)
 
     def step():
         loss, grads = model.loss_and_grads(x, y, rng=drng if dropout else None)
         opt.step(model.params, grads)
+        if xp is not np:
+            xp.cuda.Device().synchronize()
         return loss
 
     return _time(step, steps)
 
 
-def worker_transformers(c, variant, dropout, steps):
+def worker_transformers(c, variant, dropout, steps, device="cpu"):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -96,21 +100,21 @@ def worker_transformers(c, variant, dropout, steps):
     model = T5ForConditionalGeneration(cfg)  # the default attention (what users get)
     if variant != "relu":  # FLAN-T5: a separate LM head
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight))
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = (torch.tensor(a) for a in _batch(c))
+    x, y = (torch.tensor(a, device=device) for a in _batch(c))
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss = model(input_ids=x, labels=y).loss
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss.item()  # .item() synchronises a GPU
 
     return _time(step, steps)
 
 
-def worker_torch(c, variant, dropout, steps):
+def worker_torch(c, variant, dropout, steps, device="cpu"):
     """A plain torch.nn encoder-decoder of the same size: embeddings, nn.Transformer, LM head."""
     import torch
     from torch import nn
@@ -130,13 +134,13 @@ def worker_torch(c, variant, dropout, steps):
                 self.head.weight = self.emb.weight
 
         def forward(self, x, y):
-            mask = nn.Transformer.generate_square_subsequent_mask(y.shape[1])
+            mask = nn.Transformer.generate_square_subsequent_mask(y.shape[1], device=y.device)
             h = self.tf(self.emb(x), self.emb(y), tgt_mask=mask, tgt_is_causal=True)
             return self.head(h)
 
-    model = Seq2Seq().train()
+    model = Seq2Seq().to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = (torch.tensor(a) for a in _batch(c))
+    x, y = (torch.tensor(a, device=device) for a in _batch(c))
     dec = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1)
 
     def step():
@@ -165,30 +169,39 @@ def _time(step, steps):
 WORKERS = {"minillm": worker_minillm, "transformers": worker_transformers, "torch": worker_torch}
 
 
-def run_worker(impl, c, variant, dropout, steps, threads):
+def run_worker(impl, c, variant, dropout, steps, threads, device="cpu"):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", impl, "--variant", variant, "--steps", str(steps),
-           "--dropout", str(dropout), "--config", json.dumps(c), "--threads", str(threads)]
+           "--dropout", str(dropout), "--config", json.dumps(c), "--threads", str(threads),
+           "--device", device]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def gemm_rate(c, repeats=5):
-    """NumPy float32 GEMM GFLOP/s on the step's most common shape: (B*L, C) @ (C, F)."""
+def gemm_rate(c, repeats=5, device="cpu"):
+    """float32 GEMM GFLOP/s of the array module on the step's most common shape: (B*L, C) @ (C, F)."""
     import numpy as np
 
+    from minillm.backend import to_device, xp_for
+
+    xp = xp_for(device)
+    sync = (lambda: xp.cuda.Device().synchronize()) if xp is not np else (lambda: None)
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((c["batch"] * c["src_len"], c["d_model"]), dtype=np.float32)
-    b = rng.standard_normal((c["d_model"], c["d_ff"]), dtype=np.float32)
+    a = to_device(rng.standard_normal((c["batch"] * c["src_len"], c["d_model"]), dtype=np.float32), device)
+    b = to_device(rng.standard_normal((c["d_model"], c["d_ff"]), dtype=np.float32), device)
     a @ b
+    sync()
     times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
+    for _ in range(repeats):  # each sample: as many products as fill 0.2 s
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.2:
+            a @ b
+            n += 1
+        sync()
+        times.append((time.perf_counter() - t0) / n)
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times) / 1e9
 
 
@@ -201,6 +214,10 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--quick", action="store_true", help="a smaller config and fewer rounds")
     ap.add_argument("--only", nargs="+", choices=IMPLS, default=list(IMPLS))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: minillm on CuPy against PyTorch CUDA eager")
+    ap.add_argument("--config-scale", type=int, default=1,
+                    help="multiply batch and widths (d_model, d_ff, d_kv) to occupy a GPU")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train.json"))
     ap.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -211,23 +228,28 @@ def main(argv=None):
             import torch
 
             torch.set_num_threads(args.threads)
-        res = WORKERS[args.worker](json.loads(args.config), args.variant, args.dropout, args.steps)
+        res = WORKERS[args.worker](json.loads(args.config), args.variant, args.dropout, args.steps,
+                                   args.device)
         print(json.dumps(res))
         return 0
 
-    c = QUICK if args.quick else REFERENCE
+    c = dict(QUICK if args.quick else REFERENCE)
+    if args.config_scale > 1:
+        k = args.config_scale
+        c.update(batch=c["batch"] * k, d_model=c["d_model"] * k, d_ff=c["d_ff"] * k, d_kv=c["d_kv"] * k)
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     variants = ["relu", "gated-gelu"] if args.variant == "both" else [args.variant]
-    results = {"config": c, "threads": args.threads, "dropout": args.dropout, "repeats": repeats,
+    results = {"config": c, "device": args.device, "threads": args.threads, "dropout": args.dropout,
+               "repeats": repeats,
                "variants": {}}
     for variant in variants:
         times = {impl: [] for impl in args.only}
         rss = {impl: [] for impl in args.only}
         gemm = []
         for r in range(repeats):
-            gemm.append(gemm_rate(c))
+            gemm.append(gemm_rate(c, device=args.device))
             for impl in args.only:
-                res = run_worker(impl, c, variant, args.dropout, args.steps, args.threads)
+                res = run_worker(impl, c, variant, args.dropout, args.steps, args.threads, args.device)
                 times[impl] += res["times_ms"]
                 rss[impl].append(res["peak_rss_mb"])
             print(f"[{variant}] round {r + 1}/{repeats}: " + ", ".join(

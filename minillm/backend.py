@@ -64,9 +64,14 @@ def xp_for(device: str):
 
 
 def to_device(x: Any, device: str):
-    """Move an array, or a dict of arrays, to 'cpu' or 'cuda' (a copy only when needed)."""
+    """Move an array, or a (nested) dict of arrays, to 'cpu' or 'cuda' (a copy only when needed).
+
+    Non-array values (ints, floats, strings) pass through unchanged.
+    """
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
+    if not hasattr(x, "shape"):
+        return x
     if device == "cpu":
         return to_numpy(x)
     xp = xp_for(device)
@@ -74,24 +79,14 @@ def to_device(x: Any, device: str):
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A NumPy copy of a host or device array (CuPy refuses implicit conversion)."""
+    """A NumPy copy of a host or device array, or of a dict of them (CuPy refuses implicit conversion)."""
     if isinstance(x, dict):
         return {k: to_numpy(v) for k, v in x.items()}
+    if not hasattr(x, "shape"):
+        return x
     if get_xp(x) is not np:
         return x.get()
     return np.asarray(x)
-
-
-def generator(seed_or_rng: Any, device: str = "cpu"):
-    """A random Generator for the device from a seed, or the Generator itself.
-
-    NumPy: ``numpy.random.Generator``; CuPy: ``cupy.random.Generator`` is not
-    a full equivalent, so on the GPU we draw on the host and copy (see
-    ``random_uniform``). The returned object is always a NumPy Generator.
-    """
-    if isinstance(seed_or_rng, np.random.Generator):
-        return seed_or_rng
-    return np.random.default_rng(seed_or_rng)
 
 
 def random_uniform(rng: np.random.Generator, shape: tuple, like: Any):

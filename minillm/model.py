@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm.backend import get_xp
+from minillm.backend import device_of, get_xp, to_device
 from minillm.config import T5Config
 from minillm.ops.attention import (
     additive_mask,
@@ -277,19 +277,30 @@ class T5:
 
     # -------------------------------------------------------------- creation
     @classmethod
-    def init(cls, config: T5Config, rng: np.random.Generator, dtype: Any = "float32") -> T5:
-        """Fresh weights drawn with T5's initialisation scheme."""
+    def init(cls, config: T5Config, rng: np.random.Generator, dtype: Any = "float32",
+             device: str = "cpu") -> T5:
+        """Fresh weights drawn with T5's initialisation scheme (on the host, then moved)."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError("T5.init needs a numpy.random.Generator (np.random.default_rng(seed))")
-        return cls(config, init_params(config, rng, dtype))
+        return cls(config, init_params(config, rng, dtype)).to(device)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "float32") -> T5:
-        """Load a Hugging Face T5 folder (config.json + model.safetensors)."""
+    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "float32", device: str = "cpu") -> T5:
+        """Load a Hugging Face T5 folder (config.json + model.safetensors) onto a device."""
         from minillm.hf import load_pretrained
 
         config, params = load_pretrained(path, dtype=dtype)
-        return cls(config, params)
+        return cls(config, params).to(device)
+
+    def to(self, device: str) -> T5:
+        """This model with its params on 'cpu' or 'cuda' (self when already there)."""
+        if device == self.device:
+            return self
+        return T5(self.config, to_device(self.params, device))
+
+    @property
+    def device(self) -> str:
+        return device_of(self.params["shared.weight"])
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write config.json and model.safetensors that transformers loads."""
@@ -449,6 +460,6 @@ def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):
     return out
 
 
-def from_pretrained(path: str | os.PathLike, dtype: Any = "float32") -> T5:
-    """Load a Hugging Face T5 folder: ``minillm.from_pretrained("dir")``."""
-    return T5.from_pretrained(path, dtype=dtype)
+def from_pretrained(path: str | os.PathLike, dtype: Any = "float32", device: str = "cpu") -> T5:
+    """Load a Hugging Face T5 folder: ``minillm.from_pretrained("dir", device="cuda")``."""
+    return T5.from_pretrained(path, dtype=dtype, device=device)
