@@ -59,7 +59,8 @@ def text_metrics(outputs: Sequence[str], targets: Sequence[str]) -> dict[str, fl
     """exact_match, corpus BLEU and mean ROUGE-1/2/L F of outputs against targets."""
     from minillm import metrics
 
-    rouge = [metrics.rouge(o, t, types=("rouge1", "rouge2", "rougeL")) for o, t in zip(outputs, targets, strict=True)]
+    types = ("rouge1", "rouge2", "rougeL")
+    rouge = [metrics.rouge(o, t, types=types) for o, t in zip(outputs, targets, strict=True)]
     n = max(len(rouge), 1)
     return {
         "exact_match": metrics.exact_match(outputs, targets),
