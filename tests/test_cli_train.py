@@ -172,6 +172,28 @@ def test_subprocess_train_and_bad_input(tmp_path):
     assert digest(out) == before
 
 
+def test_hf_snippet_example_runs_on_a_run_folder(run_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "hf_snippet.py"), str(run_dir),
+                        "Reverse the order of the words.\nred owl pen", "--max-new-tokens", "5"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["translation.py", "question_answering.py", "code_generation.py",
+                                    "text_transformation.py"])
+def test_application_examples_run(script, tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), "--steps", "3",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "overall" in r.stdout and "->" in r.stdout
+    assert minillm.from_pretrained(tmp_path / "run").config.d_model == 128
+
+
 @pytest.mark.slow
 def test_main_job_reaches_90_percent(tmp_path):
     """THE MAIN JOB: ``minillm train`` with no arguments; >= 90% held-out exact match."""
