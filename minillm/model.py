@@ -236,10 +236,10 @@ def stack_backward(dh, cache):
             dx = dx + dn
         # x = x + dropout(SelfAttention(norm(x)))
         da, _ = dropout_backward(dx, bc["sa_drop"])
-        (dq_in, dkv_in, dbias), g = attention_backward(da, bc["sa"])
+        (dn, _, dbias), g = attention_backward(da, bc["sa"])  # self-attention: dn is the whole input grad
         _add(grads, f"{b}.0.SelfAttention", g)
         dself_bias = dbias if dself_bias is None else dself_bias + dbias
-        dn, g = rms_norm_backward(dq_in + dkv_in, bc["ln0"])
+        dn, g = rms_norm_backward(dn, bc["ln0"])
         grads[f"{b}.0.layer_norm.weight"] = g["weight"]
         dx = dx + dn
     # self_bias = position_bias + mask: the mask is constant

@@ -267,3 +267,26 @@ def test_ops_keep_the_input_dtype(dtype):
         assert out.dtype == dtype
     dx, g = ops.attention_backward(outs[7], ops.attention_forward(x, x, attn, n_heads=2)[1])
     assert dx[0].dtype == dtype and all(v.dtype == dtype for v in g.values())
+
+
+@SETTINGS
+@given(rng=rngs(), B=dims(1, 2), T=dims(1, 5), C=dims(1, 5), H=dims(1, 3), D=dims(1, 3),
+       causal=st.booleans(), drop=st.booleans())
+def test_self_attention(rng, B, T, C, H, D, causal, drop):
+    """Self-attention (the same array as queries and keys/values) with a causal or padding mask."""
+    params = _attn_params(rng, C, H, D)
+    keep = ops.causal_keep(T, xp=np) if causal else ops.padding_keep(padding_mask(rng, B, T))
+    pos = randn(rng, 1, H, T, T)
+    mask = ops.additive_mask(keep, np.float64)
+    drng = np.random.default_rng(int(rng.integers(2**31)))
+
+    def fwd(x, pos, p, drng):
+        return ops.attention_forward(x, x, p, n_heads=H, bias=pos + mask, scale=1.0,
+                                     dropout=0.2 if drop else 0.0, rng=drng)
+
+    def bwd(dout, cache):
+        (dx, dm, dbias), grads = ops.attention_backward(dout, cache)
+        assert dm is None
+        return (dx, dbias.sum(axis=0, keepdims=True)), grads
+
+    assert_gradients(fwd, bwd, (randn(rng, B, T, C), pos), params, rng, TOL, drng=drng)

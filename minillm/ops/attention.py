@@ -44,13 +44,23 @@ def attention_forward(x, m, params, *, n_heads, bias=None, scale=None, dropout=0
 
     x: (B, T, C), m: (B, S, C), bias: broadcastable to (B, H, T, S) or None.
     params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
+    Pass the same array as x and m for self-attention.
     """
-    D = params["q"].shape[0] // n_heads
+    xp = get_xp(x)
+    HD = params["q"].shape[0]
     if scale is None:
-        scale = 1.0 / math.sqrt(D)
-    q = split_heads(project(x, params["q"]), n_heads)  # (B, H, T, D)
-    k = split_heads(project(m, params["k"]), n_heads)  # (B, H, S, D)
-    v = split_heads(project(m, params["v"]), n_heads)  # (B, H, S, D)
+        scale = 1.0 / math.sqrt(HD // n_heads)
+    # One GEMM for every projection that reads the same input (wider GEMMs run
+    # closer to BLAS's peak): [q|k|v] = x [W_q|W_k|W_v]^T for self-attention,
+    # [k|v] = m [W_k|W_v]^T for cross-attention.
+    if m is x:
+        w_in = xp.concatenate([params["q"], params["k"], params["v"]])  # (3*H*D, C)
+        q, k, v = xp.split(project(x, w_in), 3, axis=-1)  # 3 x (B, T, H*D)
+    else:
+        w_in = xp.concatenate([params["k"], params["v"]])  # (2*H*D, C)
+        q = project(x, params["q"])  # (B, T, H*D)
+        k, v = xp.split(project(m, w_in), 2, axis=-1)  # 2 x (B, S, H*D)
+    q, k, v = (split_heads(t, n_heads) for t in (q, k, v))  # (B, H, T|S, D)
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
     if scale != 1.0:
         scores *= scale
@@ -61,7 +71,7 @@ def attention_forward(x, m, params, *, n_heads, bias=None, scale=None, dropout=0
     ctx = merge_heads(a_drop @ v)  # (B, T, H*D)
     out = project(ctx, params["o"])  # (B, T, C)
     bias_shape = None if bias is None else bias.shape
-    cache = (x, m, q, k, v, a, a_drop, drop_cache, ctx, params, scale, bias_shape)
+    cache = (x, m, q, k, v, a, a_drop, drop_cache, ctx, params, w_in, scale, bias_shape)
     return out, cache
 
 
@@ -72,16 +82,18 @@ def _sum_to_shape(t, shape):
 
 
 def attention_backward(dout, cache):
-    """dout: (B, T, C) -> ((dx (B,T,C), dm (B,S,C), dbias or None), grads).
+    """dout: (B, T, C) -> ((dx (B,T,C), dm (B,S,C) or None, dbias or None), grads).
 
-    For self-attention (m is x) the caller adds dx and dm. dbias has the shape
-    of the bias that was passed in.
+    For self-attention (the same array passed as x and m) dx holds the whole
+    input gradient and dm is None. dbias has the shape of the bias passed in.
     """
-    x, m, q, k, v, a, a_drop, drop_cache, ctx, params, scale, bias_shape = cache
-    n_heads = q.shape[1]
+    x, m, q, k, v, a, a_drop, drop_cache, ctx, params, w_in, scale, bias_shape = cache
+    xp = get_xp(dout)
+    B, H, T, D = q.shape
+    S = k.shape[2]
     # out = ctx W_o^T
     d_o = dout.reshape(-1, dout.shape[-1]).T @ ctx.reshape(-1, ctx.shape[-1])  # (C, H*D)
-    dctx = split_heads(project(dout, params["o"].T), n_heads)  # (B, H, T, D)
+    dctx = split_heads(project(dout, params["o"].T), H)  # (B, H, T, D)
     # ctx = a_drop v
     da_drop = dctx @ v.transpose(0, 1, 3, 2)  # (B, H, T, S)
     dv = a_drop.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, D)
@@ -92,20 +104,27 @@ def attention_backward(dout, cache):
     dbias = None if bias_shape is None else _sum_to_shape(dscores, bias_shape)
     if scale != 1.0:
         dscores = dscores * scale
-    dq = merge_heads(dscores @ k)  # (B, T, H*D)
-    dk = merge_heads(dscores.transpose(0, 1, 3, 2) @ q)  # (B, S, H*D)
-    dv = merge_heads(dv)  # (B, S, H*D)
-    # q = x W_q^T, k = m W_k^T, v = m W_v^T
-    x2, m2 = x.reshape(-1, x.shape[-1]), m.reshape(-1, m.shape[-1])
-    grads = {
-        "q": dq.reshape(-1, dq.shape[-1]).T @ x2,  # (H*D, C)
-        "k": dk.reshape(-1, dk.shape[-1]).T @ m2,  # (H*D, C)
-        "v": dv.reshape(-1, dv.shape[-1]).T @ m2,  # (H*D, C)
-        "o": d_o,
-    }
-    dx = project(dq, params["q"].T)  # (B, T, C)
-    dm = project(dk, params["k"].T) + project(dv, params["v"].T)  # (B, S, C)
-    return (dx, dm, dbias), grads
+    dq = dscores @ k  # (B, H, T, D)
+    dk = dscores.transpose(0, 1, 3, 2) @ q  # (B, H, S, D)
+    # [q|k|v] = x W_in^T (self) or [k|v] = m W_in^T (cross): one GEMM each way.
+    # The head gradients are written straight into the fused (.., n*H*D) buffer.
+    heads = [dq, dk, dv] if m is x else [dk, dv]
+    L = T if m is x else S
+    d_in = xp.empty((B, L, len(heads), H, D), dtype=dout.dtype)  # (B, L, n, H, D)
+    for i, g in enumerate(heads):
+        d_in[:, :, i] = g.transpose(0, 2, 1, 3)  # (B, L, H, D)
+    d_in = d_in.reshape(B * L, len(heads) * H * D)  # (B*L, n*H*D)
+    src = x if m is x else m
+    dw_in = d_in.T @ src.reshape(B * L, -1)  # (n*H*D, C)
+    d_src = (d_in @ w_in).reshape(src.shape)  # (B, L, C)
+    HD = H * D
+    if m is x:
+        grads = {"q": dw_in[:HD], "k": dw_in[HD:2 * HD], "v": dw_in[2 * HD:], "o": d_o}
+        return (d_src, None, dbias), grads
+    dq2 = merge_heads(dq).reshape(B * T, HD)  # (B*T, H*D)
+    grads = {"q": dq2.T @ x.reshape(B * T, -1), "k": dw_in[:HD], "v": dw_in[HD:], "o": d_o}
+    dx = (dq2 @ params["q"]).reshape(x.shape)  # (B, T, C)
+    return (dx, d_src, dbias), grads
 
 
 def additive_mask(keep, dtype):

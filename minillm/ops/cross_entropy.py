@@ -33,31 +33,42 @@ def log_softmax(z):
 
 
 def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX):
-    """logits (N, V), labels (N,) int -> token_loss (N,) (0 where ignored), cache."""
+    """logits (N, V), labels (N,) int -> token_loss (N,) (0 where ignored), cache.
+
+    The cache keeps the probabilities p = softmax(z), which is all the backward
+    needs; -log p[y] is computed as logsumexp(z) - z[y] without forming log p.
+    """
     xp = get_xp(logits)
     N, V = logits.shape
     valid = labels != ignore_index  # (N,)
     safe = xp.where(valid, labels, 0)  # (N,) a real index even where ignored
-    logp = log_softmax(logits)  # (N, V)
-    nll = -logp[xp.arange(N), safe]  # (N,)
+    e = logits - logits.max(axis=-1, keepdims=True)  # (N, V) shifted logits z - max z
+    z_y = e[xp.arange(N), safe]  # (N,) shifted logit of the label
+    z_mean = e.mean(axis=-1) if label_smoothing else None  # (N,) for the smoothing term
+    xp.exp(e, out=e)  # in place: one (N, V) buffer serves exp, then the probabilities
+    total = e.sum(axis=-1)  # (N,)
+    e /= total[:, None]  # p = softmax(z)
+    logz = xp.log(total)  # (N,) logsumexp of the shifted logits
+    nll = logz - z_y  # -log p[y]
     if label_smoothing:
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
+        # -mean_v log p_v = logz - mean_v z_v
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * (logz - z_mean)
     token_loss = xp.where(valid, nll, xp.asarray(0, dtype=logits.dtype))
-    return token_loss, (logp, safe, valid, label_smoothing)
+    return token_loss, (e, safe, valid, label_smoothing)
 
 
 def cross_entropy_backward(dtoken_loss, cache):
     """dtoken_loss (N,) -> (dlogits (N, V), {}).  Ignored tokens get zero gradient."""
-    logp, safe, valid, eps = cache
-    xp = get_xp(logp)
-    N, V = logp.shape
-    seed = xp.where(valid, dtoken_loss, 0).astype(logp.dtype, copy=False)  # (N,)
-    # loss_n = -sum_v q_nv log p_nv  =>  dz_n = seed_n (p_n - q_n)
-    dz = xp.exp(logp)  # (N, V) softmax
+    p, safe, valid, eps = cache
+    xp = get_xp(p)
+    N, V = p.shape
+    seed = xp.where(valid, dtoken_loss, 0).astype(p.dtype, copy=False)  # (N,)
+    # loss_n = -sum_v q_nv log p_nv,  q = (1 - eps) onehot(y) + eps / V
+    #   =>  dz_n = seed_n (p_n - q_n)
+    dz = p * seed[:, None]  # (N, V)
+    dz[xp.arange(N), safe] -= (1.0 - eps) * seed
     if eps:
-        dz -= eps / V
-    dz[xp.arange(N), safe] -= 1.0 - eps
-    dz *= seed[:, None]
+        dz -= (eps / V) * seed[:, None]
     return dz, {}
 
 
@@ -77,8 +88,9 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 def cross_entropy_mean_backward(dloss, cache):
     """dloss (scalar) -> dlogits (..., V): the SFT seed, valid / n_targets."""
     ce_cache, n, shape = cache
-    xp = get_xp(ce_cache[0])
-    seed = xp.full(ce_cache[1].shape, dloss / max(n, 1), dtype=ce_cache[0].dtype)
+    p = ce_cache[0]
+    xp = get_xp(p)
+    seed = xp.full(p.shape[:1], dloss / max(n, 1), dtype=p.dtype)  # (N,) every target alike
     dz, _ = cross_entropy_backward(seed, ce_cache)
     return dz.reshape(shape), {}
 
