@@ -106,7 +106,7 @@ def test_answers_are_correct():
     for _ in range(30):
         ex = TASKS["reverse_words"].sample(rng)
         words = body(ex).split()
-        assert ex.target.split() == words[::-1] and len(set(words)) == len(words) >= 3
+        assert ex.target.split() == words[::-1] and len(set(words)) == len(words) >= 2
         ex = TASKS["sort_words"].sample(rng)
         assert ex.target.split() == sorted(body(ex).split())
         ex = TASKS["largest_number"].sample(rng)

@@ -93,7 +93,7 @@ class CodeExpression(Task):
     def instance(self, rng: np.random.Generator) -> Instance:
         start = VARIABLES[int(rng.integers(len(VARIABLES)))]
         steps = []
-        for _ in range(int(rng.integers(1, 4))):
+        for _ in range(int(rng.integers(1, 3))):
             kind = list(STEPS)[int(rng.integers(len(STEPS)))]
             if STEPS[kind][3] == "any" and rng.integers(2):
                 operand = VARIABLES[int(rng.integers(len(VARIABLES)))]

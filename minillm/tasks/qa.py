@@ -1,6 +1,6 @@
 """Question answering over a short generated context.
 
-Context: two or three people, each holding a number of one kind of thing::
+Context: two people, each holding a number of one kind of thing::
 
     Anna has 3 apples. Ben has 5 pears. Question: How many pears does Ben have?  -> 5
     Anna has 3 apples. Ben has 5 pears. Question: Who has the apples?           -> Anna
@@ -32,7 +32,7 @@ class ContextQA(Task):
     heldout_instructions = ("Answer the question from the text.",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        k = int(rng.integers(2, 4))
+        k = 2
         names, items = pick(rng, NAMES, k), pick(rng, ITEMS, k)
         counts = [int(c) for c in rng.integers(MIN_COUNT, MAX_COUNT + 1, size=k)]
         facts = " ".join(f"{n} has {c} {it}." for n, c, it in zip(names, counts, items, strict=True))

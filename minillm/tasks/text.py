@@ -20,7 +20,7 @@ WORDS = tuple(WORDS)
 
 class ReverseWords(Task):
     name = "reverse_words"
-    description = "reverse the order of 3-6 words"
+    description = "reverse the order of 2-5 words"
     instructions = (
         "Reverse the order of the words.",
         "Write the words in reverse order.",
@@ -31,14 +31,14 @@ class ReverseWords(Task):
     heldout_instructions = ("Give the words in reverse order.",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        words = pick(rng, WORDS, int(rng.integers(3, 7)))
+        words = pick(rng, WORDS, int(rng.integers(2, 6)))
         text = " ".join(words)
         return Instance(key=text, input=text, target=" ".join(reversed(words)))
 
 
 class SortWords(Task):
     name = "sort_words"
-    description = "sort 3-5 words alphabetically"
+    description = "sort 2-4 words alphabetically"
     instructions = (
         "Sort the words in alphabetical order.",
         "Put these words in alphabetical order.",
@@ -49,14 +49,14 @@ class SortWords(Task):
     heldout_instructions = ("Sort this list of words alphabetically.",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        words = pick(rng, WORDS, int(rng.integers(3, 6)))
+        words = pick(rng, WORDS, int(rng.integers(2, 5)))
         text = " ".join(words)
         return Instance(key=text, input=text, target=" ".join(sorted(words)))
 
 
 class Uppercase(Task):
     name = "uppercase"
-    description = "write 2-5 words in capital letters"
+    description = "write 1-4 words in capital letters"
     instructions = (
         "Write the words in capital letters.",
         "Convert the text to uppercase.",
@@ -67,14 +67,14 @@ class Uppercase(Task):
     heldout_instructions = ("Change the words to uppercase.",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        words = pick(rng, WORDS, int(rng.integers(2, 6)))
+        words = pick(rng, WORDS, int(rng.integers(1, 5)))
         text = " ".join(words)
         return Instance(key=text, input=text, target=text.upper())
 
 
 class CountWords(Task):
     name = "count_words"
-    description = "count the items of a list of 2-8 words"
+    description = "count the items of a list of 2-6 words"
     instructions = (
         "How many words are in the list?",
         "Count the items in this list.",
@@ -84,14 +84,14 @@ class CountWords(Task):
     )
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        words = [WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(2, 9)))]
+        words = [WORDS[i] for i in rng.integers(len(WORDS), size=int(rng.integers(2, 7)))]
         text = ", ".join(words)
         return Instance(key=text, input=text, target=str(len(words)))
 
 
 class LargestNumber(Task):
     name = "largest_number"
-    description = "name the largest of 3-5 numbers below 100"
+    description = "name the largest of 2-4 numbers below 100"
     instructions = (
         "What is the largest number in the list?",
         "Name the largest number.",
@@ -102,6 +102,6 @@ class LargestNumber(Task):
     heldout_instructions = ("Which is the highest number in the list?",)
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        numbers = [int(v) for v in rng.permutation(100)[: int(rng.integers(3, 6))]]
+        numbers = [int(v) for v in rng.permutation(100)[: int(rng.integers(2, 5))]]
         text = ", ".join(map(str, numbers))
         return Instance(key=text, input=text, target=str(max(numbers)))
