@@ -1,0 +1,230 @@
+"""The decoder's key/value cache: one new token per step, at O(cached length) cost.
+
+A full decoder pass over t+1 tokens costs O((t+1)^2) in attention and repeats
+every earlier position's projections. Generation only needs the logits of the
+newest position, and causal attention means the earlier positions never change,
+so each step computes just the new row:
+
+    encoder, once per prompt:   memory = encode(input_ids)                  (B, S, C)
+    cross K/V, once per prompt: K_c = memory W_k^T, V_c = memory W_v^T      (B, H, S, D) per layer
+    step t (token y_t):         x = shared[y_t]                             (N, C)
+        per layer:  [q, k, v] = norm(x) [W_q; W_k; W_v]^T                   (N, 3 H D)
+                    K[:, :, t] = k,  V[:, :, t] = v                         (written in place)
+                    x += softmax(q K[:, :, :t+1]^T + bias_t) V[:, :, :t+1] W_o^T
+                    x += softmax(q_c K_c^T + cross_mask) V_c W_o^T
+                    x += FFN(norm(x))
+        logits = (norm(x) * s) W_emb^T                                      (N, V)
+
+N = B * repeats rows (beams or returned sequences); a prompt's rows share its
+cross K/V, which are computed once and then repeated. The self-attention K/V
+live in buffers pre-allocated to the longest decode (N, H, T_max, D) that each
+step writes one position of: no concatenation, no re-allocation.
+
+The relative position bias of query t over keys 0..t depends only on j - t in
+-t..0, so one row, the last query's over all T_max keys (``position_buckets``
+with ``offset = T_max - 1``), holds every step's bias as a suffix:
+
+    bias_t = row[:, :, :, T_max-1-t:]                                       (1, H, 1, t+1)
+
+The keys after t are never read, so the causal mask is implicit.
+
+Beam search keeps the cache's rows in step with its beams: ``reorder_cache``
+gathers rows by the beams' parent index. The cross K/V need no reordering, since
+a beam's parent is a beam of the same prompt.
+
+A ``KVCache`` is mutable by design (its buffers are written in place); it
+belongs to one ``generate`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from minillm.backend import get_xp
+from minillm.config import T5Config
+from minillm.model import ffn_names
+from minillm.ops.activations import ACTIVATIONS
+from minillm.ops.attention import additive_mask, padding_keep, split_heads
+from minillm.ops.position_bias import position_bias_forward, position_buckets
+
+
+@dataclass
+class StepWeights:
+    """The decoder's weights laid out for one-token steps (built once per generate call).
+
+    Per layer i: ``qkv[i]`` (C, 3HD) is [W_q; W_k; W_v]^T, fused so the new token's
+    q, k and v come from one matrix product; ``o[i]`` (HD, C), ``cq[i]`` (C, HD),
+    ``co[i]`` (HD, C) are W_o^T, the cross W_q^T and W_o^T; ``ln[i]`` the three
+    norm gains; ``ff[i]`` the FFN weights transposed ((C, F) and (F, C)).
+    ``embed`` (V, C) is the input embedding (shared.weight), ``final_ln`` (C,) the
+    final norm gain times the LM head's scale s, and ``head`` (V, C) the output
+    embedding (lm_head.weight, or shared.weight when tied).
+    """
+
+    embed: Any
+    qkv: list
+    o: list
+    cq: list
+    co: list
+    ln: list
+    ff: list
+    final_ln: Any
+    head: Any
+    act: Any
+    gated: bool
+    n_heads: int
+    eps: float
+
+
+def step_weights(params: dict, config: T5Config) -> StepWeights:
+    """Lay out ``params`` for ``decode_step`` (contiguous transposes, fused q/k/v)."""
+    xp = get_xp(params["shared.weight"])
+    qkv, o, cq, co, ln, ff = [], [], [], [], [], []
+    names = ffn_names(config)
+    for i in range(config.num_decoder_layers):
+        b = f"decoder.block.{i}.layer"
+        sa, ca = f"{b}.0.SelfAttention", f"{b}.1.EncDecAttention"
+        w_qkv = xp.concatenate([params[f"{sa}.{w}.weight"] for w in "qkv"], axis=0)  # (3HD, C)
+        qkv.append(xp.ascontiguousarray(w_qkv.T))  # (C, 3HD)
+        o.append(xp.ascontiguousarray(params[f"{sa}.o.weight"].T))  # (HD, C)
+        cq.append(xp.ascontiguousarray(params[f"{ca}.q.weight"].T))  # (C, HD)
+        co.append(xp.ascontiguousarray(params[f"{ca}.o.weight"].T))  # (HD, C)
+        ln.append(tuple(params[f"{b}.{j}.layer_norm.weight"] for j in range(3)))
+        ff.append(tuple(xp.ascontiguousarray(params[f"{b}.2.DenseReluDense.{w}.weight"].T)
+                        for w in names))  # (C, F) ... (F, C)
+    s = config.d_model**-0.5 if config.scale_decoder_outputs else 1.0
+    final_ln = params["decoder.final_layer_norm.weight"] * params["shared.weight"].dtype.type(s)
+    head = params.get("lm_head.weight", params["shared.weight"])
+    return StepWeights(params["shared.weight"], qkv, o, cq, co, ln, ff, final_ln, head,
+                       ACTIVATIONS[config.dense_act_fn][0], config.is_gated_act, config.num_heads,
+                       float(config.layer_norm_epsilon))
+
+
+@dataclass
+class KVCache:
+    """What the decoder keeps between steps, for N rows.
+
+    self_k, self_v: per layer (N, H, T_max, D), positions < ``length`` filled.
+    cross_k: per layer (N, H, D, S) (stored transposed), cross_v: per layer (N, H, S, D).
+    cross_bias: (N, 1, 1, S) the encoder padding as an additive mask.
+    position_row: (1, H, 1, T_max) the bias of query T_max-1 over keys 0..T_max-1.
+    """
+
+    self_k: list
+    self_v: list
+    cross_k: list
+    cross_v: list
+    cross_bias: Any
+    position_row: Any
+    length: int = 0
+
+    @property
+    def max_length(self) -> int:
+        return self.self_k[0].shape[2]
+
+
+def init_cache(params: dict, config: T5Config, memory, attention_mask, max_length: int,
+               repeats: int = 1) -> KVCache:
+    """An empty cache for decoding up to ``max_length`` tokens from ``memory``.
+
+    memory: (B, S, C) the encoder output; attention_mask: (B, S) 1 for real
+    tokens (None: all real). The cross K/V are projected once per prompt, then
+    each prompt's row is repeated ``repeats`` times (consecutively, as torch's
+    repeat_interleave) for N = B * repeats rows.
+    """
+    xp = get_xp(memory)
+    dtype = memory.dtype
+    B, S, _ = memory.shape
+    H, D, N = config.num_heads, config.d_kv, B * repeats
+    if attention_mask is None:
+        attention_mask = xp.ones((B, S), dtype=np.int64)
+    cross_bias = additive_mask(padding_keep(xp.asarray(attention_mask)), dtype)  # (B, 1, 1, S)
+    m2 = memory.reshape(B * S, -1)  # (B*S, C): one 2-D product instead of B small ones
+    cross_k, cross_v = [], []
+    for i in range(config.num_decoder_layers):
+        ca = f"decoder.block.{i}.layer.1.EncDecAttention"
+        k = split_heads((m2 @ params[f"{ca}.k.weight"].T).reshape(B, S, -1), H)  # (B, H, S, D)
+        v = split_heads((m2 @ params[f"{ca}.v.weight"].T).reshape(B, S, -1), H)  # (B, H, S, D)
+        cross_k.append(xp.ascontiguousarray(xp.repeat(k.transpose(0, 1, 3, 2), repeats, axis=0)))
+        cross_v.append(xp.ascontiguousarray(xp.repeat(v, repeats, axis=0)))  # (N, H, S, D)
+    self_k = [xp.zeros((N, H, max_length, D), dtype=dtype) for _ in range(config.num_decoder_layers)]
+    self_v = [xp.zeros((N, H, max_length, D), dtype=dtype) for _ in range(config.num_decoder_layers)]
+    buckets = position_buckets(1, max_length, False, config.relative_attention_num_buckets,
+                               config.relative_attention_max_distance, offset=max_length - 1, xp=xp)
+    rel = "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    position_row, _ = position_bias_forward(buckets, {"relative_attention_bias": params[rel]})
+    return KVCache(self_k, self_v, cross_k, cross_v, xp.repeat(cross_bias, repeats, axis=0),
+                   xp.ascontiguousarray(position_row), 0)
+
+
+def _rms_norm(x, w, eps):
+    """w * x / sqrt(mean(x^2) + eps), as ``rms_norm_forward`` without its backward cache."""
+    xp = get_xp(x)
+    return w * (x * (1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)))
+
+
+def _softmax_(s):
+    """softmax over the last axis, in place on the scores s."""
+    xp = get_xp(s)
+    s -= s.max(axis=-1, keepdims=True)
+    xp.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s
+
+
+def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
+    """Logits (N, V) for the next token after ``tokens`` (N,), the ids at position t = cache.length.
+
+    Writes position t's self-attention K/V into the cache and advances its length.
+    """
+    t = cache.length
+    if t >= cache.max_length:
+        raise ValueError(f"the cache holds {cache.max_length} positions; cannot add position {t}")
+    H, eps = w.n_heads, w.eps
+    x = w.embed[tokens]  # (N, C)
+    N = x.shape[0]
+    bias = cache.position_row[:, :, :, cache.max_length - 1 - t:]  # (1, H, 1, t+1)
+    for i in range(len(w.qkv)):
+        ln0, ln1, ln2 = w.ln[i]
+        # x = x + SelfAttention(norm(x)), over the cached keys 0..t
+        qkv = _rms_norm(x, ln0, eps) @ w.qkv[i]  # (N, 3HD)
+        HD = qkv.shape[1] // 3
+        q = qkv[:, :HD].reshape(N, H, 1, -1)  # (N, H, 1, D)
+        cache.self_k[i][:, :, t, :] = qkv[:, HD:2 * HD].reshape(N, H, -1)  # (N, H, D)
+        cache.self_v[i][:, :, t, :] = qkv[:, 2 * HD:].reshape(N, H, -1)  # (N, H, D)
+        k = cache.self_k[i][:, :, :t + 1, :]  # (N, H, t+1, D)
+        v = cache.self_v[i][:, :, :t + 1, :]  # (N, H, t+1, D)
+        a = q @ k.transpose(0, 1, 3, 2)  # (N, H, 1, t+1)
+        a += bias
+        x = x + (_softmax_(a) @ v).reshape(N, HD) @ w.o[i]  # (N, H, 1, D) -> (N, HD) -> (N, C)
+        # x = x + EncDecAttention(norm(x), memory)
+        q = (_rms_norm(x, ln1, eps) @ w.cq[i]).reshape(N, H, 1, -1)  # (N, H, 1, D)
+        a = q @ cache.cross_k[i]  # (N, H, 1, S)
+        a += cache.cross_bias
+        x = x + (_softmax_(a) @ cache.cross_v[i]).reshape(N, HD) @ w.co[i]  # (N, C)
+        # x = x + FFN(norm(x))
+        n = _rms_norm(x, ln2, eps)
+        if w.gated:
+            wi0, wi1, wo = w.ff[i]
+            h = w.act(n @ wi0)[0]
+            h *= n @ wi1  # (N, F)
+        else:
+            wi, wo = w.ff[i]
+            h = w.act(n @ wi)[0]  # (N, F)
+        x = x + h @ wo
+    cache.length = t + 1
+    # logits = (final_norm(x) * s) W^T, with s folded into final_ln
+    return _rms_norm(x, w.final_ln, eps) @ w.head.T  # (N, V)
+
+
+def reorder_cache(cache: KVCache, index) -> None:
+    """Row n of the self-attention K/V becomes row index[n] (beam search's parents), in place.
+
+    index: (N,) integer. Only the filled positions are moved.
+    """
+    t = cache.length
+    for buf in cache.self_k + cache.self_v:
+        buf[:, :, :t] = buf[index, :, :t]
