@@ -1,0 +1,388 @@
+"""REINFORCE: the surrogate's gradient, the estimator's mean against the exact gradient of the
+expected reward (enumerated outputs), advantages, the trainer loop, resume, and the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minillm
+from minillm import checkpoint as ckpt
+from minillm.data import EncodedDataset, Example
+from minillm.optim import AdamW
+from minillm.rewards import Reward, RewardError
+from minillm.rl import (
+    RLConfig,
+    compute_advantages,
+    entropy_backward,
+    entropy_forward,
+    policy_kl,
+    reinforce_loss_and_grads,
+    rl_step,
+    rloo_baseline,
+    sampled_labels,
+    token_logprobs,
+)
+from minillm.testing import assert_gradients, check_gradients
+
+
+def tiny_model(vocab=11, dtype="float64", seed=0, ff="relu", tied=True, d_model=8):
+    config = minillm.T5Config(vocab_size=vocab, d_model=d_model, d_kv=4, num_heads=2, d_ff=12,
+                              num_layers=1, num_decoder_layers=1, feed_forward_proj=ff,
+                              tie_word_embeddings=tied, dropout_rate=0.0,
+                              relative_attention_num_buckets=4, relative_attention_max_distance=8)
+    return minillm.T5.init(config, np.random.default_rng(seed), dtype=dtype)
+
+
+def random_outputs(rng, N, L, V, eos=1):
+    """labels (N, L): random tokens, cut after a random </s> in some rows."""
+    labels = rng.integers(2, V, size=(N, L))
+    for i in range(N):
+        if rng.random() < 0.7:
+            t = int(rng.integers(L))
+            labels[i, t] = eos
+            labels[i, t + 1:] = -100
+    return labels
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_entropy_op_gradient():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((5, 7)) * 2
+    H, _ = entropy_forward(z)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    np.testing.assert_allclose(H, -(p * np.log(p)).sum(-1), rtol=1e-12)
+    assert_gradients(lambda x, params: entropy_forward(x),
+                     lambda d, c: (entropy_backward(d, c), {}), (z,), {}, rng)
+
+
+def test_sampled_labels_cut_after_the_first_eos():
+    ids = np.array([[0, 5, 1, 0, 0], [0, 4, 4, 4, 4], [0, 1, 0, 0, 0], [0, 3, 1, 1, 0]])
+    np.testing.assert_array_equal(sampled_labels(ids, 1), [[5, 1, -100, -100], [4, 4, 4, 4],
+                                                           [1, -100, -100, -100],
+                                                           [3, 1, -100, -100]])
+
+
+def test_advantages():
+    r = np.array([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    b = rloo_baseline(r)
+    np.testing.assert_allclose(b[0], [1 / 3, 2 / 3, 2 / 3, 1 / 3])
+    adv, ema = compute_advantages(r, "rloo")
+    np.testing.assert_allclose(adv[0], [2 / 3, -2 / 3, -2 / 3, 2 / 3])
+    np.testing.assert_allclose(adv[1], 0)
+    assert ema is None
+    adv, ema = compute_advantages(r, "none")
+    np.testing.assert_allclose(adv, r)
+    adv, ema = compute_advantages(r, "ema", None, 0.9)  # the first batch uses its own mean
+    np.testing.assert_allclose(adv, r - 0.5)
+    assert ema == pytest.approx(0.5)
+    adv, ema2 = compute_advantages(r + 1, "ema", ema, 0.9)
+    np.testing.assert_allclose(adv, r + 0.5)
+    assert ema2 == pytest.approx(0.9 * 0.5 + 0.1 * 1.5)
+    adv, _ = compute_advantages(r, "rloo", whiten=True)
+    assert abs(adv.mean()) < 1e-12 and adv.std() == pytest.approx(1, rel=1e-6)
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_baseline(r[:, :1])
+    with pytest.raises(ValueError, match="k >= 2"):
+        RLConfig(k=1)
+
+
+# ---------------------------------------------------------------- the surrogate's gradient
+
+
+@pytest.mark.parametrize("ff,tied,entropy_coef", [("relu", True, 0.0), ("gated-gelu", False, 0.3)])
+def test_surrogate_gradient_matches_finite_differences(ff, tied, entropy_coef):
+    """d/dtheta of loss = -(1/N) sum_i A_i log pi(y_i) - c mean H, through the whole model, float64."""
+    rng = np.random.default_rng(1)
+    model = tiny_model(ff=ff, tied=tied)
+    N, S, L, V = 4, 5, 4, model.config.vocab_size
+    input_ids = rng.integers(2, V, size=(N, S))
+    mask = np.ones((N, S), dtype=np.int64)
+    mask[0, 3:] = 0
+    labels = random_outputs(rng, N, L, V)
+    adv = rng.standard_normal(N)
+
+    _, analytic, _ = reinforce_loss_and_grads(model, input_ids, labels, adv, mask, entropy_coef)
+
+    def forward(params):
+        """The surrogate, computed independently of reinforce_backward."""
+        m = minillm.T5(model.config, params)
+        logp = token_logprobs(m, input_ids, labels, mask).sum(1)  # (N,) log pi(y_i)
+        H, _ = entropy_forward(m.logits(input_ids, m.shift_right(labels), mask).reshape(N * L, V))
+        valid = (labels != -100).reshape(-1)
+        return np.asarray(-(adv * logp).mean() - entropy_coef * H[valid].mean()), None
+
+    def backward(dout, _):
+        return (), {k: v * float(dout) for k, v in analytic.items()}
+
+    errors = check_gradients(forward, backward, (), model.params, rng, max_entries=12)
+    assert len(errors) == len(model.params)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_surrogate_gradient_is_the_advantage_weighted_sum_of_logprob_gradients():
+    """grad loss = -(1/N) sum_i A_i grad log pi(y_i | x_i); each grad log pi from the SFT path."""
+    rng = np.random.default_rng(2)
+    model = tiny_model()
+    N, S, L, V = 5, 4, 3, model.config.vocab_size
+    input_ids = rng.integers(2, V, size=(N, S))
+    labels = random_outputs(rng, N, L, V)
+    adv = rng.standard_normal(N)
+    loss, grads, _ = reinforce_loss_and_grads(model, input_ids, labels, adv)
+    logp = token_logprobs(model, input_ids, labels).sum(1)
+    assert loss == pytest.approx(-(adv * logp).sum() / N, rel=1e-12)
+    want = {k: np.zeros_like(v) for k, v in model.params.items()}
+    for i in range(N):
+        n_tok = int((labels[i] != -100).sum())
+        # SFT's loss is the mean token NLL = -log pi(y_i) / n_tok
+        _, g = model.loss_and_grads(input_ids[i:i + 1], labels[i:i + 1])
+        for k in want:
+            want[k] += -adv[i] / N * (-n_tok * g[k])
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-9, atol=1e-13, err_msg=k)
+
+
+# ---------------------------------------------------------------- unbiasedness, by enumeration
+
+
+class _Recorder:
+    """An optimizer stand-in that keeps the gradient rl_step hands it."""
+
+    def step(self, params, grads, lr=None):
+        self.grads = {k: v.copy() for k, v in grads.items()}
+        return params
+
+
+class _IdsTokenizer:
+    eos_token_id = 1
+
+    def decode(self, ids):
+        return " ".join(str(int(i)) for i in ids)
+
+
+def _all_outputs(V, L, eos=1):
+    """Every output of at most L tokens (cut at </s>), as labels rows (M, L)."""
+    rows = []
+    for n in range(1, L + 1):
+        for seq in itertools.product(range(V), repeat=n):
+            if eos in seq[:-1] or (n < L and seq[-1] != eos):
+                continue
+            rows.append(list(seq) + [-100] * (L - n))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("baseline,kl_coef", [("rloo", 0.5), ("none", 0.0)])
+def test_estimator_mean_approaches_the_exact_gradient(baseline, kl_coef):
+    """Vocab 4, at most 2 new tokens: 13 outputs. The exact gradient of
+    E_pi[R] - kl_coef KL(pi || pi_ref) is sum_y pi(y) (R(y) - kl_coef log(pi(y)/pi_ref(y))) grad log pi(y);
+    the mean of rl_step's gradient over many sampled batches must approach it."""
+    V, L, k = 4, 2, 4
+    policy = tiny_model(vocab=V, seed=3, d_model=8)
+    reference = tiny_model(vocab=V, seed=4, d_model=8)
+    prompts = [np.array([2, 3, 1]), np.array([3, 1])]
+    outputs = _all_outputs(V, L)
+    assert len(outputs) == 1 + 3 * 4
+    # the decoded text drops </s>: "" (y = </s>), "a" (a </s>) or "a b" (cut at 2 tokens)
+    texts = [" ".join(str(t) for t in row if t not in (-100, 1)) for row in outputs]
+    table = dict(zip(texts, np.random.default_rng(5).random(len(outputs)), strict=True))
+    assert len(table) == len(outputs)
+    tok = _IdsTokenizer()
+    reward = Reward("table", lambda ex, out: table[out])
+
+    # the exact gradient, prompt by prompt, from the SFT path's per-sequence gradients
+    exact = {k_: np.zeros_like(v) for k_, v in policy.params.items()}
+    for x in prompts:
+        xs = np.repeat(x[None], len(outputs), axis=0)
+        logp = token_logprobs(policy, xs, outputs).sum(1)
+        ref_logp = token_logprobs(reference, xs, outputs).sum(1)
+        pi = np.exp(logp)
+        assert pi.sum() == pytest.approx(1.0, abs=1e-12)
+        for m, row in enumerate(outputs):
+            shaped = table[texts[m]] - kl_coef * (logp[m] - ref_logp[m])
+            n_tok = int((row != -100).sum())
+            _, g = policy.loss_and_grads(x[None], row[None])
+            for k_ in exact:  # grad log pi(y) = -n_tok * grad(mean NLL)
+                exact[k_] += pi[m] * shaped * (-n_tok * g[k_]) / len(prompts)
+
+    copies = 40  # prompts per batch: each prompt 20 times -> 40 independent groups of k samples
+    examples = [Example(f"p{i}", "") for i in range(len(prompts))]
+    enc = EncodedDataset([p for p in prompts], [np.array([1])] * 2, 0)
+    indices = np.array([0, 1] * (copies // 2))
+    config = RLConfig(batch_size=copies, k=k, baseline=baseline, kl_coef=kl_coef, lr=1e-3,
+                      warmup_steps=0, max_grad_norm=1e12, max_new_tokens=L)
+    rng = np.random.default_rng(6)
+    draws = []
+    for step in range(150):
+        rec = _Recorder()
+        rl_step(policy, reference, rec, tok, reward, examples, enc, indices, step, config, rng)
+        draws.append(np.concatenate([-rec.grads[k_].ravel() for k_ in exact]))  # ascent direction
+    draws = np.array(draws)  # (M, P)
+    want = np.concatenate([v.ravel() for v in exact.values()])
+    mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    live = se > 1e-12
+    z = np.abs(mean - want)[live] / se[live]
+    assert z.max() < 5.0, f"max z-score {z.max():.2f}"
+    np.testing.assert_allclose(mean[~live], want[~live], atol=1e-9)
+    # and the check has power: the estimate is far closer to the truth than the truth is to 0
+    assert np.linalg.norm(mean - want) < 0.15 * np.linalg.norm(want)
+
+
+def test_reference_logprobs_encode_each_prompt_once():
+    rng = np.random.default_rng(7)
+    model = tiny_model()
+    B, k, S, L, V = 2, 3, 5, 4, model.config.vocab_size
+    input_ids = rng.integers(2, V, size=(B, S))
+    mask = np.ones((B, S), dtype=np.int64)
+    mask[1, 4:] = 0
+    labels = random_outputs(rng, B * k, L, V)
+    once = token_logprobs(model, input_ids, labels, mask, repeats=k)
+    rep = token_logprobs(model, np.repeat(input_ids, k, 0), labels, np.repeat(mask, k, 0))
+    np.testing.assert_allclose(once, rep, rtol=1e-12, atol=1e-14)
+    assert (once[labels == -100] == 0).all()
+
+
+def test_policy_kl_is_zero_against_itself_and_positive_otherwise():
+    rng = np.random.default_rng(8)
+    a, b = tiny_model(seed=0), tiny_model(seed=1)
+    input_ids = rng.integers(2, 11, size=(3, 4))
+    labels = random_outputs(rng, 3, 3, 11)
+    np.testing.assert_allclose(policy_kl(a, a, input_ids, labels), 0, atol=1e-12)
+    assert (policy_kl(a, b, input_ids, labels) > 0).all()
+
+
+# ---------------------------------------------------------------- the loop and the CLI
+
+
+TASKS = ["reverse_words", "uppercase"]
+
+
+@pytest.fixture(scope="module")
+def start_dir(tmp_path_factory):
+    """A small starting model folder (random weights) with a tokenizer for two built-in tasks."""
+    from minillm.tasks import TASKS as ALL
+    from minillm.tasks import builtin_dataset
+    from minillm.tokenizer import Tokenizer
+
+    ex = builtin_dataset(300, seed=0, tasks=TASKS)
+    phrasings = [p for t in TASKS for p in ALL[t].instructions + ALL[t].heldout_instructions]
+    tok = Tokenizer.train([e.prompt for e in ex] + [e.target for e in ex] + phrasings, vocab_size=160)
+    config = minillm.T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, num_heads=2, d_ff=32,
+                              num_layers=1, num_decoder_layers=1, dropout_rate=0.0,
+                              relative_attention_num_buckets=8)
+    model = minillm.T5.init(config, np.random.default_rng(0))
+    folder = tmp_path_factory.mktemp("start") / "sft"
+    ckpt.save_model(folder, model, tok)
+    return folder
+
+
+QUICK = ["--tasks", ",".join(TASKS), "--steps", "4", "--batch-size", "3", "--k", "2", "--n-train", "12",
+         "--n-eval", "4", "--max-new-tokens", "5", "--eval-every", "2", "--no-progress",
+         "--lr", "1e-3", "--warmup-steps", "0"]
+
+
+def _weights(folder):
+    with open(os.path.join(folder, "model.safetensors"), "rb") as f:
+        return f.read()
+
+
+def _train_records(folder):
+    from minillm.train import read_metrics
+
+    return [{k: v for k, v in r.items() if not k.endswith("_s")}
+            for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if r["kind"] != "initial_eval"]
+
+
+def test_cli_run_folder_and_bit_for_bit_resume(start_dir, tmp_path, capsys):
+    from minillm.cli import main
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["rl", str(start_dir), "--out", str(full), *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "held-out evaluation at step 0" in out and "held-out evaluation at step 4" in out
+    state = ckpt.read_state(full)
+    assert state["kind"] == "rl" and state["step"] == 4 and state["rl_config"]["k"] == 2
+    assert minillm.from_pretrained(full / "reference").config.d_model == 16
+    assert minillm.from_pretrained(full / "best").config.d_model == 16
+    recs = _train_records(full)
+    train = [r for r in recs if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    for key in ("reward", "kl", "entropy", "adv_mean", "adv_std", "adv_abs_max", "grad_norm", "lr"):
+        assert all(np.isfinite(r[key]) for r in train), key
+    assert {r["kind"] for r in recs} == {"train", "eval", "final_eval"}
+    # the reference is the starting model: the KL starts at 0
+    assert train[0]["kl"] == pytest.approx(0, abs=1e-4)
+
+    assert main(["rl", str(start_dir), "--out", str(part), *QUICK, "--stop-after", "2"]) == 0
+    assert ckpt.read_state(part)["step"] == 2
+    assert main(["rl", "--out", str(part), "--resume", "--no-progress"]) == 0
+    assert _weights(full) == _weights(part)
+    assert _train_records(full) == _train_records(part)
+
+
+def _err(capsys):
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_cli_errors_exit_nonzero_with_one_line(start_dir, tmp_path, capsys, monkeypatch):
+    from minillm.cli import main
+
+    out = str(tmp_path / "o")
+    assert main(["rl", str(tmp_path / "missing"), "--out", out]) == 2
+    assert "not a folder" in _err(capsys)
+    assert main(["rl", "--out", out]) == 2
+    assert "DIR" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", out, *QUICK, "--reward", "nosuch"]) == 2
+    assert "unknown reward" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", out, *QUICK, "--k", "1"]) == 2
+    assert "k >= 2" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", out, *QUICK, "--tasks", "nosuch"]) == 2
+    assert "unknown task" in _err(capsys)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "say hi", "completion": "hi", "task": "mine"}) + "\n")
+    assert main(["rl", str(start_dir), "--out", out, "--data", str(data)]) == 2
+    assert "--reward is required" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", out, "--data", str(data), "--reward", "verify"]) == 2
+    assert "built-in tasks only" in _err(capsys)
+    assert main(["rl", "--out", out, "--resume"]) == 2
+    assert "no checkpoint" in _err(capsys)
+    assert not os.path.exists(os.path.join(out, "trainer_state.json"))
+
+    # a reward that fails is reported with the sample, and the run folder keeps its step-0 checkpoint
+    (tmp_path / "failing.py").write_text("def score(prompt, output, reference):\n"
+                                         "    raise RuntimeError('reward server down')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["rl", str(start_dir), "--out", out, *QUICK, "--reward", "failing:score",
+                 "--eval-every", "0", "--n-eval", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "reward server down" in err and "prompt" in err and "output" in err
+
+
+def test_cli_subprocess_exit_status(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "minillm", "rl", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "minillm rl: error:" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rl_step_reports_a_failing_reward_before_updating():
+    model = tiny_model(vocab=4, dtype="float32")
+    before = {k: v.copy() for k, v in model.params.items()}
+    bad = Reward("bad", lambda ex, out: float("nan"))
+    enc = EncodedDataset([np.array([2, 3, 1])], [np.array([1])], 0)
+    with pytest.raises(RewardError, match="not a finite number"):
+        rl_step(model, model, AdamW(), _IdsTokenizer(), bad, [Example("p0", "")], enc,
+                np.array([0]), 0, RLConfig(k=2, max_new_tokens=2), np.random.default_rng(0))
+    assert all((model.params[k] == before[k]).all() for k in before)
