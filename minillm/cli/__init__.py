@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"minillm.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"minillm.cli.{name}":
-                continue  # not built yet
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"minillm.cli.{name}").add_parser(sub)
     return parser
 
 
