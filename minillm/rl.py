@@ -60,7 +60,7 @@ import numpy as np
 
 from minillm.backend import get_xp, to_numpy
 from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate
-from minillm.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from minillm.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward, log_softmax
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.rewards import Reward, score_outputs
 from minillm.train import METRICS_NAME, TrainingDiverged, read_metrics, strip_after_eos
@@ -159,8 +159,6 @@ class RLConfig:
 
 def entropy_forward(logits):
     """H_n = -sum_v p_nv log p_nv, p = softmax(logits).  logits (N, V) -> H (N,), cache."""
-    from minillm.ops.cross_entropy import log_softmax
-
     xp = get_xp(logits)
     logp = log_softmax(logits)  # (N, V)
     H = -(xp.exp(logp) * logp).sum(axis=-1)  # (N,)
@@ -242,6 +240,8 @@ def reinforce_forward(model, input_ids, labels, attention_mask=None):
 
     input_ids (N, S) (each prompt repeated for its samples), labels (N, L) from
     :func:`sampled_labels`. Dropout is off: the gradient is of the sampling policy.
+    The whole model's forward runs on the N rows (the encoder too, once per sample),
+    so that ``T5.backward`` is used as it stands.
     """
     logits, model_cache = model.forward(input_ids, model.shift_right(labels), attention_mask)
     N, L, V = logits.shape
@@ -269,7 +269,7 @@ def reinforce_backward(model, advantages, cache, entropy_coef: float = 0.0):
     # loss = (1/N) sum_i A_i sum_t token_loss_it  =>  d loss / d token_loss_it = A_i / N
     seed = xp.repeat(A / N, L)  # (N*L,) the same seed on every token of a sequence
     dlogits, _ = cross_entropy_backward(seed, ce_cache)
-    H, h_cache = entropy_forward(logits)  # (N*L,)
+    H, h_cache = entropy_forward(logits)  # (N*L,) reported even without the bonus
     n_tok = max(int(valid.sum()), 1)
     mean_entropy = float((H * valid).sum()) / n_tok
     if entropy_coef:
@@ -385,8 +385,6 @@ def policy_kl(policy, reference, input_ids, labels, attention_mask=None) -> np.n
     tokens; along samples y ~ pi it is an unbiased, non-negative estimate of the
     sequence-level KL(pi || pi_ref).
     """
-    from minillm.ops.cross_entropy import log_softmax
-
     dec = policy.shift_right(labels)
     lp = log_softmax(policy.logits(input_ids, dec, attention_mask))  # (N, L, V)
     lq = log_softmax(reference.logits(input_ids, dec, attention_mask))
