@@ -34,7 +34,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Supervised fine-tuning on instruction-output pairs. With no arguments, "
         f"trains the {DEFAULT_PRESET!r} preset on the built-in task suite and reports the "
         "held-out exact match per task.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data and model")
     g.add_argument("--data", metavar="FILE.jsonl", default=None,
@@ -45,20 +44,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--init", metavar="DIR", default=None,
                    help="fine-tune an existing Hugging Face T5 folder (uses its tokenizer.json)")
     g.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"model size and recipe: {', '.join(PRESETS)}")
-    g.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="the run folder")
+                   help="model size and training recipe (default: %(default)s): " + "; ".join(
+                       f"{p.name}: {p.description}".replace("%", "%%") for p in PRESETS.values()))
+    g.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                   help="the run folder (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (same settings)")
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that already holds one")
-    g.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype [float32]")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: float32)")
     g.add_argument("--vocab-size", type=int, default=None,
-                   help="tokenizer vocabulary to train (ignored with --init) [preset]")
+                   help="tokenizer vocabulary to train (ignored with --init) (default: the preset's)")
     g.add_argument("--n-train", type=int, default=None,
-                   help="built-in suite: training examples to generate [preset]")
+                   help="built-in suite: training examples to generate (default: the preset's)")
     g.add_argument("--n-eval", type=int, default=None,
-                   help="held-out examples for the final evaluation [preset]")
-    t = p.add_argument_group("training (defaults from the preset)")
+                   help="held-out examples for the final evaluation (default: the preset's)")
+    t = p.add_argument_group("training (defaults: the preset's)")
     t.add_argument("--steps", type=int, default=None, help="optimizer steps")
     t.add_argument("--epochs", type=float, default=None,
                    help="train for this many passes over the data instead of --steps")
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--dropout", type=float, default=None, help="dropout rate of a new model")
-    t.add_argument("--seed", type=int, default=None, help="seed of data, init and dropout [0]")
+    t.add_argument("--seed", type=int, default=None, help="seed of data, init and dropout (default: 0)")
     t.add_argument("--eval-every", type=int, default=None,
                    help="evaluate every this many steps (0: only at the end)")
     t.add_argument("--max-source-len", type=int, default=None, help="prompt tokens kept")
