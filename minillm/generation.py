@@ -29,13 +29,15 @@ log-probs. Each step takes the top 2K continuations of the K running beams
 (sampled without replacement in proportion to exp(score) when ``do_sample``); a
 continuation that ends in EOS (among the best K) is a finished hypothesis
 scored sum_logprobs / generated_len ** length_penalty, kept when it is among the
-best K finished; the best K that do not end go on running. A prompt stops when
-``early_stopping`` is True and K hypotheses are finished; when it is False,
-once the best running beam, scored at its current length, cannot beat the
-worst finished one; with "never", at max length (or, for length_penalty > 0,
-once even at max length it could not). Sequences shorter than the longest
-returned are padded as transformers does: with pad_token_id, or with the EOS id
-when pad_token_id is 0 (transformers' ``pad_token_id or eos_token_id[0]``).
+best K finished; the best K that do not end go on running. Once a prompt has K
+finished hypotheses it is done when ``early_stopping`` is True; when it is
+False, once its best running beam, scored at its current length, cannot beat
+the worst finished one; with "never" and length_penalty > 0 the running beam is
+scored at max length instead (for length_penalty <= 0 "never" acts as False).
+Decoding stops when every prompt is done or at max length. Sequences shorter
+than the longest returned are padded as transformers pads them: with
+pad_token_id, or with the EOS id when pad_token_id is 0 (its
+``pad_token_id or eos_token_id[0]``).
 """
 
 from __future__ import annotations
@@ -95,21 +97,22 @@ def _settings(config, max_new_tokens, min_new_tokens, do_sample, temperature, to
               no_repeat_ngram_size, eos_token_id, pad_token_id) -> _Settings:
     """Check the options as transformers does (same conditions, clear messages)."""
 
-    def positive_int(name, v, minimum):
+    def int_at_least(name, v, minimum):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
         return int(v)
 
-    max_new_tokens = positive_int("max_new_tokens", max_new_tokens, 1)
-    min_new_tokens = positive_int("min_new_tokens", min_new_tokens, 0)
-    num_beams = positive_int("num_beams", num_beams, 1)
-    num_return_sequences = positive_int("num_return_sequences", num_return_sequences, 1)
-    no_repeat_ngram_size = positive_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+    max_new_tokens = int_at_least("max_new_tokens", max_new_tokens, 1)
+    min_new_tokens = int_at_least("min_new_tokens", min_new_tokens, 0)
+    num_beams = int_at_least("num_beams", num_beams, 1)
+    num_return_sequences = int_at_least("num_return_sequences", num_return_sequences, 1)
+    no_repeat_ngram_size = int_at_least("no_repeat_ngram_size", no_repeat_ngram_size, 0)
     if top_k is None:
         top_k = 0
-    top_k = positive_int("top_k", top_k, 0)
+    top_k = int_at_least("top_k", top_k, 0)
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    early_stopping = "never" if early_stopping == "never" else bool(early_stopping)
     if not float(repetition_penalty) > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty!r}")
     if do_sample and not float(temperature) > 0:
@@ -205,7 +208,7 @@ def top_p_filter(scores, p: float, min_tokens_to_keep: int = 1):
     remove_sorted = cum <= scores.dtype.type(1 - p)
     remove_sorted[:, scores.shape[-1] - min_tokens_to_keep:] = False
     remove = xp.empty_like(remove_sorted)
-    xp.put_along_axis(remove, order, remove_sorted, axis=-1)
+    remove[xp.arange(scores.shape[0])[:, None], order] = remove_sorted  # back to vocab order
     return xp.where(remove, xp.asarray(-np.inf, dtype=scores.dtype), scores)
 
 
@@ -248,7 +251,7 @@ def sample(scores, rng: np.random.Generator):
 def topk(x, k: int):
     """The k largest of each row, largest first: (N, M) -> values (N, k), indices (N, k)."""
     xp = get_xp(x)
-    idx = xp.sort(xp.argpartition(-x, k - 1, axis=-1)[:, :k], axis=-1)  # (N, k), by index
+    idx = xp.sort(xp.argpartition(x, -k, axis=-1)[:, -k:], axis=-1)  # (N, k), by index
     vals = xp.take_along_axis(x, idx, axis=-1)
     order = xp.argsort(-vals, axis=-1, kind="stable")  # ties: the lower index first
     return xp.take_along_axis(vals, order, axis=-1), xp.take_along_axis(idx, order, axis=-1)
@@ -323,13 +326,13 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     decoder = _Decoder(model, memory, attention_mask, repeats, 1 + s.max_new_tokens, use_cache)
     B = memory.shape[0]
     if s.num_beams > 1:
-        out = _beam_search(decoder, s, B, config.vocab_size, rng, get_xp(memory))
+        out = _beam_search(decoder, s, B, config.vocab_size, rng, get_xp(memory), output_scores)
     else:
-        out = _greedy_or_sample(decoder, s, B * repeats, rng, get_xp(memory))
+        out = _greedy_or_sample(decoder, s, B * repeats, rng, get_xp(memory), output_scores)
     return out if output_scores else out.sequences
 
 
-def _greedy_or_sample(decoder, s: _Settings, N: int, rng, xp) -> GenerateOutput:
+def _greedy_or_sample(decoder, s: _Settings, N: int, rng, xp, keep_scores: bool) -> GenerateOutput:
     """transformers' ``_sample``: one token per row per step, argmax or a draw."""
     max_len = 1 + s.max_new_tokens
     ids = xp.full((N, max_len), s.pad, dtype=np.int64)
@@ -340,8 +343,9 @@ def _greedy_or_sample(decoder, s: _Settings, N: int, rng, xp) -> GenerateOutput:
     length = max_len
     for cur in range(1, max_len):
         logits = decoder(ids[:, :cur])  # (N, V)
-        step_scores = process_scores(logits.astype(np.float32), ids[:, :cur], s)
-        scores.append(step_scores)
+        step_scores = process_scores(logits.astype(np.float32, copy=False), ids[:, :cur], s)
+        if keep_scores:
+            scores.append(step_scores)
         nxt = sample(step_scores, rng) if s.do_sample else step_scores.argmax(axis=-1)  # (N,)
         ids[:, cur] = xp.where(unfinished, nxt, s.pad)
         unfinished &= ~(ids[:, cur, None] == eos).any(axis=-1)
@@ -351,7 +355,7 @@ def _greedy_or_sample(decoder, s: _Settings, N: int, rng, xp) -> GenerateOutput:
     return GenerateOutput(ids[:, :length], tuple(scores))
 
 
-def _beam_search(decoder, s: _Settings, B: int, V: int, rng, xp) -> GenerateOutput:
+def _beam_search(decoder, s: _Settings, B: int, V: int, rng, xp, keep_scores: bool) -> GenerateOutput:
     """transformers' ``_beam_search`` (vectorised over prompts), in float32 as it is.
 
     Per prompt: K running beams (sequence, summed log-prob), K finished
@@ -365,7 +369,7 @@ def _beam_search(decoder, s: _Settings, B: int, V: int, rng, xp) -> GenerateOutp
     keep = max(2, 1 + len(s.eos)) * K  # candidates per step: 2K for one EOS id
     in_top_k = xp.arange(keep) < K  # (keep,)
     eos = xp.asarray(s.eos, dtype=np.int64)
-    fill = s.pad or s.eos[0]  # transformers: pad_token_id or eos_token_id[0]
+    fill = s.pad if (s.pad or not s.eos) else s.eos[0]  # transformers: pad_token_id or eos[0]
 
     running = xp.full((B, K, max_len), fill, dtype=np.int64)
     running[:, :, 0] = s.start
@@ -382,8 +386,9 @@ def _beam_search(decoder, s: _Settings, B: int, V: int, rng, xp) -> GenerateOutp
     while True:
         flat = running[:, :, :cur].reshape(N, cur)  # (N, cur)
         logits = decoder(flat)  # (N, V)
-        log_probs = process_scores(log_softmax(logits.astype(f32)), flat, s)  # (N, V)
-        all_scores.append(log_probs)
+        log_probs = process_scores(log_softmax(logits.astype(f32, copy=False)), flat, s)  # (N, V)
+        if keep_scores:
+            all_scores.append(log_probs)
         total = (log_probs.reshape(B, K, V) + running_scores[:, :, None]).reshape(B, K * V)
 
         # the best `keep` continuations over all K beams (or a draw of them, without replacement)

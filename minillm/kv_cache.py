@@ -223,8 +223,11 @@ def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
 def reorder_cache(cache: KVCache, index) -> None:
     """Row n of the self-attention K/V becomes row index[n] (beam search's parents), in place.
 
-    index: (N,) integer. Only the filled positions are moved.
+    index: (N,) integer. Only the filled positions are moved; an identity index moves nothing.
     """
+    xp = get_xp(index)
     t = cache.length
+    if bool((index == xp.arange(len(index))).all()):
+        return
     for buf in cache.self_k + cache.self_v:
         buf[:, :, :t] = buf[index, :, :t]
