@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=8, help="samples per prompt")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per REINFORCE step")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--kl-coef", type=float, default=0.01)
+    p.add_argument("--kl-coef", type=float, default=0.1)
     p.add_argument("--n-eval", type=int, default=200, help="held-out prompts")
     p.add_argument("--out", default=os.path.join("runs", "rl_experiment"))
     p.add_argument("--seed", type=int, default=0)

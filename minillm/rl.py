@@ -81,8 +81,8 @@ class RLConfig:
 
     steps: int = 200
     batch_size: int = 16
-    k: int = 4
-    lr: float = 1e-4
+    k: int = 8
+    lr: float = 3e-4
     warmup_steps: int = 10
     schedule: str = "constant"
     min_lr_ratio: float = 0.0
@@ -93,7 +93,7 @@ class RLConfig:
     baseline: str = "rloo"
     ema_decay: float = 0.9
     whiten: bool = False
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1
     entropy_coef: float = 0.0
     temperature: float = 1.0
     top_k: int = 0
