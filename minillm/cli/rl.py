@@ -1,7 +1,7 @@
 """``minillm rl``: tune a T5 with REINFORCE (RLOO) against a reward function.
 
     minillm rl runs/sft --out runs/rl                        # built-in suite, each task's verifier
-    minillm rl runs/sft --out runs/rl --tasks code_expression --steps 150 --lr 5e-4
+    minillm rl runs/sft --out runs/rl --tasks sort_words --steps 150 --kl-coef 0.1
     minillm rl runs/sft --out runs/rl --data train.jsonl --reward rouge_l
     minillm rl runs/sft --out runs/rl --data train.jsonl --reward myreward:score
     minillm rl --out runs/rl --resume                        # continue, bit for bit
