@@ -53,8 +53,9 @@ PRESETS: dict[str, Preset] = {
             model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=2,
                        num_decoder_layers=2, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
-            training=dict(steps=2000, batch_size=64, lr=2e-3, warmup_steps=100,
-                          eval_every=500, weight_decay=0.01, max_grad_norm=1.0),
+            training=dict(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100,
+                          position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
+                          max_grad_norm=1.0),
         ),
         Preset(
             name="tiny",
@@ -64,7 +65,7 @@ PRESETS: dict[str, Preset] = {
                        dropout_rate=0.1, relative_attention_num_buckets=8,
                        relative_attention_max_distance=32),
             training=dict(steps=20, batch_size=16, lr=3e-3, warmup_steps=4, eval_every=10,
-                          weight_decay=0.01, max_grad_norm=1.0),
+                          position_bias_lr_scale=10.0, weight_decay=0.01, max_grad_norm=1.0),
             n_train=400, n_eval=36, n_eval_periodic=18, vocab_size=300,
         ),
         Preset(
@@ -74,7 +75,8 @@ PRESETS: dict[str, Preset] = {
                        num_decoder_layers=3, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
             training=dict(steps=6000, batch_size=64, lr=1e-3, warmup_steps=200,
-                          eval_every=1000, weight_decay=0.01, max_grad_norm=1.0),
+                          position_bias_lr_scale=30.0, eval_every=1000, weight_decay=0.01,
+                          max_grad_norm=1.0),
             n_train=50_000,
         ),
     )

@@ -14,6 +14,7 @@ from minillm.data import Example, collate, encode_examples
 from minillm.ops.cross_entropy import log_softmax
 from minillm.optim import AdamW
 from minillm.train import (
+    ScaledAdamW,
     TrainConfig,
     TrainingDiverged,
     TrainState,
@@ -94,6 +95,28 @@ def test_nan_loss_stops_before_the_update(tokenizer, encoded):
         np.testing.assert_array_equal(model.params[k], v)
 
 
+def test_scaled_adamw_scales_only_the_position_tables(tokenizer, encoded):
+    """lr * scale for relative_attention_bias, lr elsewhere; state dict round trip."""
+    rng = np.random.default_rng(0)
+    model = make_model(tokenizer, "float64")
+    grads = {k: rng.standard_normal(v.shape) for k, v in model.params.items()}
+    ref = {k: v.copy() for k, v in model.params.items()}
+    opt = ScaledAdamW(lr=1e-3, weight_decay=0.0, position_bias_lr_scale=30.0)
+    opt.step(model.params, grads, 1e-3)
+    for k, v in model.params.items():
+        # Adam's first step moves each entry by lr * sign(g) (up to eps)
+        lr = 3e-2 if "relative_attention_bias" in k else 1e-3
+        np.testing.assert_allclose(np.abs(v - ref[k]), lr, rtol=1e-4, err_msg=k)
+    opt2 = ScaledAdamW(lr=1e-3, weight_decay=0.0, position_bias_lr_scale=30.0)
+    state = opt.state_dict()  # (arrays by reference: copy them, as a checkpoint does)
+    opt2.load_state_dict({"t": state["t"], "arrays": {k: v.copy() for k, v in state["arrays"].items()}})
+    p1, p2 = {k: v.copy() for k, v in model.params.items()}, {k: v.copy() for k, v in model.params.items()}
+    opt.step(p1, grads, 1e-3)
+    opt2.step(p2, grads, 1e-3)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+
+
 def test_batch_stream_resumes_at_a_position(encoded):
     stream = batch_stream(encoded, 5, seed=3)
     full = [(b["index"].tolist(), pos) for b, pos in (next(stream) for _ in range(15))]
@@ -123,10 +146,10 @@ def test_evaluate_reports_per_task(tokenizer, encoded):
 
 def run_fit(tokenizer, encoded, out, steps=8, stop_after=None, resume=False, plot=False, **cfg):
     config = TrainConfig(steps=steps, batch_size=5, lr=1e-2, warmup_steps=2, eval_every=4,
-                         log_every=2, max_new_tokens=4, seed=1, **cfg)
+                         log_every=2, max_new_tokens=4, seed=1, position_bias_lr_scale=10.0, **cfg)
     if resume:
         model, _, opt_state, s = ckpt.load_checkpoint(out)
-        opt = AdamW(lr=config.lr, weight_decay=config.weight_decay)
+        opt = ScaledAdamW.from_config(config)
         opt.load_state_dict(opt_state)
         state = TrainState(s["step"], s["epoch"], s["batch_in_epoch"], s["rng_state"], s["best"])
     else:

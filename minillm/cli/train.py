@@ -69,6 +69,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
     t.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps")
     t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--position-bias-lr-scale", type=float, default=None,
+                   help="learning-rate multiplier of the relative position tables")
     t.add_argument("--dropout", type=float, default=None, help="dropout rate of a new model")
     t.add_argument("--seed", type=int, default=None, help="seed of data, init and dropout (default: 0)")
     t.add_argument("--eval-every", type=int, default=None,
@@ -178,9 +180,15 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, build or resume the run, train, and print the final evaluation."""
     from minillm import checkpoint as ckpt
     from minillm.cli import CLIError
-    from minillm.optim import AdamW
     from minillm.presets import get_preset
-    from minillm.train import TrainConfig, TrainingDiverged, TrainState, fit, format_eval
+    from minillm.train import (
+        ScaledAdamW,
+        TrainConfig,
+        TrainingDiverged,
+        TrainState,
+        fit,
+        format_eval,
+    )
 
     t0 = time.perf_counter()
     _check_args(args)
@@ -194,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(state_json["train_config"])
         ignored = [f"--{n.replace('_', '-')}" for n in (
             "data", "eval_data", "init", "dtype", "vocab_size", "n_train", "n_eval", "batch_size",
-            "grad_accum", "lr", "warmup_steps", "weight_decay", "dropout", "seed", "eval_every",
+            "grad_accum", "lr", "warmup_steps", "weight_decay", "position_bias_lr_scale", "dropout",
+            "seed", "eval_every",
             "max_source_len", "max_target_len") if getattr(args, n) is not None]
         if ignored:
             _say(f"minillm train: --resume continues with the run's own settings; "
@@ -207,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
         _check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
         train_ex, eval_ex, verifiers = _load_data(run_info)
         model, tokenizer, opt_state, _ = ckpt.load_checkpoint(out)
-        optimizer = AdamW(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                          weight_decay=cfg.weight_decay)
+        optimizer = ScaledAdamW.from_config(cfg)
         optimizer.load_state_dict(opt_state)
         state = TrainState(step=state_json["step"], epoch=state_json["epoch"],
                            batch_in_epoch=state_json["batch_in_epoch"],
@@ -242,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         train_ex, eval_ex, verifiers = _load_data(run_info)
         training = dict(preset.training, seed=seed)
         for flag in ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay",
-                     "eval_every"):
+                     "position_bias_lr_scale", "eval_every"):
             if getattr(args, flag) is not None:
                 training[flag] = getattr(args, flag)
         if args.epochs is not None:
