@@ -9,10 +9,11 @@ Reference config: vocab 8000, d_model 256, d_kv 64, 4 heads, d_ff 1024, 3+3
 layers, relu, tied embeddings; prompts of 64 tokens; 64 new tokens with
 min_new_tokens=64, so every call decodes exactly 64 steps. Both sides run in
 float32 with the same weights (minillm's saved, transformers' loaded from them),
-torch on ``--threads`` threads (default: every core). tokens/s is
+on ``--threads`` threads (default: every core): torch's, and numpy's BLAS
+through threadpoolctl when it is installed (else the BLAS default). tokens/s is
 batch * new tokens / wall time of one ``generate`` call (encoder included).
 Prints the medians over ``--repeats`` rounds and minillm / transformers, and
-writes JSON to benchmarks/results/generate.json. The machine may be shared:
+writes JSON to benchmarks/results/generate-t{threads}.json. The machine may be shared:
 read the ratios of the interleaved medians, not the absolute rates.
 """
 
@@ -82,9 +83,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="32+32 tokens, 3 repeats")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "results", "generate.json"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch threads and numpy BLAS threads (default: every core)")
+    ap.add_argument("--out", default=None,
+                    help="JSON file (default benchmarks/results/generate-tN[-quick].json)")
     args = ap.parse_args(argv)
     import numpy as np
     import torch
@@ -92,6 +94,13 @@ def main(argv=None) -> int:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads, user_api="blas")
+        blas_threads = args.threads
+    except ImportError:
+        blas_threads = "default (threadpoolctl not installed)"
     c = QUICK if args.quick else REFERENCE
     repeats = args.repeats or (3 if args.quick else 5)
     with tempfile.TemporaryDirectory() as folder:
@@ -121,7 +130,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"\nT5 vocab {c['vocab_size']}, d_model {c['d_model']}, {c['num_layers']}+"
           f"{c['num_decoder_layers']} layers; prompt {c['prompt_len']}, {c['new_tokens']} new tokens; "
-          f"torch threads {args.threads}; medians of {repeats}")
+          f"torch threads {args.threads}, BLAS threads {blas_threads}; medians of {repeats}")
     print(f"{'batch':>5} {'beams':>5} {'minillm tok/s':>14} {'transformers tok/s':>19} "
           f"{'ratio':>6} {'same tokens':>12}")
     for b, k in CASES:
@@ -134,12 +143,15 @@ def main(argv=None) -> int:
                          transformers_s=times[b, k]["transformers"]))
         print(f"{b:>5} {k:>5} {ours:>14.0f} {theirs:>19.0f} {ours / theirs:>5.2f}x "
               f"{agree[b, k]:>11.0%}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(dict(config=c, threads=args.threads, repeats=repeats, numpy=np.__version__,
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"generate-t{args.threads}{'-quick' if args.quick else ''}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(dict(config=c, threads=args.threads, blas_threads=blas_threads, repeats=repeats,
+                       numpy=np.__version__,
                        torch=torch.__version__, transformers=transformers.__version__, rows=rows),
                   f, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -161,9 +161,14 @@ def init_cache(params: dict, config: T5Config, memory, attention_mask, max_lengt
 
 
 def _rms_norm(x, w, eps):
-    """w * x / sqrt(mean(x^2) + eps), as ``rms_norm_forward`` without its backward cache."""
+    """w * x / sqrt(mean(x^2) + eps), as ``rms_norm_forward`` without its backward cache.
+
+    The mean is written sum / C: numpy's ``mean`` is that same division, behind
+    a Python wrapper that costs more than the sum itself for one row.
+    """
     xp = get_xp(x)
-    return w * (x * (1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)))
+    ms = (x * x).sum(axis=-1, keepdims=True) / x.shape[-1]  # (N, 1)
+    return w * (x * (1.0 / xp.sqrt(ms + eps)))
 
 
 def _softmax_(s):
