@@ -116,8 +116,8 @@ class T5Config:
         if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
             # the log-spaced buckets divide by log(max_distance / max_exact)
             raise ValueError(
-                f"config field 'relative_attention_max_distance' = {self.relative_attention_max_distance} "
-                f"must exceed relative_attention_num_buckets // 2 = {self.relative_attention_num_buckets // 2}"
+                "config field 'relative_attention_max_distance' = "
+                f"{self.relative_attention_max_distance} must exceed relative_attention_num_buckets // 2 = {self.relative_attention_num_buckets // 2}"
             )
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise ValueError(f"config field 'dropout_rate' must be in [0, 1), got {self.dropout_rate!r}")

@@ -166,7 +166,8 @@ def test_nan_weight_is_named(folder):
     (lambda c: c.update(is_gated_act=True), "'is_gated_act' = True disagrees"),
     (lambda c: c.update(my_new_field=3), "unknown T5Config field.*my_new_field"),
     (lambda c: c.update(model_type="bart"), "model_type is 'bart'"),
-    (lambda c: c.update(relative_attention_max_distance=4), "'relative_attention_max_distance' = 4 must exceed"),
+    (lambda c: c.update(relative_attention_max_distance=4),
+     "'relative_attention_max_distance' = 4 must exceed"),
     (lambda c: c.update(eos_token_id=10_000), "'eos_token_id' = 10000 is not a token id"),
 ])
 def test_bad_config_is_named(folder, edit, message):
