@@ -113,12 +113,10 @@ class T5Config:
                 raise ValueError(f"config field {name!r} must be a positive integer, got {v!r}")
         if self.relative_attention_num_buckets < 4:
             raise ValueError("config field 'relative_attention_num_buckets' must be at least 4")
-        if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
-            # the log-spaced buckets divide by log(max_distance / max_exact)
-            raise ValueError(
-                "config field 'relative_attention_max_distance' = "
-                f"{self.relative_attention_max_distance} must exceed relative_attention_num_buckets // 2 = {self.relative_attention_num_buckets // 2}"
-            )
+        half, dist = self.relative_attention_num_buckets // 2, self.relative_attention_max_distance
+        if dist <= half:  # the log-spaced buckets divide by log(max_distance / max_exact)
+            raise ValueError(f"config field 'relative_attention_max_distance' = {dist} must exceed "
+                             f"relative_attention_num_buckets // 2 = {half}")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise ValueError(f"config field 'dropout_rate' must be in [0, 1), got {self.dropout_rate!r}")
         if not float(self.layer_norm_epsilon) > 0:
