@@ -8,9 +8,15 @@ A preset fixes what a user should not have to choose to see the trainer work:
 
 Every value can still be overridden on the command line (``--steps``, ``--lr``, ...).
 
-- ``small`` (the default): the main job, about 1M parameters. On a 2-core laptop
-  CPU it reaches over 90% exact match on the held-out built-in suite in under ten
-  minutes, tokenizer training and final evaluation included.
+- ``small`` (the default): the main job, 1.5M parameters (3+3 layers, d_model 128),
+  3200 steps of 32 examples. Measured on a 2-core machine: about 82% exact match
+  on the 900 held-out prompts of the built-in suite (number words, sorting,
+  counting, largest number, code >= 82%; question answering stays at 50%,
+  reverse / uppercase near 65%), about 6-7 minutes when the machine is idle
+  (11 minutes while other jobs shared it), tokenizer training and final
+  evaluation included. Measured alternatives: 2+2 layers and 4500 steps, 79%;
+  2+2 layers and 3000 steps, 76%; without the position-table rate (see
+  ``minillm.train.ScaledAdamW``), 2+2 layers, 3000 steps of 32: 28% at step 1500.
 - ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
 - ``base``: four times the parameters of ``small`` and longer training; for a
   machine with time to spare.
@@ -49,11 +55,11 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             name="small",
-            description="~1M parameters, the default: >= 90% held-out exact match in < 10 min on a CPU",
-            model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=2,
-                       num_decoder_layers=2, feed_forward_proj="relu", tie_word_embeddings=True,
+            description="1.5M parameters, the default: the built-in suite in about 7 min on 2 CPU cores",
+            model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=3,
+                       num_decoder_layers=3, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
-            training=dict(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100,
+            training=dict(steps=3200, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
                           max_grad_norm=1.0),
         ),
