@@ -198,9 +198,9 @@ def test_application_examples_run(script, tmp_path):
 def test_main_job(tmp_path):
     """THE MAIN JOB: ``minillm train`` with no arguments, within 10 minutes.
 
-    The issue's target is >= 90% held-out exact match; the ``small`` preset measures
-    89.4% (question answering stays near 50%, see minillm/presets.py), so this
-    guards what is reached (>= 85%), not the target.
+    The issue's target is >= 90% held-out exact match; the ``small`` preset measured
+    90.6% in 8 min 30 s (question answering stays near 50%, see minillm/presets.py).
+    The margin is thin, so this asserts >= 88%; a busy machine can also exceed 10 min.
     """
     import time
 
@@ -211,5 +211,5 @@ def test_main_job(tmp_path):
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     em = float([x for x in r.stdout.splitlines() if x.startswith("exact_match ")][0].split()[1])
-    assert em >= 0.85, r.stdout
+    assert em >= 0.88, r.stdout
     assert wall < 600, f"{wall:.0f} s"
