@@ -486,7 +486,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     from tqdm import tqdm
 
     from minillm import checkpoint as ckpt
-    from minillm.train import _write_metrics
+    from minillm.train import write_metrics
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
@@ -522,7 +522,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
         records.append({"step": state.step, "kind": kind, "reward": result["reward"],
                         "sampled_reward": result["sampled_reward"], "kl": result["kl"],
                         "n": result["n"], "per_task": result["per_task"]})
-        _write_metrics(metrics_path, records)
+        write_metrics(metrics_path, records)
         if state.best is None or result["reward"] > state.best["reward"]:
             state.best = {"reward": result["reward"], "step": state.step}
             result["improved"] = True
@@ -537,7 +537,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
         if initial_eval is not None:
             log(f"step 0: held-out reward {initial_eval['reward']:.3f} (greedy), "
                 f"{initial_eval['sampled_reward']:.3f} (sampled)")
-    _write_metrics(metrics_path, records)
+    write_metrics(metrics_path, records)
 
     save_every = config.eval_every if config.save_every is None else config.save_every
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
@@ -568,7 +568,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
                        "step_s": time.perf_counter() - t0,
                        "elapsed_s": time.perf_counter() - t_start}
                 records.append(rec)
-                _write_metrics(metrics_path, records)
+                write_metrics(metrics_path, records)
                 bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}",
                                 H=f"{stats['entropy']:.2f}")
             is_last = state.step == config.steps

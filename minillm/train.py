@@ -385,7 +385,7 @@ def read_metrics(path: str) -> list[dict]:
     return records
 
 
-def _write_metrics(path: str, records: list[dict]) -> None:
+def write_metrics(path: str, records: list[dict]) -> None:
     import json
 
     from minillm.fileio import write_text
@@ -453,7 +453,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     if fresh:
         save()
         records = []
-    _write_metrics(metrics_path, records)
+    write_metrics(metrics_path, records)
 
     save_every = config.eval_every if config.save_every is None else config.save_every
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
@@ -494,7 +494,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
                        "tokens_per_s": tps, "epoch": state.epoch,
                        "elapsed_s": now - t_start}
                 records.append(rec)
-                _write_metrics(metrics_path, records)
+                write_metrics(metrics_path, records)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{tps:,.0f}",
                                     lr=f"{out['lr']:.2e}")
@@ -505,7 +505,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
                 result = run_eval(periodic_eval)
                 if result is not None:
                     records.append(_eval_record(state.step, result, "eval"))
-                    _write_metrics(metrics_path, records)
+                    write_metrics(metrics_path, records)
                     if bar is not None:
                         bar.write(f"step {state.step}: eval loss {result['loss']:.4f}, "
                                   f"exact match {result['exact_match']:.3f}")
@@ -513,7 +513,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
                 result = final_eval = run_eval(None)
                 if result is not None:
                     records.append(_eval_record(state.step, result, "final_eval"))
-                    _write_metrics(metrics_path, records)
+                    write_metrics(metrics_path, records)
             improved = result is not None and _is_better(result, state.best)
             if improved:
                 state.best = {"exact_match": result["exact_match"], "loss": result["loss"],

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, start or resume the run, train, and print the before/after evaluation."""
     from minillm import checkpoint as ckpt
     from minillm.cli import CLIError
-    from minillm.cli.train import _check_same_file, _clear_run, _file_digest, _say
+    from minillm.cli.train import check_same_file, clear_run, file_digest, say
     from minillm.model import T5
     from minillm.optim import AdamW
     from minillm.rewards import get_reward
@@ -187,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
         ignored += [f"--{n.replace('_', '-')}" for n in ("data", "eval_data", "tasks", "reward")
                     if getattr(args, n) is not None]
         if ignored:
-            _say(f"minillm rl: --resume continues with the run's own settings; "
+            say(f"minillm rl: --resume continues with the run's own settings; "
                  f"ignoring {', '.join(ignored)}")
         if args.steps is not None:
             cfg = RLConfig.from_dict({**cfg.to_dict(), "steps": args.steps})
-        _check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
-        _check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
+        check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
+        check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
         train_ex, eval_ex = _load_data(run_info)
         reward = get_reward(run_info["reward"])
         policy, tokenizer, opt_state, _ = ckpt.load_checkpoint(out)
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if state.step >= cfg.steps:
             raise CLIError(f"{out}: the run already reached step {state.step} of {cfg.steps}; "
                            "pass a larger --steps to train further")
-        _say(f"resuming {out} at step {state.step} of {cfg.steps}")
+        say(f"resuming {out} at step {state.step} of {cfg.steps}")
     else:
         if args.dir is None:
             raise CLIError("give the starting model folder DIR (or --resume)")
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             if run_info[key] and not os.path.isfile(run_info[key]):
                 raise FileNotFoundError(f"{getattr(args, key)}: no such file "
                                         f"(--{key.replace('_', '-')})")
-            run_info[f"{key}_sha256"] = _file_digest(run_info[key]) if run_info[key] else None
+            run_info[f"{key}_sha256"] = file_digest(run_info[key]) if run_info[key] else None
         train_ex, eval_ex = _load_data(run_info)
         tokenizer = Tokenizer.from_file(tok_path)
         policy = T5.from_pretrained(args.dir, dtype=args.dtype)
@@ -260,17 +260,17 @@ def run(args: argparse.Namespace) -> int:
         if args.overwrite and os.path.isdir(out):
             import shutil
 
-            _clear_run(out)
+            clear_run(out)
             if os.path.isdir(os.path.join(out, REFERENCE_DIR)):
                 shutil.rmtree(os.path.join(out, REFERENCE_DIR))
-        _say(f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}) of {args.dir} with reward "
+        say(f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}) of {args.dir} with reward "
              f"{reward.name!r}: {len(train_ex)} training and {len(eval_ex)} held-out prompts; "
              f"{cfg.steps} steps of {cfg.batch_size} prompts x {cfg.k} samples; run folder {out}")
     try:
         result = fit_rl(policy, reference, tokenizer, reward, train_ex, train_enc, cfg, out,
                         eval_examples=eval_ex, eval_data=eval_enc, state=state, optimizer=optimizer,
                         run_info=run_info, stop_after=args.stop_after,
-                        progress=not args.no_progress, log=_say)
+                        progress=not args.no_progress, log=say)
     except TrainingDiverged as e:
         raise CLIError(str(e)) from None
     wall = time.perf_counter() - t0

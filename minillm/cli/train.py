@@ -121,7 +121,7 @@ def _check_args(args) -> None:
         raise CLIError("--resume and --overwrite contradict each other")
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -129,7 +129,7 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -161,14 +161,14 @@ def _load_data(run: dict[str, Any]):
     return train, held, None
 
 
-def _check_same_file(path: str | None, digest: str | None, flag: str) -> None:
+def check_same_file(path: str | None, digest: str | None, flag: str) -> None:
     from minillm.cli import CLIError
 
     if path is None:
         return
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: missing ({flag} of the run being resumed)")
-    if digest and _file_digest(path) != digest:
+    if digest and file_digest(path) != digest:
         raise CLIError(f"{path} changed since the run started ({flag}); "
                        "resuming would not continue the same run")
 
@@ -206,14 +206,14 @@ def run(args: argparse.Namespace) -> int:
             "seed", "eval_every",
             "max_source_len", "max_target_len") if getattr(args, n) is not None]
         if ignored:
-            _say(f"minillm train: --resume continues with the run's own settings; "
+            say(f"minillm train: --resume continues with the run's own settings; "
                  f"ignoring {', '.join(ignored)}")
         if args.epochs is not None:
             raise CLIError("--resume takes --steps to extend a run, not --epochs")
         if args.steps is not None:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": args.steps})
-        _check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
-        _check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
+        check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
+        check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
         train_ex, eval_ex, verifiers = _load_data(run_info)
         model, tokenizer, opt_state, _ = ckpt.load_checkpoint(out)
         optimizer = ScaledAdamW.from_config(cfg)
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         if state.step >= cfg.steps:
             raise CLIError(f"{out}: the run already reached step {state.step} of {cfg.steps}; "
                            "pass a larger --steps to train further")
-        _say(f"resuming {out} at step {state.step} of {cfg.steps}")
+        say(f"resuming {out} at step {state.step} of {cfg.steps}")
     else:
         preset = get_preset(args.preset)
         if ckpt.has_checkpoint(out) and not args.overwrite:
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         for key in ("data", "eval_data"):
             if run_info[key] and not os.path.isfile(run_info[key]):
                 raise FileNotFoundError(f"{getattr(args, key)}: no such file (--{key.replace('_', '-')})")
-            run_info[f"{key}_sha256"] = _file_digest(run_info[key]) if run_info[key] else None
+            run_info[f"{key}_sha256"] = file_digest(run_info[key]) if run_info[key] else None
         train_ex, eval_ex, verifiers = _load_data(run_info)
         training = dict(preset.training, seed=seed)
         for flag in ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay",
@@ -266,8 +266,8 @@ def run(args: argparse.Namespace) -> int:
     eval_enc = _encode(eval_ex, tokenizer, run_info, "held-out")[0] if eval_ex else None
     if not args.resume:
         if args.overwrite and os.path.isdir(out):
-            _clear_run(out)
-        _say(f"{model.num_parameters():,} parameters ({_describe(model.config)}), "
+            clear_run(out)
+        say(f"{model.num_parameters():,} parameters ({_describe(model.config)}), "
              f"vocab {model.config.vocab_size}; {len(train_ex)} training and {len(eval_ex)} "
              f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum} "
              f"examples; run folder {out}")
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
                      eval_data=eval_enc, periodic_eval=run_info.get("n_eval_periodic"),
                      verifiers=verifiers, state=state, optimizer=optimizer, run_info=run_info,
                      stop_after=args.stop_after, progress=not args.no_progress,
-                     plot=not args.no_plot, log=_say)
+                     plot=not args.no_plot, log=say)
     except TrainingDiverged as e:
         raise CLIError(str(e)) from None
     wall = time.perf_counter() - t0
@@ -310,7 +310,7 @@ def _encode(examples, tokenizer, run_info, what):
         enc, stats = encode_examples(examples, tokenizer, run_info["max_source_len"],
                                      run_info["max_target_len"])
     if stats.truncated_sources or stats.truncated_targets:
-        _say(f"{what} data: {stats.summary()} (--max-source-len {run_info['max_source_len']}, "
+        say(f"{what} data: {stats.summary()} (--max-source-len {run_info['max_source_len']}, "
              f"--max-target-len {run_info['max_target_len']})")
     return enc, stats
 
@@ -355,7 +355,7 @@ def _build_model(args, preset, run_info, train_ex, seed, dtype):
     return model, tokenizer
 
 
-def _clear_run(out: str) -> None:
+def clear_run(out: str) -> None:
     """Remove what a previous run wrote in ``out`` (only the files a run writes)."""
     import shutil
 

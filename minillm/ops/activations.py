@@ -29,17 +29,38 @@ def relu_backward(dy, cache):
 
 def gelu_new_forward(x, params=None):
     xp = get_xp(x)
-    t = xp.tanh(_GELU_C * (x + _GELU_A * x * x * x))  # (...)
-    y = 0.5 * x * (1.0 + t)
+    # t = tanh(c (x + a x^3)) = tanh(c x (1 + a x^2)), built in place in one buffer
+    # (elementwise passes over (B, L, F) are the FFN's main cost after its GEMMs)
+    t = x * x
+    t *= _GELU_A
+    t += 1.0
+    t *= x
+    t *= _GELU_C
+    xp.tanh(t, out=t)
+    y = t + 1.0
+    y *= x
+    y *= 0.5  # y = 0.5 x (1 + t)
     return y, (x, t)
 
 
 def gelu_new_backward(dy, cache):
     x, t = cache
+    xp = get_xp(dy)
     # y = 0.5 x (1 + t),  t = tanh(u),  u = c (x + a x^3)
-    #   =>  dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
-    dydx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)
-    return dy * dydx, {}
+    #   =>  dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), built in one buffer
+    g = x * x
+    g *= 3.0 * _GELU_A
+    g += 1.0
+    g *= x
+    g *= _GELU_C  # c x (1 + 3 a x^2)
+    s = t * t
+    xp.subtract(1.0, s, out=s)  # 1 - t^2
+    g *= s
+    g += t
+    g += 1.0
+    g *= 0.5
+    g *= dy
+    return g, {}
 
 
 def silu_forward(x, params=None):
