@@ -343,3 +343,16 @@ def epoch_batches(
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     """How many batches an epoch of ``n`` examples has."""
     return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def split_held_out(examples: Sequence[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, held out): 5% of ``examples`` (at least 1, at most 500) held out, chosen by ``seed``.
+
+    For training on one JSONL file without a separate evaluation file; order is kept.
+    """
+    n = len(examples)
+    k = min(500, max(1, n // 20)) if n >= 2 else 0
+    perm = np.random.default_rng([seed, 2]).permutation(n)
+    held = [examples[i] for i in sorted(perm[:k])]
+    train = [examples[i] for i in sorted(perm[k:])]
+    return train, held

@@ -104,9 +104,8 @@ SETTINGS = ("steps", "batch_size", "k", "baseline", "ema_decay", "whiten", "kl_c
 
 def _load_data(run: dict):
     """(train examples, held-out examples) for the run's data settings."""
-    import numpy as np
 
-    from minillm.data import load_jsonl
+    from minillm.data import load_jsonl, split_held_out
 
     if run["data"] is None:
         from minillm.tasks import builtin_dataset
@@ -120,10 +119,7 @@ def _load_data(run: dict):
     if run["eval_data"] is not None:
         held = load_jsonl(run["eval_data"])
     else:  # hold out 5% (1 to 500 examples) of --data, chosen by the seed
-        k = min(500, max(1, len(train) // 20)) if len(train) >= 2 else 0
-        perm = np.random.default_rng([run["seed"], 2]).permutation(len(train))
-        held = [train[i] for i in sorted(perm[:k])]
-        train = [train[i] for i in sorted(perm[k:])]
+        train, held = split_held_out(train, run["seed"])
     return train, held[: run["n_eval"]]
 
 

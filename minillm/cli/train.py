@@ -138,9 +138,8 @@ def say(msg: str) -> None:
 
 def _load_data(run: dict[str, Any]):
     """(train examples, eval examples, verifiers) for the run's data settings."""
-    import numpy as np
 
-    from minillm.data import load_jsonl
+    from minillm.data import load_jsonl, split_held_out
 
     if run["data"] is None:
         from minillm.tasks import TASKS, builtin_dataset
@@ -153,10 +152,7 @@ def _load_data(run: dict[str, Any]):
     if run["eval_data"] is not None:
         held = load_jsonl(run["eval_data"])
     else:  # hold out 5% (1 to 500 examples) of --data, chosen by the seed
-        k = min(500, max(1, len(train) // 20)) if len(train) >= 2 else 0
-        perm = np.random.default_rng([run["seed"], 2]).permutation(len(train))
-        held = [train[i] for i in sorted(perm[:k])]
-        train = [train[i] for i in sorted(perm[k:])]
+        train, held = split_held_out(train, run["seed"])
     held = held[: run["n_eval"]] if run["n_eval"] else held
     return train, held, None
 
