@@ -267,21 +267,10 @@ def greedy_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 
 
     Sources are batched by length (less padding); greedy is what exact match scores.
     """
-    from minillm.generation import generate
+    from minillm.evaluate import decode_outputs
 
-    order = np.argsort(encoded.lengths[:, 0], kind="stable")
-    out: list[str] = [""] * len(encoded)
-    cfg = model.config
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        b = collate(encoded, idx)
-        ids = generate(model, b["input_ids"], b["attention_mask"],
-                       max_new_tokens=max_new_tokens, num_beams=1)
-        ids = np.asarray(ids)
-        for j, k in enumerate(idx):
-            out[int(k)] = tokenizer.decode(
-                strip_after_eos(ids[j], cfg.eos_token_id, cfg.decoder_start_token_id))
-    return out
+    return decode_outputs(model, tokenizer, encoded, batch_size, max_new_tokens=max_new_tokens,
+                          num_beams=1)
 
 
 def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150) -> tuple[float, int]:

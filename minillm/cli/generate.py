@@ -51,6 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: run on a GPU through CuPy (the gpu extra)")
     p.set_defaults(func=run)
     return p
 
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import minillm
+    from minillm.backend import to_numpy
     from minillm.generation import generate
 
     folder = args.dir
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from minillm.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_file(tok_path)
-    model = minillm.from_pretrained(folder, dtype=args.dtype)
+    model = minillm.from_pretrained(folder, dtype=args.dtype, device=args.device)
     cfg = model.config
     eos = opts.get("eos_token_id", cfg.eos_token_id)
     eos = set(eos) if isinstance(eos, list) else {eos}
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         for b, ids in enumerate(batch):
             input_ids[b, :len(ids)] = ids
             mask[b, :len(ids)] = 1
-        out = np.asarray(generate(model, input_ids, mask, rng=rng, **opts))
+        out = to_numpy(generate(model, input_ids, mask, rng=rng, **opts))  # host copy for decoding
         for row in out:
             gen = [int(i) for i in row[1:]]  # after the decoder start token
             cut = next((j for j, i in enumerate(gen) if i in eos), len(gen))
