@@ -47,7 +47,6 @@ as for SFT; the reference model is kept in ``OUT/reference``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -63,14 +62,14 @@ from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate
 from minillm.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward, log_softmax
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.rewards import Reward, score_outputs
-from minillm.train import METRICS_NAME, TrainingDiverged, read_metrics, strip_after_eos
+from minillm.train import METRICS_NAME, JSONSettings, TrainingDiverged, read_metrics, strip_after_eos
 
 REFERENCE_DIR = "reference"
 BASELINES = ("rloo", "ema", "none")
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(JSONSettings):
     """The REINFORCE trainer's settings (saved in the run folder; ``--resume`` reuses them).
 
     ``batch_size`` prompts per step, ``k`` samples per prompt (RLOO needs k >= 2).
@@ -78,6 +77,8 @@ class RLConfig:
     policy itself; anything else biases the gradient). ``eval_every`` / ``save_every``
     in steps (0: only at the end; ``save_every`` None: with each evaluation).
     """
+
+    _label = "RL setting"  # in error messages (a class attribute, not a field)
 
     steps: int = 200
     batch_size: int = 16
@@ -136,22 +137,6 @@ class RLConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RLConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown RL setting(s): {', '.join(unknown)}")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- entropy op

@@ -43,8 +43,35 @@ METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 
 
+class JSONSettings:
+    """JSON round trip for a frozen settings dataclass (trainer_state.json keeps it).
+
+    ``betas`` is a tuple in Python and a list in JSON; unknown keys are an error
+    naming them (``_label`` says whose settings they are).
+    """
+
+    _label = "setting"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if "betas" in d:
+            d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls._label}(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JSONSettings):
     """The trainer's settings (saved in the run folder; ``--resume`` reuses them).
 
     ``steps``: optimizer steps; each consumes ``grad_accum`` micro-batches of
@@ -53,6 +80,8 @@ class TrainConfig:
     ``position_bias_lr_scale``: learning-rate multiplier of the relative position
     tables (see :class:`ScaledAdamW`).
     """
+
+    _label = "trainer setting"  # in error messages (a class attribute, not a field)
 
     steps: int = 2000
     batch_size: int = 64
@@ -97,21 +126,6 @@ class TrainConfig:
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown trainer setting(s): {', '.join(unknown)}")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
 
 
 class TrainingDiverged(RuntimeError):
