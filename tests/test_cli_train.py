@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,20 +12,13 @@ import pytest
 
 import minillm
 from minillm.cli import main
+from tests.test_checkpoint import folder_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--preset", "tiny", "--no-progress", "--steps", "4", "--eval-every", "2", "--n-train", "64",
          "--n-eval", "9", "--no-plot"]
 
 
-def digest(folder):
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +84,7 @@ def test_bad_data_is_one_clear_line_and_the_run_folder_survives(run_dir, tmp_pat
     import re
 
     bad = write(tmp_path / "bad.jsonl", lines)
-    before = digest(run_dir)
+    before = folder_digest(run_dir)
     for flag in ("--data", "--eval-data"):
         extra = [] if flag == "--data" else ["--data", str(write(tmp_path / "ok.jsonl", [GOOD] * 4))]
         rc = main(["train", *QUICK, "--out", str(run_dir), "--overwrite", flag, str(bad), *extra])
@@ -100,15 +92,15 @@ def test_bad_data_is_one_clear_line_and_the_run_folder_survives(run_dir, tmp_pat
         assert rc != 0
         assert len(err) == 1 and err[0].startswith("minillm train: error: "), err
         assert re.search(expect, err[0]), err[0]
-    assert digest(run_dir) == before
+    assert folder_digest(run_dir) == before
 
 
 def test_unknown_preset_lists_the_presets(run_dir, capsys):
-    before = digest(run_dir)
+    before = folder_digest(run_dir)
     assert main(["train", "--preset", "huge", "--out", str(run_dir), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'huge'" in err and "small" in err and "tiny" in err
-    assert digest(run_dir) == before
+    assert folder_digest(run_dir) == before
 
 
 def test_vocab_too_small(run_dir, tmp_path, capsys):
@@ -119,19 +111,19 @@ def test_vocab_too_small(run_dir, tmp_path, capsys):
     tok = Tokenizer.from_file(run_dir / "tokenizer.json")
     config = minillm.T5Config(vocab_size=10, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_layers=1)
     ckpt.save_model(tmp_path / "init", minillm.T5.init(config, np.random.default_rng(0)), tok)
-    before = digest(run_dir)
+    before = folder_digest(run_dir)
     rc = main(["train", *QUICK, "--init", str(tmp_path / "init"), "--out", str(run_dir),
                "--overwrite"])
     err = capsys.readouterr().err
     assert rc != 0 and "vocab_size 10 does not cover the tokenizer" in err
-    assert digest(run_dir) == before
+    assert folder_digest(run_dir) == before
 
 
 def test_existing_run_needs_resume_or_overwrite(run_dir, capsys):
-    before = digest(run_dir)
+    before = folder_digest(run_dir)
     assert main(["train", *QUICK, "--out", str(run_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert digest(run_dir) == before
+    assert folder_digest(run_dir) == before
 
 
 def test_init_fine_tunes_an_existing_folder(run_dir, tmp_path):
@@ -161,7 +153,7 @@ def test_subprocess_train_and_bad_input(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "exact_match" in r.stdout
-    before = digest(out)
+    before = folder_digest(out)
     bad = write(tmp_path / "bad.jsonl", [GOOD, "not json"])
     r = subprocess.run([sys.executable, "-m", "minillm", "train", "--data", str(bad),
                         "--out", str(out), "--overwrite"],
@@ -169,7 +161,7 @@ def test_subprocess_train_and_bad_input(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("minillm train: error: ")
     assert "bad.jsonl, line 2" in r.stderr
-    assert digest(out) == before
+    assert folder_digest(out) == before
 
 
 def test_hf_snippet_example_runs_on_a_run_folder(run_dir):
