@@ -229,14 +229,16 @@ def read_state(folder: str | os.PathLike) -> dict:
     return state
 
 
-def load_checkpoint(folder: str | os.PathLike, dtype: Any = None):
+def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = "cpu"):
     """(model, tokenizer, optimizer_state, state) from a run folder, for ``--resume``.
 
     ``optimizer_state`` is what ``AdamW.load_state_dict`` takes. ``dtype``
-    defaults to the dtype the run trained in.
+    defaults to the dtype the run trained in. The model and the moments are put
+    on ``device`` ('cpu' or 'cuda'), whichever device the run was saved from.
     """
     from safetensors.numpy import load_file
 
+    from minillm.backend import to_device
     from minillm.model import T5
     from minillm.tokenizer import Tokenizer
 
@@ -244,11 +246,11 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None):
     recover(folder)
     state = read_state(folder)
     dtype = dtype or state.get("dtype", "float32")
-    model = T5.from_pretrained(folder, dtype=dtype)
+    model = T5.from_pretrained(folder, dtype=dtype, device=device)
     tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME))
     opt_path = os.path.join(folder, OPTIMIZER_NAME)
     if not os.path.exists(opt_path):
         raise FileNotFoundError(f"{opt_path}: missing (the optimizer state is needed to resume)")
     arrays = load_file(opt_path)
-    arrays = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in arrays.items()}
+    arrays = {k: to_device(np.ascontiguousarray(v, dtype=dtype), device) for k, v in arrays.items()}
     return model, tokenizer, {"t": int(state["optimizer_t"]), "arrays": arrays}, state

@@ -223,12 +223,26 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     return loss, grads, total
 
 
+def on_model_device(model, batch: dict) -> dict:
+    """input_ids, attention_mask and labels of a (host) batch, on the model's device.
+
+    ``collate`` builds NumPy arrays; ``model.xp.asarray`` copies them to the GPU
+    once per step when the model lives there (and is a no-op on the CPU).
+    """
+    xp = model.xp
+    return {k: xp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "labels")}
+
+
 def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[dict], step: int,
                config: TrainConfig, total_steps: int, rng) -> dict[str, float]:
     """One optimizer step (``step`` is 0-based); raises TrainingDiverged before a bad update.
 
-    Returns {"loss", "lr", "grad_norm", "tokens"} (tokens: source + target, no padding).
+    The micro-batches may be host arrays; they are moved to the model's device
+    here. Returns {"loss", "lr", "grad_norm", "tokens"} (Python numbers; tokens:
+    source + target, no padding).
     """
+    tokens = sum(sum(count_tokens(b)) for b in micro_batches)  # on the host, before the copy
+    micro_batches = [on_model_device(model, b) for b in micro_batches]
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
         loss, grads, _ = sft_loss_and_grads(model, micro_batches, rng, config.label_smoothing)
         norm = clip_grad_norm(grads, config.max_grad_norm)
@@ -240,7 +254,6 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
     optimizer.step(model.params, grads, lr)
-    tokens = sum(sum(count_tokens(b)) for b in micro_batches)
     return {"loss": float(loss), "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 
@@ -404,6 +417,10 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
         plot: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place for ``config.steps`` optimizer steps; checkpoint into ``out_dir``.
 
+    The run computes where ``model`` lives (``T5.to("cuda")`` for a GPU): each
+    batch is copied there as it enters the step, the AdamW moments are allocated
+    beside the params, and checkpoints are written from host copies. The device
+    is not part of ``config``: a run may be resumed on another one.
     ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run,
     which first writes a step-0 checkpoint). ``periodic_eval``: evaluate on the
     first that many eval examples at each ``eval_every`` (None: all); the final

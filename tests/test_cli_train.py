@@ -12,6 +12,7 @@ import pytest
 
 import minillm
 from minillm.cli import main
+from tests.test_backend import _cuda_available
 from tests.test_checkpoint import folder_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +63,59 @@ def test_resume_via_cli_is_bit_for_bit(tmp_path):
     a, b = minillm.from_pretrained(tmp_path / "a"), minillm.from_pretrained(tmp_path / "b")
     for k, v in a.params.items():
         np.testing.assert_array_equal(b.params[k], v, err_msg=k)
+
+
+def test_device_cpu_is_the_default_run(run_dir, tmp_path):
+    out = tmp_path / "cpu"
+    assert main(["train", *QUICK, "--out", str(out), "--device", "cpu"]) == 0
+    a, b = minillm.from_pretrained(run_dir), minillm.from_pretrained(out)
+    for k, v in a.params.items():
+        np.testing.assert_array_equal(b.params[k], v, err_msg=k)
+    assert (out / "optimizer.safetensors").read_bytes() == (run_dir / "optimizer.safetensors").read_bytes()
+    # the device is a setting of the invocation, not of the run
+    assert "device" not in json.loads((out / "trainer_state.json").read_text())["train_config"]
+
+
+@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+def test_device_cuda_without_cupy_is_one_line_and_touches_nothing(run_dir, tmp_path, capsys):
+    before = folder_digest(run_dir)
+    new = tmp_path / "new"
+    for args in (["--out", str(new)], ["--out", str(run_dir), "--overwrite"],
+                 ["--out", str(run_dir), "--resume"]):
+        assert main(["train", *QUICK, "--device", "cuda", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("minillm train: error: "), err
+        assert "CuPy" in err[0] and "gpu extra" in err[0], err[0]
+    assert not new.exists()
+    assert folder_digest(run_dir) == before
+
+
+def _records(folder):
+    from minillm.train import read_metrics
+
+    return read_metrics(os.path.join(folder, "metrics.jsonl"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")
+def test_train_on_cuda_matches_cpu_and_resumes_across_devices(tmp_path):
+    """Steps 1-2 on one device, 3-4 resumed on the other: the losses agree to float32 rounding."""
+    args = ["train", *QUICK, "--eval-every", "0"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([*args, "--out", str(a), "--device", "cpu", "--stop-after", "2"]) == 0
+    assert main(["train", "--out", str(a), "--resume", "--device", "cuda", "--no-progress",
+                 "--no-plot"]) == 0
+    assert main([*args, "--out", str(b), "--device", "cuda", "--stop-after", "2"]) == 0
+    assert main(["train", "--out", str(b), "--resume", "--device", "cpu", "--no-progress",
+                 "--no-plot"]) == 0
+    ra, rb = _records(a), _records(b)
+    assert [(r["step"], r["kind"]) for r in ra] == [(2, "train"), (4, "train"), (4, "final_eval")]
+    assert [(r["step"], r["kind"]) for r in rb] == [(r["step"], r["kind"]) for r in ra]
+    for x, y in zip(ra, rb, strict=True):
+        assert np.isfinite(x["loss"]) and y["loss"] == pytest.approx(x["loss"], rel=1e-4), (x, y)
+    # b's step-2 checkpoint, written from the GPU, was resumed on the CPU above
+    state = json.loads((b / "trainer_state.json").read_text())
+    assert state["step"] == 4 and minillm.from_pretrained(b).params["shared.weight"].dtype == np.float32
 
 
 def write(path, lines):

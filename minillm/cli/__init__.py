@@ -19,6 +19,20 @@ class CLIError(Exception):
     """An error the CLI reports in one line, exiting with status 2."""
 
 
+def check_device(device: str) -> None:
+    """Fail in one line (CLIError) when ``device`` is unusable: 'cuda' without CuPy or a GPU.
+
+    Subcommands call this before they read or write anything, so a bad
+    ``--device`` never leaves a half-made run folder behind.
+    """
+    from minillm.backend import xp_for
+
+    try:
+        xp_for(device)
+    except RuntimeError as e:
+        raise CLIError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minillm",

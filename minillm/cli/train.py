@@ -53,6 +53,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that already holds one")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: float32)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model, its gradients and the AdamW moments live; cuda runs on a "
+                   "GPU through CuPy (the gpu extra). Not saved with the run: --resume continues on "
+                   "the device given here (a GPU agrees with the CPU to float rounding, not bit "
+                   "for bit) (default: %(default)s)")
     g.add_argument("--vocab-size", type=int, default=None,
                    help="tokenizer vocabulary to train (ignored with --init) (default: the preset's)")
     g.add_argument("--n-train", type=int, default=None,
@@ -175,7 +180,7 @@ def check_same_file(path: str | None, digest: str | None, flag: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything, build or resume the run, train, and print the final evaluation."""
     from minillm import checkpoint as ckpt
-    from minillm.cli import CLIError
+    from minillm.cli import CLIError, check_device
     from minillm.presets import get_preset
     from minillm.train import (
         ScaledAdamW,
@@ -188,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     _check_args(args)
+    check_device(args.device)
     out = args.out
 
     if args.resume:
@@ -211,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
         check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
         train_ex, eval_ex, verifiers = _load_data(run_info)
-        model, tokenizer, opt_state, _ = ckpt.load_checkpoint(out)
+        model, tokenizer, opt_state, _ = ckpt.load_checkpoint(out, device=args.device)
         optimizer = ScaledAdamW.from_config(cfg)
         optimizer.load_state_dict(opt_state)
         state = TrainState(step=state_json["step"], epoch=state_json["epoch"],
@@ -326,7 +332,7 @@ def _build_model(args, preset, run_info, train_ex, seed, dtype):
         if not os.path.exists(tok_path):
             raise FileNotFoundError(f"{tok_path}: missing (--init needs the model's tokenizer.json)")
         tokenizer = Tokenizer.from_file(tok_path)
-        model = T5.from_pretrained(folder, dtype=dtype)
+        model = T5.from_pretrained(folder, dtype=dtype, device=args.device)
         if args.dropout is not None:
             model = T5(model.config.replace(dropout_rate=args.dropout), model.params)
         check_vocab(tokenizer, model.config.vocab_size)
@@ -347,7 +353,7 @@ def _build_model(args, preset, run_info, train_ex, seed, dtype):
         model_cfg["dropout_rate"] = args.dropout
     config = T5Config(vocab_size=tokenizer.vocab_size, **model_cfg)
     check_vocab(tokenizer, config.vocab_size)
-    model = T5.init(config, np.random.default_rng([seed, 0]), dtype=dtype)
+    model = T5.init(config, np.random.default_rng([seed, 0]), dtype=dtype, device=args.device)
     return model, tokenizer
 
 
