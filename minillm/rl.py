@@ -460,7 +460,10 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
            log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``policy`` in place with REINFORCE for ``config.steps`` steps; checkpoint into ``out_dir``.
 
-    ``reference``: the frozen starting model (saved once in ``out_dir/reference``).
+    ``reference``: the frozen starting model (saved once in ``out_dir/reference``), on
+    the policy's device: the run computes there (prompts are copied to it as they
+    enter a step, the AdamW moments are allocated beside the params) and writes its
+    checkpoints from host copies. The device is not part of ``config``.
     ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run, which
     first evaluates and writes a step-0 checkpoint). The run folder, metrics.jsonl
     and progress bar are those of :func:`minillm.train.fit`; metrics records carry
@@ -473,6 +476,8 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     from minillm import checkpoint as ckpt
     from minillm.train import write_metrics
 
+    if policy.device != reference.device:
+        raise ValueError(f"the policy is on {policy.device} but the reference on {reference.device}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, METRICS_NAME)

@@ -28,6 +28,7 @@ from minillm.rl import (
     token_logprobs,
 )
 from minillm.testing import assert_gradients, check_gradients
+from tests.test_backend import _cuda_available
 
 
 def tiny_model(vocab=11, dtype="float64", seed=0, ff="relu", tied=True, d_model=8):
@@ -318,11 +319,54 @@ def test_cli_run_folder_and_bit_for_bit_resume(start_dir, tmp_path, capsys):
     # the reference is the starting model: the KL starts at 0
     assert train[0]["kl"] == pytest.approx(0, abs=1e-4)
 
-    assert main(["rl", str(start_dir), "--out", str(part), *QUICK, "--stop-after", "2"]) == 0
-    assert ckpt.read_state(part)["step"] == 2
-    assert main(["rl", "--out", str(part), "--resume", "--no-progress"]) == 0
+    # --device cpu said explicitly is the default run, bit for bit
+    assert main(["rl", str(start_dir), "--out", str(part), *QUICK, "--stop-after", "2",
+                 "--device", "cpu"]) == 0
+    assert ckpt.read_state(part)["step"] == 2 and "device" not in ckpt.read_state(part)["rl_config"]
+    assert main(["rl", "--out", str(part), "--resume", "--no-progress", "--device", "cpu"]) == 0
     assert _weights(full) == _weights(part)
     assert _train_records(full) == _train_records(part)
+
+
+@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+def test_cli_device_cuda_without_cupy_is_one_line_and_touches_nothing(start_dir, tmp_path, capsys):
+    import shutil
+
+    from minillm.cli import main
+    from tests.test_checkpoint import folder_digest
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    shutil.copytree(start_dir, old)
+    before = folder_digest(old)
+    for args in ([str(start_dir), "--out", str(new)], [str(start_dir), "--out", str(old), "--overwrite"],
+                 ["--out", str(old), "--resume"]):
+        assert main(["rl", *args, *QUICK, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("minillm rl: error: "), err
+        assert "CuPy" in err[0] and "gpu extra" in err[0], err[0]
+    assert not new.exists()
+    assert folder_digest(old) == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")
+def test_cli_on_cuda_matches_cpu_and_resumes_across_devices(start_dir, tmp_path):
+    """A cpu run against one whose steps 1-2 ran on cuda and 3-4 resumed on the cpu."""
+    from minillm.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["rl", str(start_dir), "--out", str(a), *QUICK, "--device", "cpu"]) == 0
+    assert main(["rl", str(start_dir), "--out", str(b), *QUICK, "--device", "cuda",
+                 "--stop-after", "2"]) == 0
+    assert main(["rl", "--out", str(b), "--resume", "--no-progress", "--device", "cpu"]) == 0
+    ra = [r for r in _train_records(a) if r["kind"] == "train"]
+    rb = [r for r in _train_records(b) if r["kind"] == "train"]
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [1, 2, 3, 4]
+    for x, y in zip(ra, rb, strict=True):
+        assert y["reward"] == x["reward"], (x, y)  # the same samples
+        for key in ("entropy", "grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4), (key, x, y)
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-6), (x, y)
 
 
 def _err(capsys):

@@ -54,6 +54,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-source-len", type=int, default=64, help="prompt tokens kept [64]")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="parameter dtype [float32]")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the policy, the frozen reference and the AdamW moments live; cuda "
+                   "runs on a GPU through CuPy (the gpu extra). Not saved with the run: --resume "
+                   "continues on the device given here [cpu]")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (same settings)")
     g.add_argument("--overwrite", action="store_true",
@@ -150,7 +154,7 @@ def _encode(examples, tokenizer, max_source_len: int):
 def run(args: argparse.Namespace) -> int:
     """Check everything, start or resume the run, train, and print the before/after evaluation."""
     from minillm import checkpoint as ckpt
-    from minillm.cli import CLIError
+    from minillm.cli import CLIError, check_device
     from minillm.cli.train import check_same_file, clear_run, file_digest, say
     from minillm.model import T5
     from minillm.optim import AdamW
@@ -169,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-source-len must be at least 2, got {args.max_source_len}")
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other")
+    check_device(args.device)
 
     if args.resume:
         if not ckpt.has_checkpoint(out):
@@ -191,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
         check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
         train_ex, eval_ex = _load_data(run_info)
         reward = get_reward(run_info["reward"])
-        policy, tokenizer, opt_state, _ = ckpt.load_checkpoint(out)
-        reference = T5.from_pretrained(os.path.join(out, REFERENCE_DIR), dtype=str(policy.dtype))
+        policy, tokenizer, opt_state, _ = ckpt.load_checkpoint(out, device=args.device)
+        reference = T5.from_pretrained(os.path.join(out, REFERENCE_DIR), dtype=str(policy.dtype),
+                                       device=args.device)
         optimizer = AdamW(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                           weight_decay=cfg.weight_decay)
         optimizer.load_state_dict(opt_state)
@@ -245,9 +251,9 @@ def run(args: argparse.Namespace) -> int:
             run_info[f"{key}_sha256"] = file_digest(run_info[key]) if run_info[key] else None
         train_ex, eval_ex = _load_data(run_info)
         tokenizer = Tokenizer.from_file(tok_path)
-        policy = T5.from_pretrained(args.dir, dtype=args.dtype)
+        policy = T5.from_pretrained(args.dir, dtype=args.dtype, device=args.device)
         check_vocab(tokenizer, policy.config.vocab_size)
-        reference = T5.from_pretrained(args.dir, dtype=args.dtype)
+        reference = T5.from_pretrained(args.dir, dtype=args.dtype, device=args.device)
         optimizer, state = None, None
     _check_reward(reward, list(train_ex) + list(eval_ex))
     train_enc = _encode(train_ex, tokenizer, run_info["max_source_len"])
