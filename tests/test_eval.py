@@ -11,6 +11,7 @@ import pytest
 import minillm
 from minillm.cli import main
 from minillm.data import collate, encode_examples, write_jsonl
+from tests.test_backend import _cuda_available
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,18 @@ def folder(tmp_path_factory):
     minillm.T5.init(config, np.random.default_rng(0)).save_pretrained(path)
     tok.save(path / "tokenizer.json")
     return path
+
+
+@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_device_cuda_without_cupy_is_one_line(folder, tmp_path, capsys, command):
+    preds = tmp_path / "preds.jsonl"
+    args = {"eval": [str(folder), "--predictions", str(preds)], "generate": [str(folder), "a prompt"]}
+    assert main([command, *args[command], "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"minillm {command}: error: "), err
+    assert "CuPy" in err[0] and "gpu extra" in err[0], err[0]
+    assert not preds.exists()
 
 
 def test_eval_builtin_suite_prints_every_metric(folder, capsys, tmp_path):

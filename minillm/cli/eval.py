@@ -49,10 +49,12 @@ def run(args) -> int:
     import numpy as np
 
     import minillm
+    from minillm.cli import check_device
     from minillm.evaluate import evaluate_model
     from minillm.fileio import atomic_path
     from minillm.tokenizer import Tokenizer, check_vocab
 
+    check_device(args.device)
     tok_path = os.path.join(args.dir, "tokenizer.json")
     if not os.path.isdir(args.dir):
         raise FileNotFoundError(f"{args.dir}: not a folder")

@@ -99,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
     import minillm
     from minillm.backend import to_numpy
+    from minillm.cli import check_device
     from minillm.generation import generate
 
+    check_device(args.device)
     folder = args.dir
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: not a folder (expected a T5 folder with tokenizer.json)")
