@@ -46,7 +46,7 @@ import numpy as np
 from minillm.backend import get_xp
 from minillm.config import T5Config
 from minillm.model import ffn_names
-from minillm.ops.activations import ACTIVATIONS
+from minillm.ops.activations import FUNCTIONS
 from minillm.ops.attention import additive_mask, padding_keep, split_heads
 from minillm.ops.position_bias import position_bias_forward, position_buckets
 
@@ -99,7 +99,7 @@ def step_weights(params: dict, config: T5Config) -> StepWeights:
     final_ln = params["decoder.final_layer_norm.weight"] * params["shared.weight"].dtype.type(s)
     head = params.get("lm_head.weight", params["shared.weight"])
     return StepWeights(params["shared.weight"], qkv, o, cq, co, ln, ff, final_ln, head,
-                       ACTIVATIONS[config.dense_act_fn][0], config.is_gated_act, config.num_heads,
+                       FUNCTIONS[config.dense_act_fn], config.is_gated_act, config.num_heads,
                        float(config.layer_norm_epsilon))
 
 
@@ -214,11 +214,11 @@ def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
         n = _rms_norm(x, ln2, eps)
         if w.gated:
             wi0, wi1, wo = w.ff[i]
-            h = w.act(n @ wi0)[0]
+            h = w.act(n @ wi0)
             h *= n @ wi1  # (N, F)
         else:
             wi, wo = w.ff[i]
-            h = w.act(n @ wi)[0]  # (N, F)
+            h = w.act(n @ wi)  # (N, F)
         x = x + h @ wo
     cache.length = t + 1
     # logits = (final_norm(x) * s) W^T, with s folded into final_ln

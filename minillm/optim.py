@@ -13,10 +13,11 @@ AdamW (Loshchilov & Hutter; torch.optim.AdamW), at step t with rate lr:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
-from minillm.backend import get_xp
+from minillm.backend import as_rows, blockwise, get_xp
 
 
 @dataclass
@@ -51,16 +52,30 @@ class AdamW:
             if name not in self.m:
                 self.m[name] = xp.zeros_like(p)
                 self.v[name] = xp.zeros_like(p)
+            decay = 1.0 - lr * self.weight_decay if self.weight_decay and not self.no_decay(name) else 1.0
             m, v = self.m[name], self.v[name]
-            if self.weight_decay and not self.no_decay(name):
-                p *= 1.0 - lr * self.weight_decay  # p <- p - lr wd p
-            m *= b1
-            m += (1.0 - b1) * g  # m <- b1 m + (1 - b1) g
-            v *= b2
-            v += (1.0 - b2) * (g * g)  # v <- b2 v + (1 - b2) g^2
-            denom = xp.sqrt(v) / bc2_sqrt + self.eps  # sqrt(v_hat) + eps
-            p -= step_size * (m / denom)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+            if not p.flags.c_contiguous:  # rows of p would be a copy, not a view to update
+                self._update(p, g, m, v, decay, step_size, bc2_sqrt)
+                continue
+            # block by block on every thread: the chain of passes over p, g, m, v stays in cache
+            update = functools.partial(self._update, decay=decay, step_size=step_size, bc2_sqrt=bc2_sqrt)
+            blockwise(update, as_rows(p), as_rows(g), as_rows(m), as_rows(v))
         return params
+
+    def _update(self, p, g, m, v, decay: float, step_size: float, bc2_sqrt: float) -> None:
+        """The AdamW update of one block of a parameter, in place (p, m, v are views)."""
+        xp = get_xp(p)
+        b1, b2 = self.betas
+        if decay != 1.0:
+            p *= decay  # p <- p - lr wd p
+        m *= b1
+        m += (1.0 - b1) * g  # m <- b1 m + (1 - b1) g
+        v *= b2
+        v += (1.0 - b2) * (g * g)  # v <- b2 v + (1 - b2) g^2
+        denom = xp.sqrt(v)
+        denom /= bc2_sqrt
+        denom += self.eps  # sqrt(v_hat) + eps
+        p -= step_size * (m / denom)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
 
     def state_dict(self) -> dict:
         """Arrays ("m.NAME", "v.NAME") for safetensors, and the scalar step count."""

@@ -2,16 +2,19 @@
 
     relu(x)     = max(x, 0)
     gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (the tanh form)
+                = x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))        (how it is computed)
     silu(x)     = x * sigmoid(x)
 
-Shapes are unchanged: x (...) -> y (...). They take no params.
+Shapes are unchanged: x (...) -> y (...). They take no params. ``ACTIVATIONS``
+maps a name to its (forward, backward) pair; ``FUNCTIONS`` to the bare function,
+for inference.
 """
 
 from __future__ import annotations
 
 import math
 
-from minillm.backend import get_xp
+from minillm.backend import as_rows, blockwise, get_xp
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
@@ -27,40 +30,59 @@ def relu_backward(dy, cache):
     return dy * cache, {}
 
 
-def gelu_new_forward(x, params=None):
+def _sigmoid_2u(x, s):
+    """s = sigmoid(2u) = 0.5 (1 + tanh(u)), u = c (x + a x^3), written into s (x's shape)."""
     xp = get_xp(x)
-    # t = tanh(c (x + a x^3)) = tanh(c x (1 + a x^2)), built in place in one buffer
-    # (elementwise passes over (B, L, F) are the FFN's main cost after its GEMMs)
-    t = x * x
-    t *= _GELU_A
-    t += 1.0
-    t *= x
-    t *= _GELU_C
-    xp.tanh(t, out=t)
-    y = t + 1.0
-    y *= x
-    y *= 0.5  # y = 0.5 x (1 + t)
-    return y, (x, t)
+    # -2u = x (-2c - 2ca x^2), then s = 1 / (1 + exp(-2u)): one exp, cheaper here
+    # than tanh, and the same number up to rounding
+    xp.multiply(x, x, out=s)
+    s *= -2.0 * _GELU_C * _GELU_A
+    s += -2.0 * _GELU_C
+    s *= x
+    xp.exp(s, out=s)
+    s += 1.0
+    xp.reciprocal(s, out=s)
+
+
+def _gelu_new_block(x, y, d):
+    """One block of gelu_new: y = x s and d = dy/dx, with s = sigmoid(2u)."""
+    xp = get_xp(x)
+    _sigmoid_2u(x, d)  # d holds s for now
+    xp.multiply(x, d, out=y)  # y = x s
+    # dy/dx = s + x s (1 - s) d(2u)/dx,  d(2u)/dx = 2c (1 + 3a x^2)
+    k = x * x
+    k *= 6.0 * _GELU_C * _GELU_A
+    k += 2.0 * _GELU_C
+    k *= x  # x d(2u)/dx
+    k *= d
+    k *= 1.0 - d  # x s (1 - s) d(2u)/dx
+    d += k
+
+
+def gelu_new(x):
+    """gelu_new(x) alone, for inference (no derivative kept).  x: (...) -> (...)."""
+    xp = get_xp(x)
+    y = xp.empty(x.shape, dtype=x.dtype)
+    blockwise(lambda xb, yb: (_sigmoid_2u(xb, yb), xp.multiply(yb, xb, out=yb)), as_rows(x), as_rows(y))
+    return y
+
+
+def gelu_new_forward(x, params=None):
+    """y = gelu_new(x); the cache is dy/dx itself.
+
+    Computed block by block (``blockwise``): each block's passes stay in the L2
+    cache, blocks run on every thread, and x and s need not be kept for the
+    backward, which is then a single multiply.
+    """
+    xp = get_xp(x)
+    y, d = xp.empty(x.shape, dtype=x.dtype), xp.empty(x.shape, dtype=x.dtype)  # C-contiguous
+    blockwise(_gelu_new_block, as_rows(x), as_rows(y), as_rows(d))
+    return y, d
 
 
 def gelu_new_backward(dy, cache):
-    x, t = cache
-    xp = get_xp(dy)
-    # y = 0.5 x (1 + t),  t = tanh(u),  u = c (x + a x^3)
-    #   =>  dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), built in one buffer
-    g = x * x
-    g *= 3.0 * _GELU_A
-    g += 1.0
-    g *= x
-    g *= _GELU_C  # c x (1 + 3 a x^2)
-    s = t * t
-    xp.subtract(1.0, s, out=s)  # 1 - t^2
-    g *= s
-    g += t
-    g += 1.0
-    g *= 0.5
-    g *= dy
-    return g, {}
+    # y = gelu_new(x)  =>  dx = dy * dy/dx, the derivative the forward kept
+    return dy * cache, {}
 
 
 def silu_forward(x, params=None):
@@ -75,8 +97,19 @@ def silu_backward(dy, cache):
     return dy * (s * (1.0 + x * (1.0 - s))), {}
 
 
+def relu(x):
+    return get_xp(x).maximum(x, 0)
+
+
+def silu(x):
+    return x / (1.0 + get_xp(x).exp(-x))
+
+
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "gelu_new": (gelu_new_forward, gelu_new_backward),
     "silu": (silu_forward, silu_backward),
 }
+
+FUNCTIONS = {"relu": relu, "gelu_new": gelu_new, "silu": silu}
+"""The activations alone, for inference (generation): no cache, no derivative."""

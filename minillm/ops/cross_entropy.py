@@ -19,7 +19,7 @@ The model's backward does not know which trainer seeded it.
 
 from __future__ import annotations
 
-from minillm.backend import get_xp
+from minillm.backend import blockwise, get_xp
 
 IGNORE_INDEX = -100
 
@@ -32,29 +32,38 @@ def log_softmax(z):
     return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def _softmax_rows_block(z, p, logz):
+    """One block of rows: p = softmax(z) and logz = logsumexp(z - max z), in p's buffer."""
+    xp = get_xp(z)
+    xp.subtract(z, z.max(axis=-1, keepdims=True), out=p)  # z - max z
+    xp.exp(p, out=p)
+    total = p.sum(axis=-1, keepdims=True)  # (n, 1)
+    p /= total  # softmax(z)
+    xp.log(total[:, 0], out=logz)
+
+
 def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX):
     """logits (N, V), labels (N,) int -> token_loss (N,) (0 where ignored), cache.
 
     The cache keeps the probabilities p = softmax(z), which is all the backward
-    needs; -log p[y] is computed as logsumexp(z) - z[y] without forming log p.
+    needs; -log p[y] is computed as log sum_v exp(z_v) - z_y without forming log p.
+    The (N, V) work runs block by block on every thread (``blockwise``).
     """
     xp = get_xp(logits)
     N, V = logits.shape
     valid = labels != ignore_index  # (N,)
     safe = xp.where(valid, labels, 0)  # (N,) a real index even where ignored
-    e = logits - logits.max(axis=-1, keepdims=True)  # (N, V) shifted logits z - max z
-    z_y = e[xp.arange(N), safe]  # (N,) shifted logit of the label
-    z_mean = e.mean(axis=-1) if label_smoothing else None  # (N,) for the smoothing term
-    xp.exp(e, out=e)  # in place: one (N, V) buffer serves exp, then the probabilities
-    total = e.sum(axis=-1)  # (N,)
-    e /= total[:, None]  # p = softmax(z)
-    logz = xp.log(total)  # (N,) logsumexp of the shifted logits
-    nll = logz - z_y  # -log p[y]
+    p = xp.empty_like(logits)  # (N, V)
+    logz = xp.empty((N,), dtype=logits.dtype)  # (N,) logsumexp(z - max z)
+    blockwise(_softmax_rows_block, logits, p, logz)
+    zmax = logits.max(axis=-1)  # (N,)
+    # -log p[y] = logsumexp(z) - z_y, with both terms shifted by max z
+    nll = logz - (logits[xp.arange(N), safe] - zmax)  # (N,)
     if label_smoothing:
-        # -mean_v log p_v = logz - mean_v z_v
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * (logz - z_mean)
+        # -mean_v log p_v = logsumexp(z) - mean_v z_v
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * (logz - (logits.mean(axis=-1) - zmax))
     token_loss = xp.where(valid, nll, xp.asarray(0, dtype=logits.dtype))
-    return token_loss, (e, safe, valid, label_smoothing)
+    return token_loss, (p, safe, valid, label_smoothing)
 
 
 def cross_entropy_backward(dtoken_loss, cache):
@@ -65,7 +74,8 @@ def cross_entropy_backward(dtoken_loss, cache):
     seed = xp.where(valid, dtoken_loss, 0).astype(p.dtype, copy=False)  # (N,)
     # loss_n = -sum_v q_nv log p_nv,  q = (1 - eps) onehot(y) + eps / V
     #   =>  dz_n = seed_n (p_n - q_n)
-    dz = p * seed[:, None]  # (N, V)
+    dz = xp.empty_like(p)  # (N, V)
+    blockwise(lambda pb, sb, db: xp.multiply(pb, sb[:, None], out=db), p, seed, dz)  # seed_n p_n
     dz[xp.arange(N), safe] -= (1.0 - eps) * seed
     if eps:
         dz -= (eps / V) * seed[:, None]

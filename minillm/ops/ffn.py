@@ -9,6 +9,7 @@ params: {"wi", "wo"} or {"wi_0", "wi_1", "wo"}, the names transformers uses.
 
 from __future__ import annotations
 
+from minillm.backend import get_xp
 from minillm.ops.activations import ACTIVATIONS
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.linear import linear_backward, linear_forward
@@ -16,13 +17,17 @@ from minillm.ops.linear import linear_backward, linear_forward
 
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
     act_fwd, _ = ACTIVATIONS[act]
+    xp = get_xp(x)
     gated = "wi_0" in params
     if gated:
-        h0, c0 = linear_forward(x, {"weight": params["wi_0"]})  # (B, L, F)
+        # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
+        w_in = xp.concatenate([params["wi_0"], params["wi_1"]])  # (2F, C)
+        h01, c01 = linear_forward(x, {"weight": w_in})  # (B, L, 2F)
+        F = params["wi_0"].shape[0]
+        h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
         g, ca = act_fwd(h0)
-        h1, c1 = linear_forward(x, {"weight": params["wi_1"]})  # (B, L, F)
         h = g * h1
-        caches = (c0, ca, c1, g, h1)
+        caches = (c01, ca, g, h1)
     else:
         h0, c0 = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
         h, ca = act_fwd(h0)
@@ -40,15 +45,17 @@ def ffn_backward(dy, cache):
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
     if gated:
-        c0, ca, c1, g, h1 = caches
+        c01, ca, g, h1 = caches
+        xp = get_xp(dy)
+        F = g.shape[-1]
+        dh01 = xp.empty((*g.shape[:-1], 2 * F), dtype=g.dtype)  # (B, L, 2F) = [dh0|dh1]
         # h = g * h1,  g = act(h0)
-        dh1 = dh * g
-        dg = dh * h1
-        dh0, _ = act_bwd(dg, ca)
-        # h0 = W_i0 x,  h1 = W_i1 x  (both read x)
-        dx0, g0 = linear_backward(dh0, c0)
-        dx1, g1 = linear_backward(dh1, c1)
-        return dx0 + dx1, {"wi_0": g0["weight"], "wi_1": g1["weight"], "wo": g_o["weight"]}
+        xp.multiply(dh, g, out=dh01[..., F:])  # dh1
+        dh01[..., :F], _ = act_bwd(dh * h1, ca)  # dh0
+        # [h0|h1] = x [W_i0|W_i1]^T: one GEMM each for dx and d[W_i0|W_i1]
+        dx, g01 = linear_backward(dh01, c01)
+        dw01 = g01["weight"]  # (2F, C)
+        return dx, {"wi_0": dw01[:F], "wi_1": dw01[F:], "wo": g_o["weight"]}
     c0, ca = caches
     # h = act(h0),  h0 = W_i x
     dh0, _ = act_bwd(dh, ca)

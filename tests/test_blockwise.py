@@ -1,0 +1,153 @@
+"""Blockwise elementwise work (backend.blockwise): every row computed once, the
+same numbers whatever the block size or thread count, in-place outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minillm import ops
+from minillm.backend import as_rows, blockwise, num_threads, random_bits16
+from minillm.optim import AdamW
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@SETTINGS
+@given(n_rows=st.integers(0, 40), width=st.integers(1, 7), block=st.integers(1, 50),
+       threads=st.sampled_from(["1", "2", "3"]))
+def test_blockwise_visits_every_row_once(n_rows, width, block, threads):
+    x = np.arange(n_rows * width, dtype=np.float64).reshape(n_rows, width)
+    seen = np.zeros(n_rows, dtype=np.int64)
+    y = np.full_like(x, -1.0)
+
+    def fn(xb, yb, sb):
+        np.multiply(xb, 2.0, out=yb)
+        sb += 1
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINILLM_NUM_THREADS", threads)
+        blockwise(fn, x, y, seen, block=block)
+    assert np.array_equal(seen, np.ones(n_rows, dtype=np.int64))
+    assert np.array_equal(y, 2.0 * x)
+
+
+def test_blockwise_passes_errors_on():
+    def fn(xb):
+        raise ArithmeticError("from a block")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINILLM_NUM_THREADS", "2")
+        with pytest.raises(ArithmeticError, match="from a block"):
+            blockwise(fn, np.zeros((1000, 100)), block=100)
+
+
+@pytest.mark.parametrize("value,message", [("0", "at least 1"), ("two", "whole number")])
+def test_num_threads_names_a_bad_setting(monkeypatch, value, message):
+    monkeypatch.setenv("MINILLM_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"MINILLM_NUM_THREADS.*{message}"):
+        num_threads()
+
+
+def test_as_rows_views_contiguous_arrays():
+    x = np.zeros((2, 3, 4))
+    r = as_rows(x)
+    assert r.shape == (6, 4) and np.shares_memory(r, x)
+    assert as_rows(np.float64(3.0)).shape == (1, 1)
+    assert as_rows(np.zeros((3, 0))).shape == (3, 0)
+
+
+def _blockwise_ops(rng):
+    """Every blockwise op's outputs on arrays large enough to span many blocks."""
+    x = rng.standard_normal((8, 40, 700)).astype(np.float32)  # 224,000 elements: 4+ blocks
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(700).astype(np.float32)
+    labels = rng.integers(0, 700, 320)
+    out = {}
+    out["gelu"], c = ops.gelu_new_forward(x)
+    out["gelu_dx"], _ = ops.gelu_new_backward(dy, c)
+    out["softmax"], c = ops.softmax_forward(x)
+    out["softmax_dx"], _ = ops.softmax_backward(dy, c)
+    out["norm"], c = ops.rms_norm_forward(x, {"weight": w})
+    (out["norm_dx"], g) = ops.rms_norm_backward(dy, c)
+    out["norm_dw"] = g["weight"]
+    out["ce"], c = ops.cross_entropy_forward(x.reshape(320, 700), labels, label_smoothing=0.1)
+    out["ce_dz"], _ = ops.cross_entropy_backward(dy.reshape(320, 700)[:, 0], c)
+    out["dropout"], c = ops.dropout_forward(x, p=0.3, rng=np.random.default_rng(5))
+    out["dropout_dx"], _ = ops.dropout_backward(dy, c)
+    params = {"a": x.copy(), "b": w.copy()}
+    AdamW(lr=0.1).step(params, {"a": dy, "b": w})
+    out["adam_a"], out["adam_b"] = params["a"], params["b"]
+    return out
+
+
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    results = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("MINILLM_NUM_THREADS", threads)
+        results.append(_blockwise_ops(np.random.default_rng(0)))
+    for other in results[1:]:
+        for name, value in results[0].items():
+            assert np.array_equal(value, other[name]), f"{name} changed with the thread count"
+
+
+def test_blockwise_ops_match_whole_array_formulas():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 50, 900))  # several blocks, float64
+    y, _ = ops.softmax_forward(x)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    assert np.allclose(y, e / e.sum(-1, keepdims=True), rtol=1e-13, atol=0)
+    w = rng.standard_normal(900)
+    y, _ = ops.rms_norm_forward(x, {"weight": w})
+    assert np.allclose(y, w * x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6), rtol=1e-13, atol=0)
+
+
+def test_adamw_updates_a_non_contiguous_parameter_in_place():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((6, 8))
+    p_t = base.T  # a transposed view: not C-contiguous
+    p_c = np.ascontiguousarray(p_t)
+    g = rng.standard_normal(p_c.shape)
+    AdamW(lr=0.1).step({"w": p_t}, {"w": g})
+    AdamW(lr=0.1).step({"w": p_c}, {"w": g})
+    assert np.array_equal(p_t, p_c)
+    assert np.array_equal(base.T, p_c)  # the update reached the array the caller holds
+
+
+def test_random_bits16_is_uniform_and_reproducible():
+    a = random_bits16(np.random.default_rng(3), (1001, 7), like=np.zeros(1))
+    b = random_bits16(np.random.default_rng(3), (1001, 7), like=np.zeros(1))
+    assert a.dtype == np.uint16 and a.shape == (1001, 7)
+    assert np.array_equal(a, b)
+    counts = np.bincount((a >> 12).ravel(), minlength=16)  # 16 equal bins
+    expected = a.size / 16
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 45  # 15 degrees of freedom: p < 1e-4
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_one_minus_p(p):
+    x = np.ones((400, 500), dtype=np.float32)
+    y, _ = ops.dropout_forward(x, p=p, rng=np.random.default_rng(4))
+    kept = y != 0
+    assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / x.size)
+    assert np.allclose(y[kept], 1 / (1 - p))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_dropout_rejects_a_bad_probability(p):
+    with pytest.raises(ValueError, match="dropout probability"):
+        ops.dropout_forward(np.ones(3), p=p, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu_new", "silu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_activations_match_the_forward_ops(name, dtype):
+    from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
+
+    x = (np.random.default_rng(6).standard_normal((3, 50, 900)) * 4).astype(dtype)
+    y = FUNCTIONS[name](x)
+    assert y.dtype == dtype
+    assert np.allclose(y, ACTIVATIONS[name][0](x)[0], rtol=4 * np.finfo(dtype).eps, atol=0)
