@@ -65,9 +65,10 @@ def worker_minillm(c, variant, dropout, steps, device="cpu"):
     import numpy as np
 
     import minillm
-    from minillm.backend import to_device, xp_for
+    from minillm.backend import keep_freed_memory, to_device, xp_for
     from minillm.optim import AdamW
 
+    keep_freed_memory()  # as the minillm CLI does
     cfg = minillm.T5Config(**{k: c[k] for k in ("vocab_size", "d_model", "d_kv", "num_heads", "d_ff",
                                                   "num_layers", "num_decoder_layers")},
                            dropout_rate=dropout, feed_forward_proj=variant,
@@ -115,22 +116,35 @@ def worker_transformers(c, variant, dropout, steps, device="cpu"):
 
 
 def worker_torch(c, variant, dropout, steps, device="cpu"):
-    """A plain torch.nn encoder-decoder of the same size: embeddings, nn.Transformer, LM head."""
+    """A plain torch.nn encoder-decoder of the same size: embeddings, nn.Transformer, LM head.
+
+    For the gated variant the feed-forward is T5 v1.1's, gelu_tanh(x W_i0) * (x W_i1) then W_o,
+    with the same weights and FLOPs: nn.Transformer's first FFN linear is widened to 2F and
+    split by the activation, its second linear maps F -> C.
+    """
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    C, V = c["d_model"], c["vocab_size"]
+    C, V, F = c["d_model"], c["vocab_size"], c["d_ff"]
+    gated = variant != "relu"
+
+    def geglu(h):  # (.., 2F) -> (.., F): the gated FFN's two input projections in one
+        h0, h1 = h.chunk(2, dim=-1)
+        return nn.functional.gelu(h0, approximate="tanh") * h1
 
     class Seq2Seq(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(V, C)
             self.tf = nn.Transformer(C, c["num_heads"], c["num_layers"], c["num_decoder_layers"],
-                                     c["d_ff"], dropout, activation="relu" if variant == "relu" else "gelu",
+                                     2 * F if gated else F, dropout, activation=geglu if gated else "relu",
                                      batch_first=True, norm_first=True, bias=False)
+            if gated:
+                for layer in [*self.tf.encoder.layers, *self.tf.decoder.layers]:
+                    layer.linear2 = nn.Linear(F, C, bias=False)
             self.head = nn.Linear(C, V, bias=False)
-            if variant == "relu":
+            if not gated:
                 self.head.weight = self.emb.weight
 
         def forward(self, x, y):

@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from minillm.backend import keep_freed_memory
+
+    keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError, KeyError) as e:

@@ -5,7 +5,9 @@
                 = x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))        (how it is computed)
     silu(x)     = x * sigmoid(x)
 
-Shapes are unchanged: x (...) -> y (...). They take no params. ``ACTIVATIONS``
+Shapes are unchanged: x (...) -> y (...). They take no params. Every forward's
+cache is the derivative dy/dx itself, so every backward is dx = dy * cache
+(the gated FFN fuses that product with its gate's). ``ACTIVATIONS``
 maps a name to its (forward, backward) pair; ``FUNCTIONS`` to the bare function,
 for inference.
 """
@@ -88,13 +90,13 @@ def gelu_new_backward(dy, cache):
 def silu_forward(x, params=None):
     xp = get_xp(x)
     s = 1.0 / (1.0 + xp.exp(-x))
-    return x * s, (x, s)
+    # y = x s(x)  =>  dy/dx = s + x s (1 - s), kept as the cache
+    return x * s, s * (1.0 + x * (1.0 - s))
 
 
 def silu_backward(dy, cache):
-    x, s = cache
-    # y = x s(x)  =>  dy/dx = s + x s (1 - s)
-    return dy * (s * (1.0 + x * (1.0 - s))), {}
+    # y = silu(x)  =>  dx = dy * dy/dx, the derivative the forward kept
+    return dy * cache, {}
 
 
 def relu(x):

@@ -5,14 +5,25 @@
 
 x: (B, L, C) -> y: (B, L, C); W_i, W_i0, W_i1: (F, C), W_o: (C, F).
 params: {"wi", "wo"} or {"wi_0", "wi_1", "wo"}, the names transformers uses.
+The gated form runs W_i0 and W_i1 as one GEMM of width 2F each way.
 """
 
 from __future__ import annotations
 
-from minillm.backend import get_xp
+from minillm.backend import as_rows, blockwise, get_xp
 from minillm.ops.activations import ACTIVATIONS
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.linear import linear_backward, linear_forward
+
+
+def _gate_backward_block(dh, g, h1, dact, dh0, dh1):
+    """One row block of the gate's backward, into dh0 and dh1 (views of [dh0|dh1])."""
+    xp = get_xp(dh)
+    # h = g * h1  =>  dh1 = dh g,  dg = dh h1
+    xp.multiply(dh, g, out=dh1)
+    xp.multiply(dh, h1, out=dh0)
+    # g = act(h0)  =>  dh0 = dg act'(h0), act'(h0) being the activation's cache
+    dh0 *= dact
 
 
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
@@ -48,12 +59,11 @@ def ffn_backward(dy, cache):
         c01, ca, g, h1 = caches
         xp = get_xp(dy)
         F = g.shape[-1]
-        dh01 = xp.empty((*g.shape[:-1], 2 * F), dtype=g.dtype)  # (B, L, 2F) = [dh0|dh1]
-        # h = g * h1,  g = act(h0)
-        xp.multiply(dh, g, out=dh01[..., F:])  # dh1
-        dh01[..., :F], _ = act_bwd(dh * h1, ca)  # dh0
+        dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
+        blockwise(_gate_backward_block, as_rows(dh), as_rows(g), as_rows(h1), as_rows(ca),
+                  dh01[:, :F], dh01[:, F:])
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM each for dx and d[W_i0|W_i1]
-        dx, g01 = linear_backward(dh01, c01)
+        dx, g01 = linear_backward(dh01.reshape(*g.shape[:-1], 2 * F), c01)  # (B, L, 2F) in
         dw01 = g01["weight"]  # (2F, C)
         return dx, {"wi_0": dw01[:F], "wi_1": dw01[F:], "wo": g_o["weight"]}
     c0, ca = caches
