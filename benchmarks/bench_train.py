@@ -6,12 +6,17 @@ encoder-decoder, on the same config, in the same run, interleaved (A B C A B C).
     python benchmarks/bench_train.py --variant relu --repeats 7 --threads 2
 
 Each implementation runs in its own subprocess (so its peak RSS is its own),
-times ``--steps`` training steps (forward, loss, backward, AdamW) after one
-warm-up step, and reports them; the parent interleaves the processes over
+times ``--steps`` training steps (forward, loss, backward, AdamW) after two
+warm-up steps, and reports them; the parent interleaves the processes over
 ``--repeats`` rounds, then prints medians and ratios and writes JSON to
 benchmarks/results/train.json. The NumPy GEMM rate is measured in the same
 rounds, and the training step's model FLOPs / step time is quoted as a
 fraction of it. This machine is noisy: read the medians and ratios.
+
+The torch.nn model is nn.Transformer with T5's FFN: relu for the relu variant,
+and for gated-gelu T5 v1.1's gated FFN, so each does the FLOPs of the T5 beside
+it. The minillm worker calls ``keep_freed_memory()``, as the minillm CLI does
+(torch and transformers keep glibc's defaults, as their users get them).
 """
 
 from __future__ import annotations
@@ -168,8 +173,9 @@ def worker_torch(c, variant, dropout, steps, device="cpu"):
     return _time(step, steps)
 
 
-def _time(step, steps):
-    step()  # warm-up: allocations, first-touch
+def _time(step, steps, warmup=2):
+    for _ in range(warmup):  # allocations, first touch, lazy initialisation: every implementation alike
+        step()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()

@@ -10,10 +10,7 @@ so the math never says ``if gpu:``.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -138,40 +135,6 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
 BLOCK_ELEMENTS = 1 << 16
 """Elements per block of ``blockwise`` work: 256 KiB of float32, which fits in L2."""
 
-_pool: dict[str, Any] = {}
-_pool_lock = threading.Lock()
-
-
-def num_threads() -> int:
-    """Threads for elementwise work on NumPy: MINILLM_NUM_THREADS, else OMP_NUM_THREADS, else every CPU."""
-    for var in ("MINILLM_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            try:
-                n = int(value)
-            except ValueError:
-                raise ValueError(f"{var}={value!r}: expected a whole number of threads") from None
-            if n < 1:
-                raise ValueError(f"{var}={value!r}: expected at least 1 thread")
-            return n
-    return _cpu_count()
-
-
-@functools.cache
-def _cpu_count() -> int:
-    return os.cpu_count() or 1
-
-
-def _executor(n: int):
-    """A thread pool of n workers, made on first use (and again in a forked child, whose threads are gone)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _pool_lock:
-        key = (os.getpid(), n)
-        if _pool.get("key") != key:
-            _pool["key"], _pool["executor"] = key, ThreadPoolExecutor(n, thread_name_prefix="minillm")
-        return _pool["executor"]
-
 
 def as_rows(x):
     """x (..., N) as a 2-D (rows, N) array: a view when x is contiguous (outputs must be), else a copy."""
@@ -180,18 +143,17 @@ def as_rows(x):
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # (rows, N)
 
 
-def blockwise(fn: Callable[..., None], *arrays, block: int = BLOCK_ELEMENTS) -> None:
+def blockwise(fn: Callable[..., None], *arrays, block: int | None = None) -> None:
     """Call ``fn(a[i:j], b[i:j], ...)`` over row blocks that together cover every row.
 
-    Every array has the same length N along axis 0; ``fn`` reads and writes its
-    blocks in place (``out=``), so a row's result must depend only on that row.
-    On NumPy the rows are cut into blocks of about ``block`` elements, so a chain
-    of elementwise passes over a block reads the L2 cache rather than memory
-    (about 2x faster than whole-array passes), and the blocks are shared among
-    ``num_threads()`` threads: NumPy's ufuncs release the GIL, so elementwise work
-    runs in parallel as torch's does. Each row is computed by one call in the same
-    way whatever the split, so results do not depend on the thread count.
-    On other array modules (CuPy) ``fn`` runs once on the whole arrays.
+    Every array has the same length along axis 0; ``fn`` reads and writes its
+    blocks in place (``out=``), and a row's result depends only on that row, so
+    the results do not depend on the block size. On NumPy the rows are cut into
+    blocks of about ``block`` elements (default ``BLOCK_ELEMENTS``): a chain of
+    elementwise passes over one block reads the L2 cache rather than memory,
+    which made the training step's elementwise work about 2x faster than
+    whole-array passes. On other array modules (CuPy) ``fn`` runs once on the
+    whole arrays.
     """
     first = arrays[0]
     if first.size == 0:
@@ -199,19 +161,8 @@ def blockwise(fn: Callable[..., None], *arrays, block: int = BLOCK_ELEMENTS) -> 
     if get_xp(first) is not np:
         fn(*arrays)
         return
+    block = BLOCK_ELEMENTS if block is None else block
     n_rows = first.shape[0]
-    row = max(1, first.size // max(n_rows, 1))  # elements per row
-    rows = max(1, block // row)  # rows per block
-    starts = range(0, n_rows, rows)
-    n = min(num_threads(), len(starts))
-    if n <= 1:
-        for i in starts:
-            fn(*(a[i:i + rows] for a in arrays))
-        return
-
-    def part(k):  # worker k takes every n-th block: equal shares, no locking
-        for i in starts[k::n]:
-            fn(*(a[i:i + rows] for a in arrays))
-
-    for f in [_executor(n).submit(part, k) for k in range(n)]:
-        f.result()
+    rows = max(1, block // (first.size // n_rows))  # rows per block
+    for i in range(0, n_rows, rows):
+        fn(*(a[i:i + rows] for a in arrays))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from minillm.backend import as_rows, blockwise, get_xp
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -41,7 +43,8 @@ def _sigmoid_2u(x, s):
     s *= -2.0 * _GELU_C * _GELU_A
     s += -2.0 * _GELU_C
     s *= x
-    xp.exp(s, out=s)
+    with np.errstate(over="ignore"):  # exp(-2u) = inf for x << 0 gives s = 0, as it should
+        xp.exp(s, out=s)
     s += 1.0
     xp.reciprocal(s, out=s)
 
@@ -89,7 +92,8 @@ def gelu_new_backward(dy, cache):
 
 def silu_forward(x, params=None):
     xp = get_xp(x)
-    s = 1.0 / (1.0 + xp.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives s = 0, as it should
+        s = 1.0 / (1.0 + xp.exp(-x))
     # y = x s(x)  =>  dy/dx = s + x s (1 - s), kept as the cache
     return x * s, s * (1.0 + x * (1.0 - s))
 
@@ -104,7 +108,8 @@ def relu(x):
 
 
 def silu(x):
-    return x / (1.0 + get_xp(x).exp(-x))
+    with np.errstate(over="ignore"):  # x / inf = 0 for x << 0
+        return x / (1.0 + get_xp(x).exp(-x))
 
 
 ACTIVATIONS = {

@@ -32,10 +32,11 @@ def log_softmax(z):
     return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _softmax_rows_block(z, p, logz):
-    """One block of rows: p = softmax(z) and logz = logsumexp(z - max z), in p's buffer."""
+def _softmax_rows_block(z, p, zmax, logz):
+    """One block of rows: p = softmax(z), zmax = max z and logz = log sum exp(z - max z)."""
     xp = get_xp(z)
-    xp.subtract(z, z.max(axis=-1, keepdims=True), out=p)  # z - max z
+    z.max(axis=-1, out=zmax)
+    xp.subtract(z, zmax[:, None], out=p)  # z - max z
     xp.exp(p, out=p)
     total = p.sum(axis=-1, keepdims=True)  # (n, 1)
     p /= total  # softmax(z)
@@ -54,9 +55,9 @@ def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_i
     valid = labels != ignore_index  # (N,)
     safe = xp.where(valid, labels, 0)  # (N,) a real index even where ignored
     p = xp.empty_like(logits)  # (N, V)
-    logz = xp.empty((N,), dtype=logits.dtype)  # (N,) logsumexp(z - max z)
-    blockwise(_softmax_rows_block, logits, p, logz)
-    zmax = logits.max(axis=-1)  # (N,)
+    zmax = xp.empty((N,), dtype=logits.dtype)  # (N,) max z
+    logz = xp.empty((N,), dtype=logits.dtype)  # (N,) log sum exp(z - max z)
+    blockwise(_softmax_rows_block, logits, p, zmax, logz)
     # -log p[y] = logsumexp(z) - z_y, with both terms shifted by max z
     nll = logz - (logits[xp.arange(N), safe] - zmax)  # (N,)
     if label_smoothing:

@@ -16,14 +16,20 @@ from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.linear import linear_backward, linear_forward
 
 
-def _gate_backward_block(dh, g, h1, dact, dh0, dh1):
+def _gate_block(g, h1, dact, h, q):
+    """One row block of the gate: h = g * h1, and q = act'(h0) * h1 for the backward."""
+    xp = get_xp(g)
+    xp.multiply(g, h1, out=h)
+    xp.multiply(dact, h1, out=q)
+
+
+def _gate_backward_block(dh, g, q, dh0, dh1):
     """One row block of the gate's backward, into dh0 and dh1 (views of [dh0|dh1])."""
     xp = get_xp(dh)
-    # h = g * h1  =>  dh1 = dh g,  dg = dh h1
+    # h = g * h1  =>  dh1 = dh g
     xp.multiply(dh, g, out=dh1)
-    xp.multiply(dh, h1, out=dh0)
-    # g = act(h0)  =>  dh0 = dg act'(h0), act'(h0) being the activation's cache
-    dh0 *= dact
+    # h = act(h0) * h1  =>  dh0 = dh act'(h0) h1 = dh q
+    xp.multiply(dh, q, out=dh0)
 
 
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
@@ -36,9 +42,11 @@ def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
         h01, c01 = linear_forward(x, {"weight": w_in})  # (B, L, 2F)
         F = params["wi_0"].shape[0]
         h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
-        g, ca = act_fwd(h0)
-        h = g * h1
-        caches = (c01, ca, g, h1)
+        g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)
+        # the backward needs only g and q = act'(h0) * h1, so h0, h1 and act'(h0) are not kept
+        h, q = xp.empty(g.shape, dtype=g.dtype), xp.empty(g.shape, dtype=g.dtype)  # (B, L, F)
+        blockwise(_gate_block, as_rows(g), as_rows(h1), as_rows(dact), as_rows(h), as_rows(q))
+        caches = (c01, g, q)
     else:
         h0, c0 = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
         h, ca = act_fwd(h0)
@@ -56,12 +64,11 @@ def ffn_backward(dy, cache):
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
     if gated:
-        c01, ca, g, h1 = caches
+        c01, g, q = caches
         xp = get_xp(dy)
         F = g.shape[-1]
         dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
-        blockwise(_gate_backward_block, as_rows(dh), as_rows(g), as_rows(h1), as_rows(ca),
-                  dh01[:, :F], dh01[:, F:])
+        blockwise(_gate_backward_block, as_rows(dh), as_rows(g), as_rows(q), dh01[:, :F], dh01[:, F:])
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM each for dx and d[W_i0|W_i1]
         dx, g01 = linear_backward(dh01.reshape(*g.shape[:-1], 2 * F), c01)  # (B, L, 2F) in
         dw01 = g01["weight"]  # (2F, C)
