@@ -36,6 +36,10 @@ python benchmarks/bench_train.py --device cuda --repeats 3 --steps 5 \
   --out "$OUT/train_reference.json" > "$OUT/train_reference.txt" 2>&1 || status=1
 python benchmarks/bench_train.py --device cuda --repeats 3 --steps 5 --config-scale 4 \
   --out "$OUT/train_large.json" > "$OUT/train_large.txt" 2>&1 || status=1
+#    Dropout masks are drawn on the host (one random stream for both backends),
+#    which may bound the GPU step: the large config again without dropout.
+python benchmarks/bench_train.py --device cuda --repeats 3 --steps 5 --config-scale 4 --dropout 0 \
+  --out "$OUT/train_large_nodropout.json" > "$OUT/train_large_nodropout.txt" 2>&1 || status=1
 # 4. Generation vs transformers' generate on torch CUDA (greedy and beam search, batch 1 and 16).
 python benchmarks/bench_generate.py --device cuda --out "$OUT/generate.json" \
   > "$OUT/generate.txt" 2>&1 || status=1

@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import minillm  # noqa: E402
+from minillm.backend import keep_freed_memory  # noqa: E402
 from minillm.cli import main as minillm_main  # noqa: E402
 from minillm.data import encode_examples  # noqa: E402
 from minillm.presets import PRESETS  # noqa: E402
@@ -69,6 +70,7 @@ def train_weak_model(task: str, steps: int, out: str, seed: int) -> str:
     cfg = TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup_steps=min(20, steps // 3),
                       eval_every=0, seed=seed)
     print(f"1. SFT: {model.num_parameters():,} parameters, {steps} steps of 32 {task} examples")
+    keep_freed_memory()  # reuse each step's large arrays (see the README's performance notes)
     fit(model, tok, enc, cfg, out, progress=False, plot=False)
     return out
 
