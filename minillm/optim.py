@@ -57,7 +57,7 @@ class AdamW:
             if not p.flags.c_contiguous:  # rows of p would be a copy, not a view to update
                 self._update(p, g, m, v, decay, step_size, bc2_sqrt)
                 continue
-            # block by block on every thread: the chain of passes over p, g, m, v stays in cache
+            # block by block: the chain of passes over p, g, m, v stays in cache
             update = functools.partial(self._update, decay=decay, step_size=step_size, bc2_sqrt=bc2_sqrt)
             blockwise(update, as_rows(p), as_rows(g), as_rows(m), as_rows(v))
         return params

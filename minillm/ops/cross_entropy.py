@@ -48,7 +48,7 @@ def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_i
 
     The cache keeps the probabilities p = softmax(z), which is all the backward
     needs; -log p[y] is computed as log sum_v exp(z_v) - z_y without forming log p.
-    The (N, V) work runs block by block on every thread (``blockwise``).
+    The (N, V) work runs block by block (``blockwise``).
     """
     xp = get_xp(logits)
     N, V = logits.shape

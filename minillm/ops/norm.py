@@ -4,7 +4,7 @@
     y = w * (x * r)
 
 This is ``T5LayerNorm`` exactly (eps inside the square root, biased mean).
-Forward and backward run row block by row block on every thread (``blockwise``).
+Forward and backward run row block by row block (``blockwise``).
 """
 
 from __future__ import annotations

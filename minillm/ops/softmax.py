@@ -2,7 +2,7 @@
 
     y_i = exp(x_i - max x) / sum_j exp(x_j - max x)
 
-Both passes run row block by row block on every thread (``blockwise``): each
+Both passes run row block by row block (``blockwise``): each
 block's chain of passes stays in the L2 cache.
 """
 
