@@ -390,19 +390,37 @@ class T5:
 
     # --------------------------------------------------------- whole model
     def forward(self, input_ids, decoder_input_ids, attention_mask=None,
-                decoder_attention_mask=None, rng=None):
-        """logits (B, T, V) and the cache ``backward`` needs. rng: dropout Generator (None = eval)."""
-        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng)
+                decoder_attention_mask=None, rng=None, repeats: int = 1):
+        """logits (N, T, V) and the cache ``backward`` needs. rng: dropout Generator (None = eval).
+
+        input_ids (B, S), decoder_input_ids (N, T) with N = B * repeats: with
+        repeats > 1 each prompt is encoded once and its memory serves the
+        ``repeats`` adjacent decoder rows that follow it (k samples per prompt).
+        """
+        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng)  # (B, S, C)
+        B, N = len(memory), len(self._ids(decoder_input_ids, "decoder_input_ids"))
+        if not (isinstance(repeats, int) and repeats >= 1) or N != B * repeats:
+            raise ValueError(f"decoder_input_ids has {N} rows; expected input_ids' {B} rows "
+                             f"x repeats ({repeats!r})")
+        if repeats > 1:
+            xp = self.xp
+            memory = xp.repeat(memory, repeats, axis=0)  # (N, S, C)
+            attention_mask = None if attention_mask is None else xp.repeat(
+                xp.asarray(attention_mask), repeats, axis=0)  # (N, S)
         h, c_dec = self.decode_forward(decoder_input_ids, memory, attention_mask,
                                        decoder_attention_mask, rng)
         logits, c_head = self.lm_head_forward(h)
-        return logits, (c_enc, c_dec, c_head)
+        return logits, (c_enc, c_dec, c_head, repeats)
 
     def backward(self, dlogits, cache) -> dict:
-        """dlogits (B, T, V) -> grads keyed like params."""
-        c_enc, c_dec, c_head = cache
+        """dlogits (N, T, V) -> grads keyed like params."""
+        c_enc, c_dec, c_head, repeats = cache
         dh, g_head = self.lm_head_backward(dlogits, c_head)
-        dmemory, g_dec = stack_backward(dh, c_dec)
+        dmemory, g_dec = stack_backward(dh, c_dec)  # (N, S, C)
+        if repeats > 1:
+            # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
+            N, S, C = dmemory.shape
+            dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
         _, g_enc = stack_backward(dmemory, c_enc)
         grads = _merge(_merge(g_enc, g_dec), g_head)
         return {k: grads[k] for k in self.params}

@@ -220,15 +220,17 @@ def token_logprobs(model, input_ids, labels, attention_mask=None, repeats: int =
     return -token_loss.reshape(N, L)
 
 
-def reinforce_forward(model, input_ids, labels, attention_mask=None):
+def reinforce_forward(model, input_ids, labels, attention_mask=None, repeats: int = 1):
     """Teacher-forced pass over sampled outputs: token log-probs (N, L) and the cache.
 
-    input_ids (N, S) (each prompt repeated for its samples), labels (N, L) from
-    :func:`sampled_labels`. Dropout is off: the gradient is of the sampling policy.
-    The whole model's forward runs on the N rows (the encoder too, once per sample),
-    so that ``T5.backward`` is used as it stands.
+    input_ids (B, S) and attention_mask (B, S), labels (N, L) from
+    :func:`sampled_labels`, N = B * repeats: the ``repeats`` samples of a prompt
+    are adjacent rows, and the prompt is encoded once for all of them (its
+    memory gradient is their sum). Dropout is off: the gradient is of the
+    sampling policy.
     """
-    logits, model_cache = model.forward(input_ids, model.shift_right(labels), attention_mask)
+    logits, model_cache = model.forward(input_ids, model.shift_right(labels), attention_mask,
+                                        repeats=repeats)
     N, L, V = logits.shape
     token_loss, ce_cache = cross_entropy_forward(logits.reshape(N * L, V), labels.reshape(-1))
     logp = -token_loss.reshape(N, L)  # (N, L), 0 where ignored
@@ -266,9 +268,9 @@ def reinforce_backward(model, advantages, cache, entropy_coef: float = 0.0):
 
 
 def reinforce_loss_and_grads(model, input_ids, labels, advantages, attention_mask=None,
-                             entropy_coef: float = 0.0):
+                             entropy_coef: float = 0.0, repeats: int = 1):
     """:func:`reinforce_forward` then :func:`reinforce_backward`: (loss, grads, mean entropy)."""
-    _, cache = reinforce_forward(model, input_ids, labels, attention_mask)
+    _, cache = reinforce_forward(model, input_ids, labels, attention_mask, repeats)
     return reinforce_backward(model, advantages, cache, entropy_coef)
 
 
@@ -333,10 +335,8 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
     texts = decode_labels(tokenizer, labels)
     rewards = score_outputs(reward, [examples[int(i)] for i in indices for _ in range(k)], texts)
 
-    input_rep = xp.repeat(input_ids, k, axis=0)  # (B*k, S)
-    mask_rep = xp.repeat(mask, k, axis=0)
     with np.errstate(over="ignore", invalid="ignore"):
-        logp, cache = reinforce_forward(policy, input_rep, labels, mask_rep)  # (B*k, L)
+        logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
         ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
         kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
         shaped = rewards - config.kl_coef * kl

@@ -248,6 +248,29 @@ def test_reference_logprobs_encode_each_prompt_once():
     assert (once[labels == -100] == 0).all()
 
 
+@pytest.mark.parametrize("ff,entropy_coef", [("relu", 0.0), ("gated-gelu", 0.2)])
+def test_surrogate_encodes_each_prompt_once(ff, entropy_coef):
+    """repeats=k (prompt encoded once, memory gradient summed over its k samples) == k copies of it."""
+    rng = np.random.default_rng(9)
+    model = tiny_model(ff=ff, tied=ff == "relu")
+    B, k, S, L, V = 3, 4, 5, 4, model.config.vocab_size
+    input_ids = rng.integers(2, V, size=(B, S))
+    mask = np.ones((B, S), dtype=np.int64)
+    mask[2, 3:] = 0
+    labels = random_outputs(rng, B * k, L, V)
+    adv = rng.standard_normal(B * k)
+    once = reinforce_loss_and_grads(model, input_ids, labels, adv, mask, entropy_coef, repeats=k)
+    rep = reinforce_loss_and_grads(model, np.repeat(input_ids, k, 0), labels, adv, np.repeat(mask, k, 0),
+                                   entropy_coef)
+    assert once[0] == pytest.approx(rep[0], rel=1e-12) and once[2] == pytest.approx(rep[2], rel=1e-12)
+    assert set(once[1]) == set(rep[1]) == set(model.params)
+    for name, g in rep[1].items():
+        np.testing.assert_allclose(once[1][name], g, rtol=1e-10, atol=1e-14, err_msg=name)
+    assert np.abs(once[1]["encoder.block.0.layer.0.SelfAttention.q.weight"]).max() > 1e-6  # not vacuous
+    with pytest.raises(ValueError, match="decoder_input_ids has 12 rows; expected input_ids' 3 rows"):
+        reinforce_loss_and_grads(model, input_ids, labels, adv, mask, repeats=3)
+
+
 def test_policy_kl_is_zero_against_itself_and_positive_otherwise():
     rng = np.random.default_rng(8)
     a, b = tiny_model(seed=0), tiny_model(seed=1)
