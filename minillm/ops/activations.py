@@ -64,11 +64,17 @@ def _gelu_new_block(x, y, d):
     d += k
 
 
+def _gelu_new_value_block(x, y):
+    """One block of gelu_new without its derivative: y = x s."""
+    _sigmoid_2u(x, y)  # y holds s
+    y *= x
+
+
 def gelu_new(x):
     """gelu_new(x) alone, for inference (no derivative kept).  x: (...) -> (...)."""
     xp = get_xp(x)
     y = xp.empty(x.shape, dtype=x.dtype)
-    blockwise(lambda xb, yb: (_sigmoid_2u(xb, yb), xp.multiply(yb, xb, out=yb)), as_rows(x), as_rows(y))
+    blockwise(_gelu_new_value_block, as_rows(x), as_rows(y))
     return y
 
 
