@@ -16,10 +16,10 @@ import minillm
 from minillm.backend import keep_freed_memory
 from minillm.data import encode_examples
 from minillm.generation import generate
-from minillm.presets import PRESETS
-from minillm.tasks import TASKS, builtin_dataset
-from minillm.tokenizer import Tokenizer
-from minillm.train import TrainConfig, fit, format_eval
+from minillm.workflows.presets import PRESETS
+from minillm.data.tasks import TASKS, builtin_dataset
+from minillm.data.tokenizer import Tokenizer
+from minillm.training.sft import TrainConfig, fit, format_eval
 
 
 def parse_args(doc: str, steps: int, out: str) -> argparse.Namespace:

@@ -3,15 +3,15 @@
     python examples/code_generation.py [--steps 2000] [--out runs/code]
 
 "take x, add 3, then multiply by y" -> "(x + 3) * y". Outputs are checked by
-evaluating them (minillm.tasks.safe_eval: literals, arithmetic and the task's
+evaluating them (minillm.data.tasks.safe_eval: literals, arithmetic and the task's
 names only; no calls, attributes or imports) on random values of x, y, z.
 """
 
 import numpy as np
 from _common import answer, parse_args, train_on_tasks
 
-from minillm.tasks import TASKS
-from minillm.tasks.safe_eval import SafeEvalError, safe_eval
+from minillm.data.tasks import TASKS
+from minillm.data.tasks.safe_eval import SafeEvalError, safe_eval
 
 if __name__ == "__main__":
     args = parse_args(__doc__, steps=2000, out="runs/code")

@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 import minillm
-from minillm.tokenizer import Tokenizer
+from minillm.data.tokenizer import Tokenizer
 
 p = argparse.ArgumentParser(description="T5 generation with minillm (the Hugging Face snippet).")
 p.add_argument("folder", help="a Hugging Face T5 folder")

@@ -7,7 +7,7 @@ The answer is in the context; the model learns to find it (an extractive reader)
 
 from _common import parse_args, show, train_on_tasks
 
-from minillm.tasks import TASKS
+from minillm.data.tasks import TASKS
 
 if __name__ == "__main__":
     args = parse_args(__doc__, steps=1500, out="runs/qa")

@@ -35,10 +35,10 @@ import minillm  # noqa: E402
 from minillm.backend import keep_freed_memory  # noqa: E402
 from minillm.cli import main as minillm_main  # noqa: E402
 from minillm.data import encode_examples  # noqa: E402
-from minillm.presets import PRESETS  # noqa: E402
-from minillm.tasks import TASKS, builtin_dataset  # noqa: E402
-from minillm.tokenizer import Tokenizer  # noqa: E402
-from minillm.train import TrainConfig, fit  # noqa: E402
+from minillm.workflows.presets import PRESETS  # noqa: E402
+from minillm.data.tasks import TASKS, builtin_dataset  # noqa: E402
+from minillm.data.tokenizer import Tokenizer  # noqa: E402
+from minillm.training.sft import TrainConfig, fit  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

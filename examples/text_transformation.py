@@ -7,7 +7,7 @@ One model, five instructions; each prompt says which transformation to apply.
 
 from _common import parse_args, show, train_on_tasks
 
-from minillm.tasks import TASKS
+from minillm.data.tasks import TASKS
 
 NAMES = ["reverse_words", "sort_words", "uppercase", "count_words", "largest_number"]
 

@@ -8,7 +8,7 @@ and held-out numbers are ones the model never saw. A few minutes on a laptop CPU
 
 from _common import parse_args, show, train_on_tasks
 
-from minillm.tasks import TASKS
+from minillm.data.tasks import TASKS
 
 if __name__ == "__main__":
     args = parse_args(__doc__, steps=2000, out="runs/translation")

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 import minillm
-from minillm import checkpoint as ckpt
 from minillm.optim import AdamW
+from minillm.training import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
 
     texts = ["write the number in words", "one two three", "Reverse: red owl pen", "pen owl red"]
     return Tokenizer.train(texts * 10, vocab_size=200)
@@ -176,9 +176,9 @@ def test_uncommitted_staging_is_discarded(tmp_path, tokenizer):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np, minillm
-    from minillm import checkpoint as ckpt
+    from minillm.training import checkpoint as ckpt
     from minillm.optim import AdamW
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
     tok = Tokenizer.train(["one two three", "red owl pen"] * 10, vocab_size=200)
     cfg = minillm.T5Config(vocab_size=tok.vocab_size, d_model=64, d_kv=16, num_heads=4,
                            d_ff=256, num_layers=2, dropout_rate=0.0)

@@ -16,7 +16,7 @@ from tests.test_backend import _cuda_available
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from minillm.tasks import train_tokenizer
+    from minillm.data.tasks import train_tokenizer
 
     path = tmp_path_factory.mktemp("evalmodel")
     tok = train_tokenizer(vocab_size=300, n=2000)
@@ -58,8 +58,8 @@ def test_eval_builtin_suite_prints_every_metric(folder, capsys, tmp_path):
 
 def test_perplexity_is_exp_of_the_models_mean_token_loss(folder, tmp_path, capsys):
     """On data that fits one batch, eval's loss is exactly model.loss of that batch."""
-    from minillm.tasks import builtin_dataset
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tasks import builtin_dataset
+    from minillm.data.tokenizer import Tokenizer
 
     examples = builtin_dataset(10, seed=3, split="eval")
     data = tmp_path / "d.jsonl"

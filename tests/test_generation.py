@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import minillm
 from minillm.generation import GenerateOutput, generate, sample, top_k_filter, top_p_filter
-from minillm.kv_cache import decode_step, init_cache, reorder_cache, step_weights
+from minillm.model.kv_cache import decode_step, init_cache, reorder_cache, step_weights
 from tests.reference import random_batch, tiny_config, torch_model
 
 VARIANTS = ["relu", "gated-gelu"]  # v1.0 tied, v1.1 untied

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from minillm.data import Example
+from minillm.evaluation.rewards import BUILTIN, Reward, RewardError, get_reward, score_outputs
 from minillm.metrics import rouge, sentence_bleu
-from minillm.rewards import BUILTIN, Reward, RewardError, get_reward, score_outputs
 
 EX = Example("Reverse the words.\nred owl pen", "pen owl red", "reverse_words")
 CODE = Example("Write a Python expression for this description.\ntake x, add 3, then multiply by y",

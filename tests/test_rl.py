@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import minillm
-from minillm import checkpoint as ckpt
 from minillm.data import EncodedDataset, Example
+from minillm.evaluation.rewards import Reward, RewardError
 from minillm.optim import AdamW
-from minillm.rewards import Reward, RewardError
-from minillm.rl import (
+from minillm.testing import assert_gradients, check_gradients
+from minillm.training import checkpoint as ckpt
+from minillm.training.reinforce import (
     RLConfig,
     compute_advantages,
     entropy_backward,
@@ -27,7 +28,6 @@ from minillm.rl import (
     sampled_labels,
     token_logprobs,
 )
-from minillm.testing import assert_gradients, check_gradients
 from tests.test_backend import _cuda_available
 
 
@@ -289,9 +289,9 @@ TASKS = ["reverse_words", "uppercase"]
 @pytest.fixture(scope="module")
 def start_dir(tmp_path_factory):
     """A small starting model folder (random weights) with a tokenizer for two built-in tasks."""
-    from minillm.tasks import TASKS as ALL
-    from minillm.tasks import builtin_dataset
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tasks import TASKS as ALL
+    from minillm.data.tasks import builtin_dataset
+    from minillm.data.tokenizer import Tokenizer
 
     ex = builtin_dataset(300, seed=0, tasks=TASKS)
     phrasings = [p for t in TASKS for p in ALL[t].instructions + ALL[t].heldout_instructions]
@@ -316,7 +316,7 @@ def _weights(folder):
 
 
 def _train_records(folder):
-    from minillm.train import read_metrics
+    from minillm.training.sft import read_metrics
 
     return [{k: v for k, v in r.items() if not k.endswith("_s")}
             for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if r["kind"] != "initial_eval"]

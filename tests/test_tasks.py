@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from minillm.data import Example
-from minillm.tasks import TASKS, builtin_dataset, english_words, french_words, instance_split
-from minillm.tasks.codegen import build_expression, describe
-from minillm.tasks.safe_eval import SafeEvalError, safe_eval
+from minillm.data.tasks import TASKS, builtin_dataset, english_words, french_words, instance_split
+from minillm.data.tasks.codegen import build_expression, describe
+from minillm.data.tasks.safe_eval import SafeEvalError, safe_eval
 
 # Written by hand from French grammar (traditional spelling), not from the code.
 FRENCH = {

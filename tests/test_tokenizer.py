@@ -6,8 +6,8 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from minillm.tasks import TASKS, builtin_dataset, train_tokenizer
-from minillm.tokenizer import Tokenizer, check_vocab
+from minillm.data.tasks import TASKS, builtin_dataset, train_tokenizer
+from minillm.data.tokenizer import Tokenizer, check_vocab
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_round_trip_on_every_task(tok):
 
 
 def test_builtin_tasks_are_short_in_tokens(tok):
-    # Learnability guard: short inputs and outputs for a small model (minillm.tasks).
+    # Learnability guard: short inputs and outputs for a small model (minillm.data.tasks).
     examples = builtin_dataset(900, seed=2)
     assert max(len(tok.encode(ex.prompt)) for ex in examples) <= 40
     assert max(len(tok.encode(ex.target)) for ex in examples) <= 20

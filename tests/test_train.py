@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 import minillm
-from minillm import checkpoint as ckpt
 from minillm.data import Example, collate, encode_examples
 from minillm.ops.cross_entropy import log_softmax
-from minillm.optim import AdamW
-from minillm.train import (
-    ScaledAdamW,
+from minillm.optim import AdamW, ScaledAdamW
+from minillm.training import checkpoint as ckpt
+from minillm.training.sft import (
     TrainConfig,
     TrainingDiverged,
     TrainState,
@@ -39,7 +38,7 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
 
     return Tokenizer.train([e.prompt for e in EXAMPLES] + [e.target for e in EXAMPLES],
                            vocab_size=150)
@@ -64,7 +63,7 @@ def test_loss_is_on_output_tokens_only(tokenizer, encoded):
     loss, _, n = sft_loss_and_grads(model, [b])
     labels = b["labels"]
     assert n == int((labels != -100).sum()) == sum(len(encoded.targets[i]) for i in range(5))
-    logits = model.logits(b["input_ids"], b["decoder_input_ids"], b["attention_mask"])
+    logits = model.logits(b["input_ids"], model.shift_right(labels), b["attention_mask"])
     logp = log_softmax(logits)
     nll = [-logp[i, t, labels[i, t]] for i in range(5) for t in range(labels.shape[1])
            if labels[i, t] != -100]

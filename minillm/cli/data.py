@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from minillm.data import to_jsonl_lines, write_jsonl
-    from minillm.tasks import TASKS, builtin_dataset, resolve_tasks
+    from minillm.data.tasks import TASKS, builtin_dataset, resolve_tasks
 
     if args.list:
         rng = np.random.default_rng(args.seed)

@@ -50,9 +50,9 @@ def run(args) -> int:
 
     import minillm
     from minillm.cli import check_device
-    from minillm.evaluate import evaluate_model
-    from minillm.fileio import atomic_path
-    from minillm.tokenizer import Tokenizer, check_vocab
+    from minillm.data.tokenizer import Tokenizer, check_vocab
+    from minillm.evaluation.evaluate import evaluate_model
+    from minillm.storage.fileio import atomic_path
 
     check_device(args.device)
     tok_path = os.path.join(args.dir, "tokenizer.json")
@@ -66,7 +66,7 @@ def run(args) -> int:
         examples = load_jsonl(args.data)
         verifiers = None
     else:
-        from minillm import tasks
+        from minillm.data import tasks
 
         examples = tasks.builtin_dataset(args.n, seed=args.seed, split="eval", tasks=args.tasks)
         verifiers = {name: t.verify for name, t in tasks.TASKS.items()}

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     opts = generation_options(args, folder)
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_file(tok_path)
     model = minillm.from_pretrained(folder, dtype=args.dtype, device=args.device)

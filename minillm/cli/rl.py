@@ -9,7 +9,7 @@
 DIR is the starting model (a Hugging Face T5 folder with tokenizer.json, e.g. an
 SFT run folder); it is also the frozen reference of the KL penalty, copied into
 ``OUT/reference``. The run folder is that of ``minillm train`` (see
-:mod:`minillm.checkpoint`); :mod:`minillm.rl` has the estimator, :mod:`minillm.rewards`
+:mod:`minillm.training.checkpoint`); :mod:`minillm.training.reinforce` has the estimator, :mod:`minillm.evaluation.rewards`
 the rewards. Everything is checked before the folder is touched.
 """
 
@@ -24,7 +24,7 @@ DEFAULT_OUT = os.path.join("runs", "rl")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``rl`` subcommand."""
-    from minillm.rl import BASELINES, RLConfig
+    from minillm.training.reinforce import BASELINES, RLConfig
 
     d = RLConfig()
     p = subparsers.add_parser(
@@ -112,7 +112,7 @@ def _load_data(run: dict):
     from minillm.data import load_jsonl, split_held_out
 
     if run["data"] is None:
-        from minillm.tasks import builtin_dataset
+        from minillm.data.tasks import builtin_dataset
 
         train = builtin_dataset(run["n_train"], seed=run["seed"] + 5, split="train", tasks=run["tasks"])
         held = builtin_dataset(run["n_eval"], seed=run["seed"] + 1, split="eval", tasks=run["tasks"])
@@ -129,7 +129,7 @@ def _load_data(run: dict):
 
 def _check_reward(reward, examples) -> None:
     """The verify reward needs built-in tasks: say so before any training."""
-    from minillm.tasks import TASKS
+    from minillm.data.tasks import TASKS
 
     if reward.name == "verify":
         bad = sorted({str(ex.task) for ex in examples if ex.task not in TASKS})
@@ -153,15 +153,15 @@ def _encode(examples, tokenizer, max_source_len: int):
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, start or resume the run, train, and print the before/after evaluation."""
-    from minillm import checkpoint as ckpt
     from minillm.cli import CLIError, check_device
     from minillm.cli.train import check_same_file, clear_run, file_digest, say
-    from minillm.model import T5
+    from minillm.data.tokenizer import Tokenizer, check_vocab
+    from minillm.evaluation.rewards import get_reward
+    from minillm.model.t5 import T5
     from minillm.optim import AdamW
-    from minillm.rewards import get_reward
-    from minillm.rl import REFERENCE_DIR, RLConfig, RLState, fit_rl, format_policy_eval
-    from minillm.tokenizer import Tokenizer, check_vocab
-    from minillm.train import TrainingDiverged
+    from minillm.training import checkpoint as ckpt
+    from minillm.training.reinforce import REFERENCE_DIR, RLConfig, RLState, fit_rl, format_policy_eval
+    from minillm.training.sft import TrainingDiverged
 
     t0 = time.perf_counter()
     out = args.out
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         reward = get_reward(args.reward)
         tasks = None
         if args.tasks is not None:
-            from minillm.tasks import resolve_tasks
+            from minillm.data.tasks import resolve_tasks
 
             tasks = resolve_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
         run_info = {

@@ -7,7 +7,7 @@
     minillm train --out runs/sft --resume           # continue a stopped run, bit for bit
 
 The run folder (``--out``, default runs/sft) is a Hugging Face folder plus the
-trainer state; see :mod:`minillm.checkpoint`. Everything is checked (data, preset,
+trainer state; see :mod:`minillm.training.checkpoint`. Everything is checked (data, preset,
 vocabulary, settings) before the folder is touched, so bad input never damages it.
 """
 
@@ -26,7 +26,7 @@ DTYPES = ("float32", "float64")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``train`` subcommand."""
-    from minillm.presets import DEFAULT_PRESET, PRESETS
+    from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 
     p = subparsers.add_parser(
         "train",
@@ -147,7 +147,7 @@ def _load_data(run: dict[str, Any]):
     from minillm.data import load_jsonl, split_held_out
 
     if run["data"] is None:
-        from minillm.tasks import TASKS, builtin_dataset
+        from minillm.data.tasks import TASKS, builtin_dataset
 
         train = builtin_dataset(run["n_train"], seed=run["seed"], split="train")
         held = builtin_dataset(run["n_eval"], seed=run["seed"] + 1, split="eval")
@@ -179,17 +179,17 @@ def check_same_file(path: str | None, digest: str | None, flag: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, build or resume the run, train, and print the final evaluation."""
-    from minillm import checkpoint as ckpt
     from minillm.cli import CLIError, check_device
-    from minillm.presets import get_preset
-    from minillm.train import (
-        ScaledAdamW,
+    from minillm.optim import ScaledAdamW
+    from minillm.training import checkpoint as ckpt
+    from minillm.training.sft import (
         TrainConfig,
         TrainingDiverged,
         TrainState,
         fit,
         format_eval,
     )
+    from minillm.workflows.presets import get_preset
 
     t0 = time.perf_counter()
     _check_args(args)
@@ -321,8 +321,8 @@ def _build_model(args, preset, run_info, train_ex, seed, dtype):
     """(model, tokenizer): from --init, or a new model with a tokenizer trained on the data."""
     import numpy as np
 
-    from minillm.model import T5
-    from minillm.tokenizer import Tokenizer, check_vocab
+    from minillm.data.tokenizer import Tokenizer, check_vocab
+    from minillm.model.t5 import T5
 
     if args.init:
         folder = args.init
@@ -341,7 +341,7 @@ def _build_model(args, preset, run_info, train_ex, seed, dtype):
 
     vocab = args.vocab_size or preset.vocab_size
     if run_info["data"] is None:
-        from minillm.tasks import TASKS
+        from minillm.data.tasks import TASKS
 
         phrasings = [p for t in TASKS.values() for p in t.instructions + t.heldout_instructions]
     else:
@@ -361,8 +361,8 @@ def clear_run(out: str) -> None:
     """Remove what a previous run wrote in ``out`` (only the files a run writes)."""
     import shutil
 
-    from minillm import checkpoint as ckpt
-    from minillm.train import METRICS_NAME, PLOT_NAME
+    from minillm.training import checkpoint as ckpt
+    from minillm.training.sft import METRICS_NAME, PLOT_NAME
 
     names = ("config.json", "model.safetensors", ckpt.GENERATION_CONFIG_NAME,
              ckpt.TOKENIZER_NAME, "tokenizer_config.json", ckpt.OPTIMIZER_NAME, ckpt.STATE_NAME,

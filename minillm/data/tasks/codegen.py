@@ -4,7 +4,7 @@
 
 The reference is written canonically (parentheses only where precedence needs
 them), but the verifier accepts any equivalent expression: it evaluates output
-and reference with :mod:`minillm.tasks.safe_eval` on several random integer
+and reference with :mod:`minillm.data.tasks.safe_eval` on several random integer
 assignments of the variables and gives 1.0 only when all agree.
 """
 
@@ -14,9 +14,9 @@ import hashlib
 
 import numpy as np
 
-from minillm.data import Example
-from minillm.tasks.base import Instance, Task
-from minillm.tasks.safe_eval import SafeEvalError, safe_eval
+from minillm.data.examples import Example
+from minillm.data.tasks.base import Instance, Task
+from minillm.data.tasks.safe_eval import SafeEvalError, safe_eval
 
 VARIABLES = ("x", "y", "z")
 N_ASSIGNMENTS = 8  # random assignments the verifier checks

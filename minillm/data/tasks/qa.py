@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minillm.tasks.base import Instance, Task, pick
+from minillm.data.tasks.base import Instance, Task, pick
 
 NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jack")
 ITEMS = ("apples", "pears", "books", "pens", "cards", "coins", "shells", "stamps")

@@ -30,7 +30,7 @@ def decode_outputs(model, tokenizer, encoded, batch_size: int = 64, progress: bo
     with num_return_sequences > 1 only the first sequence of each prompt is kept.
     """
     from minillm.generation import generate
-    from minillm.train import strip_after_eos
+    from minillm.training.sft import strip_after_eos
 
     order = np.argsort(encoded.lengths[:, 0], kind="stable")
     out: list[str] = [""] * len(encoded)
@@ -82,7 +82,7 @@ def evaluate_model(model, tokenizer, examples: Sequence[Example], *, max_source_
     (the generation settings) and outputs (one string per example).
     """
     from minillm.metrics import perplexity
-    from minillm.train import teacher_forced_nll
+    from minillm.training.sft import teacher_forced_nll
 
     if not examples:
         raise ValueError("no examples to evaluate")

@@ -6,7 +6,7 @@
 The options are transformers' ``GenerationConfig`` fields, with its defaults and
 meanings; the installed ``transformers/generation/utils.py`` and
 ``logits_process.py`` are the specification this module follows. The encoder runs
-once; each step feeds one token through the cached decoder (``minillm.kv_cache``).
+once; each step feeds one token through the cached decoder (``minillm.model.kv_cache``).
 
 Every step turns the logits into scores in float32 (transformers casts there
 too, whatever the model's dtype) and applies the processors in transformers'
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from minillm.backend import get_xp
-from minillm.kv_cache import decode_step, init_cache, reorder_cache, step_weights
+from minillm.model.kv_cache import decode_step, init_cache, reorder_cache, step_weights
 from minillm.ops.cross_entropy import log_softmax
 
 NEG = np.float32(-1.0e9)  # transformers' "never pick this" beam score

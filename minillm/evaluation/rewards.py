@@ -80,7 +80,7 @@ def rouge_l_reward(example: Example, output: str) -> float:
 
 def verify_reward(example: Example, output: str) -> float:
     """The built-in task verifier of ``example.task`` (ValueError for an example without one)."""
-    from minillm.tasks import TASKS
+    from minillm.data.tasks import TASKS
 
     if example.task not in TASKS:
         raise ValueError(f"the 'verify' reward needs examples of a built-in task "
@@ -90,7 +90,7 @@ def verify_reward(example: Example, output: str) -> float:
 
 def task_reward(name: str) -> Callable[[Example, str], float]:
     """The verifier of built-in task ``name``, applied to every example."""
-    from minillm.tasks import TASKS, resolve_tasks
+    from minillm.data.tasks import TASKS, resolve_tasks
 
     task = TASKS[resolve_tasks([name])[0]]
     return task.verify

@@ -9,11 +9,11 @@ Four applications, every answer checkable exactly:
   ``count_words``, ``largest_number``
 
 Each task has train instruction phrasings, eval-only phrasings, and an eval split
-of instances disjoint from train (see :mod:`minillm.tasks.base`). Inputs stay
+of instances disjoint from train (see :mod:`minillm.data.tasks.base`). Inputs stay
 under about 40 tokens and answers under about 16, so a small T5 learns the suite
 on a laptop CPU in minutes.
 
-    from minillm.tasks import TASKS, builtin_dataset
+    from minillm.data.tasks import TASKS, builtin_dataset
     train = builtin_dataset(20_000, seed=0)
     heldout = builtin_dataset(900, seed=1, split="eval")
     tok = train_tokenizer(vocab_size=1000)          # a Tokenizer for the suite
@@ -26,12 +26,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from minillm.data import Example
-from minillm.tasks.base import SPLITS, Task, instance_split
-from minillm.tasks.codegen import CodeExpression
-from minillm.tasks.number_words import NumberToEnglish, NumberToFrench, english_words, french_words
-from minillm.tasks.qa import ContextQA
-from minillm.tasks.text import CountWords, LargestNumber, ReverseWords, SortWords, Uppercase
+from minillm.data.examples import Example
+from minillm.data.tasks.base import SPLITS, Task, instance_split
+from minillm.data.tasks.codegen import CodeExpression
+from minillm.data.tasks.number_words import NumberToEnglish, NumberToFrench, english_words, french_words
+from minillm.data.tasks.qa import ContextQA
+from minillm.data.tasks.text import CountWords, LargestNumber, ReverseWords, SortWords, Uppercase
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -85,12 +85,12 @@ def builtin_dataset(
 
 
 def train_tokenizer(vocab_size: int = 1000, n: int = 20_000, seed: int = 0):
-    """A :class:`minillm.tokenizer.Tokenizer` trained on ``n`` train examples of the suite.
+    """A :class:`minillm.data.tokenizer.Tokenizer` trained on ``n`` train examples of the suite.
 
     Prompts, targets and every instruction phrasing (eval-only ones included, so
     they tokenize into words rather than letters) make up the corpus.
     """
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
 
     examples = builtin_dataset(n, seed=seed, split="train")
     phrasings = [p for t in TASKS.values() for p in t.instructions + t.heldout_instructions]

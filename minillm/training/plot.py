@@ -29,7 +29,7 @@ def plot_loss(records: Sequence[dict], path: str | os.PathLike) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from minillm.fileio import atomic_path
+    from minillm.storage.fileio import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4))
     try:

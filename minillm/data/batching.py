@@ -1,8 +1,8 @@
-"""Instruction data: examples, JSONL I/O, encoding with counted truncation, batching.
+"""Encoding with counted truncation, and batching with a resumable order.
 
 The pipeline is::
 
-    examples = load_jsonl("train.jsonl")                      # or minillm.tasks.builtin_dataset
+    examples = load_jsonl("train.jsonl")                      # or minillm.data.tasks.builtin_dataset
     encoded, stats = encode_examples(examples, tok, 64, 32)   # token ids; truncation counted
     for batch in epoch_batches(encoded, 32, seed=0, epoch=e, start=i):
         ...                                                   # dict of int64 arrays
@@ -13,130 +13,14 @@ trainer resumes mid-epoch from ``(epoch, batch index)`` with bit-identical batch
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-# Alpaca prompt template: the instruction alone when ``input`` is empty, else
-# instruction, newline, input. The built-in tasks use the same template.
-PROMPT_TEMPLATE = "{instruction}\n{input}"
-IGNORE_INDEX = -100  # label value the loss skips (padding), as in Hugging Face
-
-
-@dataclass(frozen=True)
-class Example:
-    """One instruction example: the model reads ``prompt`` and should write ``target``.
-
-    ``task`` names the built-in task (or any label from the JSONL ``task`` field);
-    ``reference`` is optional extra information a verifier may use.
-    """
-
-    prompt: str
-    target: str
-    task: str | None = None
-    reference: Any = field(default=None, compare=False)
-
-
-def format_prompt(instruction: str, input: str | None = None) -> str:
-    """Apply :data:`PROMPT_TEMPLATE`; an empty or missing ``input`` gives the instruction."""
-    if not input:
-        return instruction
-    return PROMPT_TEMPLATE.format(instruction=instruction, input=input)
-
-
-# ----------------------------------------------------------------------------- JSONL
-
-
-def _parse_record(obj: Any) -> Example:
-    """Turn one decoded JSON line into an Example; ValueError says what is wrong."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    alpaca = "instruction" in obj or "output" in obj
-    plain = "prompt" in obj or "completion" in obj
-    if alpaca and plain:
-        raise ValueError(
-            "mixes the Alpaca fields (instruction/output) with prompt/completion; use one format"
-        )
-    if not alpaca and not plain:
-        raise ValueError(
-            "needs either 'instruction' and 'output' (Alpaca) or 'prompt' and 'completion'; "
-            f"found keys {sorted(obj)}"
-        )
-    required = ("instruction", "output") if alpaca else ("prompt", "completion")
-    optional = ("input", "task") if alpaca else ("task",)
-    for key in required:
-        if key not in obj:
-            raise ValueError(f"missing {key!r}")
-        if not isinstance(obj[key], str):
-            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
-    for key in optional:
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
-    if alpaca:
-        prompt, target = format_prompt(obj["instruction"], obj.get("input")), obj["output"]
-    else:
-        prompt, target = obj["prompt"], obj["completion"]
-    return Example(prompt, target, task=obj.get("task"))
-
-
-def load_jsonl(path: str | os.PathLike) -> list[Example]:
-    """Read examples from a JSONL file, one JSON object per line; blank lines are skipped.
-
-    Each line is either Alpaca (``instruction``, optional ``input``, ``output``) or
-    ``prompt`` + ``completion``; both may carry a ``task`` string. Any bad line
-    raises ValueError naming the file and the 1-based line number; a file without
-    examples is an error too.
-    """
-    path = Path(path)
-    examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: malformed JSON: {e.msg}") from None
-            try:
-                examples.append(_parse_record(obj))
-            except ValueError as e:
-                raise ValueError(f"{path}, line {lineno}: {e}") from None
-    if not examples:
-        raise ValueError(f"{path}: no examples (the file is empty or has only blank lines)")
-    return examples
-
-
-def to_jsonl_lines(examples: Iterable[Example]) -> Iterator[str]:
-    """One Alpaca JSON line (no newline) per example: instruction = prompt, empty input."""
-    for ex in examples:
-        record = {"instruction": ex.prompt, "input": "", "output": ex.target, "task": ex.task}
-        yield json.dumps(record, ensure_ascii=False)
-
-
-def write_jsonl(examples: Iterable[Example], path: str | os.PathLike) -> None:
-    """Write examples as Alpaca JSONL with a ``task`` field (atomically: temp file + rename).
-
-    :func:`load_jsonl` reads the file back to the same prompts, targets and tasks.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in to_jsonl_lines(examples):
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+from minillm.data.examples import Example
+from minillm.ops.cross_entropy import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------- encoding
 
@@ -227,8 +111,8 @@ def collate(encoded: EncodedDataset, indices: np.ndarray) -> dict[str, np.ndarra
 
     Returns int64 arrays: ``input_ids`` (B, S) padded with the pad id,
     ``attention_mask`` (B, S) 1 on real tokens, ``labels`` (B, T) with -100 on
-    padding, ``decoder_input_ids`` (B, T) = labels shifted right behind the pad id
-    (T5's decoder start token) with padding as pad id, and ``index`` (B,).
+    padding, and ``index`` (B,). The decoder's input is the model's business
+    (``T5.shift_right(labels)``), so it is not built here.
     """
     indices = np.asarray(indices, dtype=np.int64)
     src = [encoded.sources[i] for i in indices]
@@ -242,13 +126,10 @@ def collate(encoded: EncodedDataset, indices: np.ndarray) -> dict[str, np.ndarra
         input_ids[b, : len(s)] = s
         attention_mask[b, : len(s)] = 1
         labels[b, : len(t)] = t
-    decoder_input_ids = np.full((B, T), pad, dtype=np.int64)  # (B, T)
-    decoder_input_ids[:, 1:] = np.where(labels[:, :-1] == IGNORE_INDEX, pad, labels[:, :-1])
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": labels,
-        "decoder_input_ids": decoder_input_ids,
         "index": indices,
     }
 

@@ -1,31 +1,25 @@
 """Hugging Face T5 folders: config.json + model.safetensors, read and written.
 
-Parameter names are transformers' state-dict names, so loading is a walk
-over names (no renaming). Reading is strict: every missing, unexpected or
-wrong-shape tensor is named in one error.
+This module knows the files, not the model: it reads a folder's config and
+tensors as stored (single file or sharded) and writes them back. The check that
+the tensors fit the config is the model's schema
+(``minillm.model.params.params_from_tensors``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 
 from minillm.backend import to_numpy
 from minillm.config import T5Config
-from minillm.fileio import atomic_path, write_json
+from minillm.storage.fileio import atomic_path, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-
-# Tensors transformers' T5ForConditionalGeneration ignores when it finds them.
-IGNORED_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
-# Names under which transformers may store the shared embedding again.
-EMBEDDING_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
@@ -57,10 +51,11 @@ def _read_weights(folder: str) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (minillm reads safetensors weights only)")
 
 
-def load_pretrained(path: str | os.PathLike, dtype: Any = "float32") -> tuple[T5Config, dict]:
-    """(config, params) from a Hugging Face T5 folder, params cast to ``dtype``."""
-    from minillm.model import param_shapes
+def read_pretrained(path: str | os.PathLike) -> tuple[T5Config, dict[str, np.ndarray], str]:
+    """(config, tensors as stored, the weights file's name) of a Hugging Face T5 folder.
 
+    The tensors are checked against the config by ``minillm.model.params.params_from_tensors``.
+    """
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: not a folder (expected a Hugging Face T5 folder)")
@@ -68,44 +63,7 @@ def load_pretrained(path: str | os.PathLike, dtype: Any = "float32") -> tuple[T5
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: missing")
     config = T5Config.from_json_file(cfg_path)
-    tensors = _read_weights(folder)
-    weights_file = os.path.join(folder, WEIGHTS_NAME)
-
-    for k in IGNORED_KEYS:
-        tensors.pop(k, None)
-    for alias in EMBEDDING_ALIASES:  # tied to shared.weight
-        t = tensors.pop(alias, None)
-        if t is not None and "shared.weight" not in tensors:
-            tensors["shared.weight"] = t
-
-    # The LM head: separate when the file holds its own lm_head.weight (unless
-    # the config ties it and the file merely repeats shared.weight).
-    lm = tensors.get("lm_head.weight")
-    if lm is not None and config.tie_word_embeddings and "shared.weight" in tensors \
-            and lm.shape == tensors["shared.weight"].shape \
-            and np.array_equal(lm, tensors["shared.weight"]):
-        del tensors["lm_head.weight"]
-    separate_head = "lm_head.weight" in tensors or not config.tie_word_embeddings
-    expected = param_shapes(config, lm_head=separate_head)
-
-    problems = []
-    missing = [k for k in expected if k not in tensors]
-    if missing:
-        problems.append(f"missing tensor(s): {', '.join(missing)}")
-    unexpected = sorted(k for k in tensors if k not in expected)
-    if unexpected:
-        problems.append(f"unexpected tensor(s): {', '.join(unexpected)}")
-    for k, shape in expected.items():
-        if k in tensors and tuple(tensors[k].shape) != shape:
-            problems.append(f"tensor {k} has shape {tuple(tensors[k].shape)}, config says {shape}")
-    if problems:
-        raise ValueError(f"{weights_file}: " + "; ".join(problems))
-
-    params = {k: np.ascontiguousarray(tensors[k], dtype=dtype) for k in expected}
-    for k, v in params.items():
-        if not np.isfinite(v).all():
-            raise ValueError(f"{weights_file}: tensor {k} holds NaN or inf")
-    return config, params
+    return config, _read_weights(folder), os.path.join(folder, WEIGHTS_NAME)
 
 
 def save_pretrained(config: T5Config, params: dict, path: str | os.PathLike) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm.fileio import atomic_path, write_json
+from minillm.storage.fileio import atomic_path, write_json
 
 STAGING = ".staging"
 COMMIT = "COMMIT"
@@ -159,7 +159,7 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
 
 def write_model_files(folder: str, model, tokenizer) -> None:
     """Write the Hugging Face files: config, weights, generation config, tokenizer."""
-    from minillm.hf import save_pretrained
+    from minillm.storage.hf import save_pretrained
 
     save_pretrained(model.config, model.params, folder)
     write_json(os.path.join(folder, GENERATION_CONFIG_NAME), generation_config(model.config))
@@ -239,8 +239,8 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     from safetensors.numpy import load_file
 
     from minillm.backend import to_device
-    from minillm.model import T5
-    from minillm.tokenizer import Tokenizer
+    from minillm.data.tokenizer import Tokenizer
+    from minillm.model.t5 import T5
 
     folder = os.fspath(folder)
     recover(folder)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minillm.tasks.base import Instance, Task
+from minillm.data.tasks.base import Instance, Task
 
 MAX_NUMBER = 999
 

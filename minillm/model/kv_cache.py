@@ -45,7 +45,7 @@ import numpy as np
 
 from minillm.backend import get_xp
 from minillm.config import T5Config
-from minillm.model import ffn_names
+from minillm.model.params import ffn_names
 from minillm.ops.activations import FUNCTIONS
 from minillm.ops.attention import additive_mask, padding_keep, split_heads
 from minillm.ops.position_bias import position_bias_forward, position_buckets

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minillm.data import Example, format_prompt
+from minillm.data.examples import Example, format_prompt
 
 SPLITS = ("train", "eval")
 EVAL_PERMILLE = 100  # 10% of instances are held out for eval

@@ -15,7 +15,7 @@ Every value can still be overridden on the command line (``--steps``, ``--lr``, 
   is at 87-100% except question answering, which stays near 50% (the model does
   not learn which of the two facts the question is about). Measured alternatives:
   5000 steps, 89.4% in 7 min 15 s; 3200 steps, 82%; 2+2 layers and 4500 steps,
-  79%; without the position-table rate (``minillm.train.ScaledAdamW``), 2+2
+  79%; without the position-table rate (``minillm.optim.ScaledAdamW``), 2+2
   layers: 28% at step 1500 (57% with it).
 - ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
 - ``base``: four times the parameters of ``small`` and longer training; for a

@@ -41,7 +41,7 @@ differentiated; dropout is off (the policy that samples is the one that learns).
 
 Then: clip the global gradient norm, AdamW with warmup + cosine schedule. The
 trainer state (step, prompt position, the sampling Generator, the EMA baseline,
-the AdamW moments) makes ``--resume`` bit-for-bit, through :mod:`minillm.checkpoint`
+the AdamW moments) makes ``--resume`` bit-for-bit, through :mod:`minillm.training.checkpoint`
 as for SFT; the reference model is kept in ``OUT/reference``.
 """
 
@@ -59,10 +59,10 @@ import numpy as np
 
 from minillm.backend import get_xp, to_numpy
 from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate
+from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward, log_softmax
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
-from minillm.rewards import Reward, score_outputs
-from minillm.train import METRICS_NAME, JSONSettings, TrainingDiverged, read_metrics, strip_after_eos
+from minillm.training.sft import METRICS_NAME, JSONSettings, TrainingDiverged, read_metrics, strip_after_eos
 
 REFERENCE_DIR = "reference"
 BASELINES = ("rloo", "ema", "none")
@@ -384,7 +384,7 @@ def evaluate_policy(policy, reference, tokenizer, reward: Reward, examples: Sequ
     """Held-out figures: mean reward of greedy decoding (overall and per task) and, with
     ``sample_seed``, mean reward of one sample per prompt and the KL to the reference
     along those samples (see :func:`policy_kl`)."""
-    from minillm.train import greedy_outputs
+    from minillm.training.sft import greedy_outputs
 
     greedy = greedy_outputs(policy, tokenizer, encoded, batch_size, max_new_tokens)
     r = score_outputs(reward, examples, greedy)
@@ -466,15 +466,15 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     checkpoints from host copies. The device is not part of ``config``.
     ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run, which
     first evaluates and writes a step-0 checkpoint). The run folder, metrics.jsonl
-    and progress bar are those of :func:`minillm.train.fit`; metrics records carry
+    and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
     the mean reward, KL, entropy and advantage statistics.
 
     Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
     """
     from tqdm import tqdm
 
-    from minillm import checkpoint as ckpt
-    from minillm.train import write_metrics
+    from minillm.training import checkpoint as ckpt
+    from minillm.training.sft import write_metrics
 
     if policy.device != reference.device:
         raise ValueError(f"the policy is on {policy.device} but the reference on {reference.device}")

@@ -20,7 +20,7 @@ trainer state, so a resumed run is bit-for-bit the uninterrupted one.
 Periodic evaluation on held-out prompts: teacher-forced loss and perplexity, and
 exact match of greedy decoding, overall and per task. :func:`fit` is the loop:
 tqdm progress bar (loss, tokens/s, ETA), ``metrics.jsonl`` in the run folder,
-checkpoints (last and best, see :mod:`minillm.checkpoint`), a loss-curve PNG.
+checkpoints (last and best, see :mod:`minillm.training.checkpoint`), a loss-curve PNG.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate, epoch_order
-from minillm.optim import AdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
@@ -130,64 +130,6 @@ class TrainConfig(JSONSettings):
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or inf; the run stopped before updating."""
-
-
-# --------------------------------------------------------------------------- optimizer
-
-POSITION_BIAS = "relative_attention_bias"
-
-
-class ScaledAdamW:
-    """AdamW with a larger learning rate for T5's relative position tables.
-
-        lr_p = lr * position_bias_lr_scale    p = *.relative_attention_bias.weight  (NB, H)
-        lr_p = lr                             every other parameter
-
-    Why: Adam moves a parameter by about lr per step whatever its gradient's
-    size, so a bias entry needs about b / lr steps to reach b. Attending sharply
-    to one offset (the digit before, the word after) needs b of several units:
-    thousands of steps at lr = 1e-3, during which the model cannot tell the
-    order of its input ("161" comes out as "six hundred sixty-one"). The tables
-    hold NB * H numbers per stack, so a larger rate there is cheap and safe. They
-    are not weight-decayed. Two AdamW instances, stepped together (equal ``t``);
-    the state dict is AdamW's format over all parameters.
-    """
-
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01, position_bias_lr_scale: float = 1.0):
-        self.scale = float(position_bias_lr_scale)
-        self.main = AdamW(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-        self.bias = AdamW(lr=lr * self.scale, betas=tuple(betas), eps=eps, weight_decay=0.0)
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> ScaledAdamW:
-        return cls(config.lr, config.betas, config.eps, config.weight_decay,
-                   config.position_bias_lr_scale)
-
-    @property
-    def t(self) -> int:
-        return self.main.t
-
-    def step(self, params: dict, grads: dict, lr: float) -> dict:
-        """One AdamW step: rate lr for most parameters, lr * scale for the position tables."""
-        bias = {k: g for k, g in grads.items() if POSITION_BIAS in k}
-        self.main.step(params, {k: g for k, g in grads.items() if k not in bias}, lr)
-        if bias:
-            self.bias.step(params, bias, lr * self.scale)
-        return params
-
-    def state_dict(self) -> dict:
-        """{"t", "arrays": {"m.NAME", "v.NAME"}} over all parameters (AdamW's format)."""
-        a, b = self.main.state_dict(), self.bias.state_dict()
-        return {"t": a["t"], "arrays": {**a["arrays"], **b["arrays"]}}
-
-    def load_state_dict(self, state: dict) -> None:
-        arrays = state["arrays"]
-        is_bias = {k: POSITION_BIAS in k for k in arrays}
-        self.main.load_state_dict({"t": state["t"],
-                                   "arrays": {k: v for k, v in arrays.items() if not is_bias[k]}})
-        self.bias.load_state_dict({"t": state["t"],
-                                   "arrays": {k: v for k, v in arrays.items() if is_bias[k]}})
 
 
 # --------------------------------------------------------------------------- one step
@@ -294,7 +236,7 @@ def greedy_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 
 
     Sources are batched by length (less padding); greedy is what exact match scores.
     """
-    from minillm.evaluate import decode_outputs
+    from minillm.evaluation.evaluate import decode_outputs
 
     return decode_outputs(model, tokenizer, encoded, batch_size, max_new_tokens=max_new_tokens,
                           num_beams=1)
@@ -404,7 +346,7 @@ def read_metrics(path: str) -> list[dict]:
 def write_metrics(path: str, records: list[dict]) -> None:
     import json
 
-    from minillm.fileio import write_text
+    from minillm.storage.fileio import write_text
 
     write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
@@ -432,7 +374,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     Returns {"step", "final_eval" (or None), "best", "stopped_early"}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
-    from minillm import checkpoint as ckpt
+    from minillm.training import checkpoint as ckpt
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
@@ -557,7 +499,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
 
 
 def _saved_step(out_dir: str) -> str:
-    from minillm.checkpoint import read_state
+    from minillm.training.checkpoint import read_state
 
     try:
         return str(read_state(out_dir)["step"])
@@ -575,7 +517,7 @@ def _eval_record(step: int, result: dict, kind: str) -> dict:
 def _plot(png_path: str, records: list[dict]) -> None:
     """The loss-curve PNG, when matplotlib is importable (never fails the run)."""
     try:
-        from minillm.plot import plot_loss
+        from minillm.training.plot import plot_loss
     except ImportError:  # pragma: no cover
         return
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minillm.tasks.base import Instance, Task, pick
+from minillm.data.tasks.base import Instance, Task, pick
 
 WORDS = (
     "red blue green black white pink cat dog bird fish cow fox owl bee "

@@ -1,0 +1,130 @@
+"""Instruction examples and their JSONL files.
+
+    examples = load_jsonl("train.jsonl")          # Alpaca or prompt/completion lines
+    write_jsonl(examples, "copy.jsonl")           # Alpaca lines with a task field
+    groups = group_by_task(examples)              # {task: [indices]}, for per-task figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minillm.storage.fileio import atomic_path
+
+# Alpaca prompt template: the instruction alone when ``input`` is empty, else
+# instruction, newline, input. The built-in tasks use the same template.
+PROMPT_TEMPLATE = "{instruction}\n{input}"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction example: the model reads ``prompt`` and should write ``target``.
+
+    ``task`` names the built-in task (or any label from the JSONL ``task`` field);
+    ``reference`` is optional extra information a verifier may use.
+    """
+
+    prompt: str
+    target: str
+    task: str | None = None
+    reference: Any = field(default=None, compare=False)
+
+
+def format_prompt(instruction: str, input: str | None = None) -> str:
+    """Apply :data:`PROMPT_TEMPLATE`; an empty or missing ``input`` gives the instruction."""
+    if not input:
+        return instruction
+    return PROMPT_TEMPLATE.format(instruction=instruction, input=input)
+
+
+
+def group_by_task(examples: Sequence[Example]) -> dict[str, list[int]]:
+    """{task: indices of its examples}, tasks sorted; examples without a task are under "all"."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.task or "all", []).append(i)
+    return {task: groups[task] for task in sorted(groups)}
+
+
+# ----------------------------------------------------------------------------- JSONL
+
+
+def _parse_record(obj: Any) -> Example:
+    """Turn one decoded JSON line into an Example; ValueError says what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    alpaca = "instruction" in obj or "output" in obj
+    plain = "prompt" in obj or "completion" in obj
+    if alpaca and plain:
+        raise ValueError(
+            "mixes the Alpaca fields (instruction/output) with prompt/completion; use one format"
+        )
+    if not alpaca and not plain:
+        raise ValueError(
+            "needs either 'instruction' and 'output' (Alpaca) or 'prompt' and 'completion'; "
+            f"found keys {sorted(obj)}"
+        )
+    required = ("instruction", "output") if alpaca else ("prompt", "completion")
+    optional = ("input", "task") if alpaca else ("task",)
+    for key in required:
+        if key not in obj:
+            raise ValueError(f"missing {key!r}")
+        if not isinstance(obj[key], str):
+            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
+    for key in optional:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
+    if alpaca:
+        prompt, target = format_prompt(obj["instruction"], obj.get("input")), obj["output"]
+    else:
+        prompt, target = obj["prompt"], obj["completion"]
+    return Example(prompt, target, task=obj.get("task"))
+
+
+def load_jsonl(path: str | os.PathLike) -> list[Example]:
+    """Read examples from a JSONL file, one JSON object per line; blank lines are skipped.
+
+    Each line is either Alpaca (``instruction``, optional ``input``, ``output``) or
+    ``prompt`` + ``completion``; both may carry a ``task`` string. Any bad line
+    raises ValueError naming the file and the 1-based line number; a file without
+    examples is an error too.
+    """
+    path = Path(path)
+    examples = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {lineno}: malformed JSON: {e.msg}") from None
+            try:
+                examples.append(_parse_record(obj))
+            except ValueError as e:
+                raise ValueError(f"{path}, line {lineno}: {e}") from None
+    if not examples:
+        raise ValueError(f"{path}: no examples (the file is empty or has only blank lines)")
+    return examples
+
+
+def to_jsonl_lines(examples: Iterable[Example]) -> Iterator[str]:
+    """One Alpaca JSON line (no newline) per example: instruction = prompt, empty input."""
+    for ex in examples:
+        record = {"instruction": ex.prompt, "input": "", "output": ex.target, "task": ex.task}
+        yield json.dumps(record, ensure_ascii=False)
+
+
+def write_jsonl(examples: Iterable[Example], path: str | os.PathLike) -> None:
+    """Write examples as Alpaca JSONL with a ``task`` field (atomically: temp file + rename).
+
+    :func:`load_jsonl` reads the file back to the same prompts, targets and tasks.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for line in to_jsonl_lines(examples):
+            f.write(line + "\n")

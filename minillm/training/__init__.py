@@ -1,0 +1,1 @@
+"""Training: SFT and REINFORCE, their run loop, run-folder checkpoints."""

@@ -1,0 +1,1 @@
+"""Workflows: what each ``minillm`` command does, as one Python call each."""
