@@ -137,16 +137,26 @@ def params_from_tensors(config: T5Config, tensors: dict, source: str, dtype: Any
     return params
 
 
-def _w(params: dict, prefix: str, names) -> dict:
-    """{name: params[f"{prefix}.{name}.weight"]} for an op's parameter dict."""
+def op_params(params: dict, prefix: str, names) -> dict:
+    """{name: params[f"{prefix}.{name}.weight"]}: an op's parameter dict out of the model's."""
     return {n: params[f"{prefix}.{n}.weight"] for n in names}
 
 
-def _add(grads: dict, prefix: str, g: dict) -> None:
-    """grads[f"{prefix}.{name}.weight"] += g[name] (a parameter used twice gets both)."""
-    for n, v in g.items():
-        key = f"{prefix}.{n}.weight"
-        if key in grads:
-            grads[key] = grads[key] + v
+def add_grads(total: dict, grads: dict, prefix: str | None = None, weight: float | None = None) -> dict:
+    """total[key] += weight * grads[name], in place; returns ``total``. The one gradient-summing helper.
+
+    key is ``f"{prefix}.{name}.weight"`` with a prefix (an op's grads into the
+    model's), else ``name``. A key not yet in ``total`` is set, not copied; a
+    parameter used twice (the tied embedding, the shared position table)
+    receives both. ``weight`` scales in the gradients' own dtype (micro-batch
+    k of n_k target tokens out of N: weight n_k / N).
+    """
+    for name, g in grads.items():
+        key = name if prefix is None else f"{prefix}.{name}.weight"
+        if weight is not None:
+            g = g * g.dtype.type(weight)
+        if key in total:
+            total[key] += g
         else:
-            grads[key] = v
+            total[key] = g
+    return total

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from minillm.backend import get_xp
-from minillm.model.params import _add, _w, ffn_names
+from minillm.model.params import add_grads, ffn_names, op_params
 from minillm.ops.attention import (
     additive_mask,
     attention_backward,
@@ -56,7 +56,7 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     buckets = position_buckets(L, L, not is_decoder, config.relative_attention_num_buckets,
                                config.relative_attention_max_distance, xp=xp)
     rel = f"{stack}.block.0.layer.0.SelfAttention"
-    pos_bias, c_pos = position_bias_forward(buckets, _w(params, rel, ["relative_attention_bias"]))
+    pos_bias, c_pos = position_bias_forward(buckets, op_params(params, rel, ["relative_attention_bias"]))
     self_bias = pos_bias + additive_mask(keep, dtype)  # (B or 1, H, L, L)
     cross_bias = additive_mask(memory_keep, dtype) if is_decoder else None  # (B, 1, 1, S)
 
@@ -66,21 +66,21 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
         bc: dict[str, Any] = {}
         # x = x + dropout(SelfAttention(norm(x)))
         n, bc["ln0"] = rms_norm_forward(x, {"weight": params[f"{b}.0.layer_norm.weight"]}, eps)
-        a, bc["sa"] = attention_forward(n, n, _w(params, f"{b}.0.SelfAttention", "qkvo"), n_heads=H,
+        a, bc["sa"] = attention_forward(n, n, op_params(params, f"{b}.0.SelfAttention", "qkvo"), n_heads=H,
                                         bias=self_bias, scale=1.0, dropout=p, rng=rng)
         a, bc["sa_drop"] = dropout_forward(a, p=p, rng=rng)
         x = x + a
         if is_decoder:
             # x = x + dropout(EncDecAttention(norm(x), memory))
             n, bc["ln1"] = rms_norm_forward(x, {"weight": params[f"{b}.1.layer_norm.weight"]}, eps)
-            a, bc["ca"] = attention_forward(n, memory, _w(params, f"{b}.1.EncDecAttention", "qkvo"),
+            a, bc["ca"] = attention_forward(n, memory, op_params(params, f"{b}.1.EncDecAttention", "qkvo"),
                                             n_heads=H, bias=cross_bias, scale=1.0, dropout=p, rng=rng)
             a, bc["ca_drop"] = dropout_forward(a, p=p, rng=rng)
             x = x + a
         # x = x + dropout(FFN(norm(x)))
         ff = 2 if is_decoder else 1
         n, bc["lnf"] = rms_norm_forward(x, {"weight": params[f"{b}.{ff}.layer_norm.weight"]}, eps)
-        f, bc["ff"] = ffn_forward(n, _w(params, f"{b}.{ff}.DenseReluDense", ffn_names(config)),
+        f, bc["ff"] = ffn_forward(n, op_params(params, f"{b}.{ff}.DenseReluDense", ffn_names(config)),
                                   act=act, dropout=p, rng=rng)
         f, bc["ff_drop"] = dropout_forward(f, p=p, rng=rng)
         x = x + f
@@ -114,7 +114,7 @@ def stack_backward(dh, cache):
         # x = x + dropout(FFN(norm(x)))
         df, _ = dropout_backward(dx, bc["ff_drop"])
         dn, g = ffn_backward(df, bc["ff"])
-        _add(grads, f"{b}.{ff}.DenseReluDense", g)
+        add_grads(grads, g, f"{b}.{ff}.DenseReluDense")
         dn, g = rms_norm_backward(dn, bc["lnf"])
         grads[f"{b}.{ff}.layer_norm.weight"] = g["weight"]
         dx = dx + dn
@@ -122,7 +122,7 @@ def stack_backward(dh, cache):
             # x = x + dropout(EncDecAttention(norm(x), memory))
             da, _ = dropout_backward(dx, bc["ca_drop"])
             (dn, dm, _), g = attention_backward(da, bc["ca"])
-            _add(grads, f"{b}.1.EncDecAttention", g)
+            add_grads(grads, g, f"{b}.1.EncDecAttention")
             dmemory = dm if dmemory is None else dmemory + dm
             dn, g = rms_norm_backward(dn, bc["ln1"])
             grads[f"{b}.1.layer_norm.weight"] = g["weight"]
@@ -130,7 +130,7 @@ def stack_backward(dh, cache):
         # x = x + dropout(SelfAttention(norm(x)))
         da, _ = dropout_backward(dx, bc["sa_drop"])
         (dn, _, dbias), g = attention_backward(da, bc["sa"])  # self-attention: dn is the whole input grad
-        _add(grads, f"{b}.0.SelfAttention", g)
+        add_grads(grads, g, f"{b}.0.SelfAttention")
         dself_bias = dbias if dself_bias is None else dself_bias + dbias
         dn, g = rms_norm_backward(dn, bc["ln0"])
         grads[f"{b}.0.layer_norm.weight"] = g["weight"]
@@ -144,11 +144,3 @@ def stack_backward(dh, cache):
     _, g = embedding_backward(dx, c_emb)
     grads["shared.weight"] = g["weight"]
     return dmemory, grads
-
-
-def _merge(a: dict, b: dict) -> dict:
-    """Sum two gradient dicts (keys in either)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out[k] + v if k in out else v
-    return out

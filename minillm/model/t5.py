@@ -30,8 +30,8 @@ import numpy as np
 
 from minillm.backend import device_of, get_xp, to_device
 from minillm.config import T5Config
-from minillm.model.params import init_params, params_from_tensors
-from minillm.model.stack import _merge, stack_backward, stack_forward
+from minillm.model.params import add_grads, init_params, params_from_tensors
+from minillm.model.stack import stack_backward, stack_forward
 from minillm.ops.attention import causal_keep, padding_keep
 from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy, cross_entropy_mean_backward
 from minillm.ops.linear import linear_backward, linear_forward
@@ -195,7 +195,7 @@ class T5:
             N, S, C = dmemory.shape
             dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
         _, g_enc = stack_backward(dmemory, c_enc)
-        grads = _merge(_merge(g_enc, g_dec), g_head)
+        grads = add_grads(add_grads(add_grads({}, g_enc), g_dec), g_head)
         return {k: grads[k] for k in self.params}
 
     def logits(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
