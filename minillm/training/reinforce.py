@@ -59,6 +59,7 @@ import numpy as np
 
 from minillm.backend import get_xp, to_numpy
 from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate
+from minillm.evaluation.report import format_policy_eval
 from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import cross_entropy_backward, cross_entropy_forward, log_softmax
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
@@ -412,17 +413,6 @@ def evaluate_policy(policy, reference, tokenizer, reward: Reward, examples: Sequ
         result["sampled_reward"] = float(np.concatenate(sampled_r).mean())
         result["kl"] = float(np.concatenate(kls).mean())
     return result
-
-
-def format_policy_eval(result: dict[str, Any]) -> str:
-    """One line per task, then the overall figures."""
-    lines = [f"{'task':<20} {'reward':>8}"]
-    lines += [f"{t:<20} {v:>8.3f}" for t, v in result["per_task"].items()]
-    extra = ""
-    if "sampled_reward" in result:
-        extra = f"   sampled {result['sampled_reward']:.3f}   KL to reference {result['kl']:.3f} nats"
-    lines.append(f"{'overall (greedy)':<20} {result['reward']:>8.3f}{extra}   (n={result['n']})")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate, epoch_order
+from minillm.evaluation.report import format_eval  # noqa: F401 - re-exported
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
 
 METRICS_NAME = "metrics.jsonl"
@@ -290,18 +291,6 @@ def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedData
         "samples": [{"prompt": examples[i].prompt, "target": examples[i].target,
                      "output": outputs[i]} for i in range(min(3, len(examples)))],
     }
-
-
-def format_eval(result: dict[str, Any]) -> str:
-    """A small table: one line per task, then the overall figures."""
-    lines = [f"{'task':<20} {'n':>5} {'exact_match':>12}"]
-    for task, row in result["per_task"].items():
-        extra = f"   (verified {row['score']:.3f})" if "score" in row and \
-            abs(row["score"] - row["exact_match"]) > 1e-12 else ""
-        lines.append(f"{task:<20} {row['n']:>5} {row['exact_match']:>12.3f}{extra}")
-    lines.append(f"{'overall':<20} {result['n']:>5} {result['exact_match']:>12.3f}"
-                 f"   loss {result['loss']:.4f}  perplexity {result['perplexity']:.3f}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the loop
