@@ -91,7 +91,7 @@ def test_device_cuda_without_cupy_is_one_line_and_touches_nothing(run_dir, tmp_p
 
 
 def _records(folder):
-    from minillm.training.sft import read_metrics
+    from minillm.training import read_metrics
 
     return read_metrics(os.path.join(folder, "metrics.jsonl"))
 

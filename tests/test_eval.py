@@ -11,7 +11,7 @@ import pytest
 import minillm
 from minillm.cli import main
 from minillm.data import collate, encode_examples, write_jsonl
-from tests.test_backend import _cuda_available
+from tests.conftest import cuda_available
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def folder(tmp_path_factory):
     return path
 
 
-@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+@pytest.mark.skipif(cuda_available(), reason="CuPy and a GPU are available here")
 @pytest.mark.parametrize("command", ["eval", "generate"])
 def test_device_cuda_without_cupy_is_one_line(folder, tmp_path, capsys, command):
     preds = tmp_path / "preds.jsonl"

@@ -12,23 +12,15 @@ import pytest
 
 import minillm
 from minillm.data import EncodedDataset, Example
+from minillm.evaluation import policy_kl, sampled_labels, token_logprobs
 from minillm.evaluation.rewards import Reward, RewardError
+from minillm.ops import entropy_forward
 from minillm.optim import AdamW
-from minillm.testing import assert_gradients, check_gradients
+from minillm.testing import check_gradients
 from minillm.training import checkpoint as ckpt
-from minillm.training.reinforce import (
-    RLConfig,
-    compute_advantages,
-    entropy_backward,
-    entropy_forward,
-    policy_kl,
-    reinforce_loss_and_grads,
-    rl_step,
-    rloo_baseline,
-    sampled_labels,
-    token_logprobs,
-)
-from tests.test_backend import _cuda_available
+from minillm.training.reinforce import compute_advantages, reinforce_loss_and_grads, rloo_baseline
+from minillm.training.rl import RLConfig, rl_step
+from tests.conftest import cuda_available
 
 
 def tiny_model(vocab=11, dtype="float64", seed=0, ff="relu", tied=True, d_model=8):
@@ -51,16 +43,6 @@ def random_outputs(rng, N, L, V, eos=1):
 
 
 # ---------------------------------------------------------------- pieces
-
-
-def test_entropy_op_gradient():
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((5, 7)) * 2
-    H, _ = entropy_forward(z)
-    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-    np.testing.assert_allclose(H, -(p * np.log(p)).sum(-1), rtol=1e-12)
-    assert_gradients(lambda x, params: entropy_forward(x),
-                     lambda d, c: (entropy_backward(d, c), {}), (z,), {}, rng)
 
 
 def test_sampled_labels_cut_after_the_first_eos():
@@ -316,7 +298,7 @@ def _weights(folder):
 
 
 def _train_records(folder):
-    from minillm.training.sft import read_metrics
+    from minillm.training import read_metrics
 
     return [{k: v for k, v in r.items() if not k.endswith("_s")}
             for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if r["kind"] != "initial_eval"]
@@ -351,12 +333,12 @@ def test_cli_run_folder_and_bit_for_bit_resume(start_dir, tmp_path, capsys):
     assert _train_records(full) == _train_records(part)
 
 
-@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+@pytest.mark.skipif(cuda_available(), reason="CuPy and a GPU are available here")
 def test_cli_device_cuda_without_cupy_is_one_line_and_touches_nothing(start_dir, tmp_path, capsys):
     import shutil
 
     from minillm.cli import main
-    from tests.test_checkpoint import folder_digest
+    from tests.conftest import folder_digest
 
     new, old = tmp_path / "new", tmp_path / "old"
     shutil.copytree(start_dir, old)
@@ -372,7 +354,7 @@ def test_cli_device_cuda_without_cupy_is_one_line_and_touches_nothing(start_dir,
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a GPU")
 def test_cli_on_cuda_matches_cpu_and_resumes_across_devices(start_dir, tmp_path):
     """A cpu run against one whose steps 1-2 ran on cuda and 3-4 resumed on the cpu."""
     from minillm.cli import main

@@ -10,19 +10,18 @@ import pytest
 
 import minillm
 from minillm.data import Example, collate, encode_examples
+from minillm.evaluation import evaluate, strip_after_eos
 from minillm.ops.cross_entropy import log_softmax
 from minillm.optim import AdamW, ScaledAdamW
 from minillm.training import checkpoint as ckpt
+from minillm.training import read_metrics
 from minillm.training.sft import (
     TrainConfig,
     TrainingDiverged,
     TrainState,
     batch_stream,
-    evaluate,
     fit,
-    read_metrics,
     sft_loss_and_grads,
-    strip_after_eos,
     train_step,
 )
 
@@ -211,3 +210,17 @@ def test_divergence_keeps_the_last_good_checkpoint(tokenizer, encoded, tmp_path,
     model = minillm.from_pretrained(tmp_path)
     assert all(np.isfinite(v).all() for v in model.params.values())
     assert not os.path.exists(tmp_path / ckpt.STAGING)
+
+
+def test_generator_state_round_trips_and_a_foreign_one_is_named():
+    from minillm import seeds
+    from minillm.training.run_folder import restore_generator
+
+    rng = seeds.generator(3, "dropout")
+    rng.random(5)
+    state = json.loads(json.dumps(rng.bit_generator.state))  # as trainer_state.json keeps it
+    np.testing.assert_array_equal(restore_generator(state).random(4), rng.random(4))
+    for bad in ({**state, "bit_generator": "MT19937"}, {**state, "bit_generator": "__class__"},
+                {"state": state["state"]}):
+        with pytest.raises(ValueError, match=r"trainer_state\.json: rng_state\.bit_generator"):
+            restore_generator(bad)

@@ -51,7 +51,7 @@ def run(args) -> int:
     import minillm
     from minillm.cli import check_device
     from minillm.data.tokenizer import Tokenizer, check_vocab
-    from minillm.evaluation.evaluate import evaluate_model
+    from minillm.evaluation import evaluate_model
     from minillm.storage.fileio import atomic_path
 
     check_device(args.device)

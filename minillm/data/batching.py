@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minillm import seeds
 from minillm.data.examples import Example
 from minillm.ops.cross_entropy import IGNORE_INDEX
 
@@ -194,12 +195,12 @@ def epoch_order(
 ) -> list[np.ndarray]:
     """The batches of epoch ``epoch``: a pure function of ``(lengths, batch_size, seed, epoch)``.
 
-    Each epoch draws from its own ``np.random.default_rng([seed, epoch])``, so any
-    epoch can be rebuilt without replaying the ones before it.
+    Each epoch draws from its own stream, ``seeds.generator(seed, "order", epoch)``,
+    so any epoch can be rebuilt without replaying the ones before it.
     """
     if seed < 0 or epoch < 0:
         raise ValueError("seed and epoch must be non-negative")
-    rng = np.random.default_rng([seed, epoch])
+    rng = seeds.generator(seed, "order", epoch)
     return batch_order(lengths, batch_size, rng, **order_kwargs)
 
 

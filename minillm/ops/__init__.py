@@ -33,6 +33,7 @@ from minillm.ops.cross_entropy import (
 )
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.embedding import embedding_backward, embedding_forward
+from minillm.ops.entropy import entropy_backward, entropy_forward
 from minillm.ops.ffn import ffn_backward, ffn_forward
 from minillm.ops.linear import linear_backward, linear_forward
 from minillm.ops.norm import rms_norm_backward, rms_norm_forward

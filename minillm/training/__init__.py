@@ -1,17 +1,22 @@
-"""Training: SFT and REINFORCE, their run loop, run-folder checkpoints."""
+"""Training: SFT and REINFORCE, their run loop, run-folder checkpoints.
+
+    loop.py        the run loop both trainers share (steps, evaluation, checkpoints, metrics)
+    sft.py         supervised fine-tuning: TrainConfig, train_step, fit
+    reinforce.py   the REINFORCE estimator: the surrogate's forward/backward, baselines
+    rl.py          the REINFORCE trainer: RLConfig, rl_step, fit_rl
+    run_folder.py  metrics.jsonl, loss.png, the settings and Generator in trainer_state.json
+    checkpoint.py  the checkpoint files, committed atomically
+    plot.py        the loss curve
+"""
 
 from minillm.training import checkpoint
-from minillm.training.reinforce import REFERENCE_DIR, RLConfig, RLState, fit_rl
-from minillm.training.sft import (
-    METRICS_NAME,
-    PLOT_NAME,
-    TrainConfig,
-    TrainingDiverged,
-    TrainState,
-    fit,
-)
+from minillm.training.loop import TrainingDiverged
+from minillm.training.rl import REFERENCE_DIR, RLConfig, RLState, fit_rl
+from minillm.training.run_folder import METRICS_NAME, PLOT_NAME, read_metrics, write_metrics
+from minillm.training.sft import TrainConfig, TrainState, fit
 
 __all__ = [
     "METRICS_NAME", "PLOT_NAME", "REFERENCE_DIR", "RLConfig", "RLState", "TrainConfig",
-    "TrainState", "TrainingDiverged", "checkpoint", "fit", "fit_rl",
+    "TrainState", "TrainingDiverged", "checkpoint", "fit", "fit_rl", "read_metrics",
+    "write_metrics",
 ]

@@ -13,62 +13,37 @@ step, over ``grad_accum`` micro-batches k with n_k target tokens (N = sum n_k):
     lr_t   = warmup then cosine decay               (minillm.optim.lr_schedule)
     params = AdamW(params, g, lr_t)
 
-Dropout draws from one explicit ``numpy.random.Generator``; its state, the
-optimizer moments, the step and the data position (epoch, batch) are the whole
-trainer state, so a resumed run is bit-for-bit the uninterrupted one.
+Dropout draws from one explicit ``numpy.random.Generator`` (the "dropout" stream
+of :mod:`minillm.seeds`), the batch order from the "order" stream of each epoch;
+the Generator's state, the optimizer moments, the step and the data position
+(epoch, batch) are the whole trainer state, so a resumed run is bit-for-bit the
+uninterrupted one.
 
-Periodic evaluation on held-out prompts: teacher-forced loss and perplexity, and
-exact match of greedy decoding, overall and per task. :func:`fit` is the loop:
-tqdm progress bar (loss, tokens/s, ETA), ``metrics.jsonl`` in the run folder,
-checkpoints (last and best, see :mod:`minillm.training.checkpoint`), a loss-curve PNG.
+Periodic evaluation on held-out prompts (:func:`minillm.evaluation.evaluate`):
+teacher-forced loss and perplexity, and exact match of greedy decoding, overall
+and per task; the best is the higher exact match (a tie: the lower loss).
+:func:`fit` runs :class:`SFTTrainer` in the shared loop (:mod:`minillm.training.loop`):
+progress bar, ``metrics.jsonl``, checkpoints (last and best), a loss-curve PNG.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from minillm.data import IGNORE_INDEX, EncodedDataset, Example, collate, epoch_order
-from minillm.evaluation.report import format_eval  # noqa: F401 - re-exported
+from minillm import seeds
+from minillm.data.batching import EncodedDataset, collate, epoch_order
+from minillm.data.examples import Example
+from minillm.evaluation import evaluate
+from minillm.model.params import add_grads
+from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
-
-METRICS_NAME = "metrics.jsonl"
-PLOT_NAME = "loss.png"
-
-
-class JSONSettings:
-    """JSON round trip for a frozen settings dataclass (trainer_state.json keeps it).
-
-    ``betas`` is a tuple in Python and a list in JSON; unknown keys are an error
-    naming them (``_label`` says whose settings they are).
-    """
-
-    _label = "setting"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if "betas" in d:
-            d["betas"] = list(d["betas"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls._label}(s): {', '.join(unknown)}")
-        d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
+from minillm.training.loop import Trainer, TrainingDiverged, run
+from minillm.training.run_folder import JSONSettings, restore_generator
 
 
 @dataclass(frozen=True)
@@ -128,9 +103,15 @@ class TrainConfig(JSONSettings):
             raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
 
 
+@dataclass
+class TrainState:
+    """Everything that changes during a run besides the parameters and the moments."""
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or inf; the run stopped before updating."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    rng_state: dict | None = None
+    best: dict | None = None  # {"exact_match", "loss", "step"}
 
 
 # --------------------------------------------------------------------------- one step
@@ -152,17 +133,14 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     total = sum(n)
     if total == 0:
         raise ValueError("a batch without target tokens (every label is -100)")
-    loss, grads = 0.0, None
+    loss, grads = 0.0, {}
     for b, n_k in zip(micro_batches, n, strict=True):
         loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
                                            rng=rng, label_smoothing=label_smoothing)
         w = n_k / total
         loss += loss_k * w
-        if grads is None:
-            grads = {k: v * v.dtype.type(w) for k, v in g_k.items()} if len(n) > 1 else g_k
-        else:
-            for k, v in g_k.items():
-                grads[k] += v * v.dtype.type(w)
+        # g = sum_k (n_k / N) grad loss_k; one micro-batch has weight 1 (its arrays kept, not copied)
+        add_grads(grads, g_k, weight=w if len(n) > 1 else None)
     return loss, grads, total
 
 
@@ -220,124 +198,76 @@ def batch_stream(encoded: EncodedDataset, batch_size: int, seed: int, epoch: int
         epoch, start = epoch + 1, 0
 
 
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- the trainer
 
 
-def strip_after_eos(ids: Sequence[int], eos_id: int, start_id: int | None = None) -> list[int]:
-    """Generated ids without the leading decoder start token, cut before the first eos."""
-    ids = [int(i) for i in ids]
-    if start_id is not None and ids and ids[0] == start_id:
-        ids = ids[1:]
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+class SFTTrainer(Trainer):
+    """SFT's part of the run loop: accumulated steps, held-out exact match and loss."""
 
+    name, config_key = "sft", "train_config"
 
-def greedy_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 150,
-                   max_new_tokens: int = 32) -> list[str]:
-    """Greedy decoding of every source in ``encoded``; the decoded strings, in order.
+    def __init__(self, model, tokenizer, train_data: EncodedDataset, config: TrainConfig,
+                 state: TrainState, optimizer: ScaledAdamW | None = None,
+                 eval_examples: Sequence[Example] | None = None,
+                 eval_data: EncodedDataset | None = None, periodic_eval: int | None = None,
+                 verifiers: dict | None = None, run_info: dict | None = None):
+        self.model, self.tokenizer, self.config, self.state = model, tokenizer, config, state
+        self.optimizer = optimizer if optimizer is not None else ScaledAdamW.from_config(config)
+        self.rng = (seeds.generator(config.seed, "dropout") if state.rng_state is None
+                    else restore_generator(state.rng_state))
+        self.stream = batch_stream(train_data, config.batch_size, config.seed, state.epoch,
+                                   state.batch_in_epoch)
+        self.eval_examples, self.eval_data = eval_examples, eval_data
+        self.periodic_eval, self.verifiers, self.run_info = periodic_eval, verifiers, run_info
 
-    Sources are batched by length (less padding); greedy is what exact match scores.
-    """
-    from minillm.evaluation.evaluate import decode_outputs
+    def step(self) -> dict[str, Any]:
+        micro = []
+        for _ in range(self.config.grad_accum):
+            batch, (self.state.epoch, self.state.batch_in_epoch) = next(self.stream)
+            micro.append(batch)
+        return train_step(self.model, self.optimizer, micro, self.state.step, self.config,
+                          self.config.steps, self.rng)
 
-    return decode_outputs(model, tokenizer, encoded, batch_size, max_new_tokens=max_new_tokens,
-                          num_beams=1)
+    def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
+        """The mean loss of the window, the last lr and gradient norm, tokens per second."""
+        return {"loss": sum(o["loss"] for o in window) / len(window), "lr": window[-1]["lr"],
+                "grad_norm": window[-1]["grad_norm"],
+                "tokens_per_s": sum(o["tokens"] for o in window) / max(seconds, 1e-9),
+                "epoch": self.state.epoch}
 
+    def postfix(self, record: dict) -> dict[str, str]:
+        return {"loss": f"{record['loss']:.4f}", "tok_s": f"{record['tokens_per_s']:,.0f}",
+                "lr": f"{record['lr']:.2e}"}
 
-def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150) -> tuple[float, int]:
-    """(summed negative log-likelihood in nats, number of target tokens) over ``encoded``."""
-    order = np.argsort(encoded.lengths[:, 0], kind="stable")
-    total, n = 0.0, 0
-    for i in range(0, len(order), batch_size):
-        b = collate(encoded, order[i : i + batch_size])
-        n_b = count_tokens(b)[1]
-        total += model.loss(b["input_ids"], b["labels"], b["attention_mask"]) * n_b
-        n += n_b
-    return total, n
+    def evaluate(self, kind: str) -> dict | None:
+        """Periodic evaluations on the first ``periodic_eval`` examples; the final one on all."""
+        if not self.eval_examples:
+            return None
+        n = None if kind == "final_eval" else self.periodic_eval
+        examples, encoded = list(self.eval_examples), self.eval_data
+        if n and n < len(encoded):
+            examples = examples[:n]
+            encoded = EncodedDataset(encoded.sources[:n], encoded.targets[:n], encoded.pad_id)
+        return evaluate(self.model, self.tokenizer, examples, encoded, self.config.eval_batch_size,
+                        self.config.max_new_tokens, self.verifiers)
 
+    def eval_record(self, result: dict) -> dict[str, Any]:
+        return {"loss": result["loss"], "perplexity": result["perplexity"],
+                "exact_match": result["exact_match"], "n": result["n"],
+                "per_task": {t: r["exact_match"] for t, r in result["per_task"].items()}}
 
-def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedDataset,
-             batch_size: int = 150, max_new_tokens: int = 32,
-             verifiers: dict[str, Callable[[Example, str], float]] | None = None) -> dict[str, Any]:
-    """Held-out metrics: loss, perplexity, exact match (greedy decoding), overall and per task.
+    def eval_line(self, kind: str, result: dict) -> str:
+        return (f"step {self.state.step}: eval loss {result['loss']:.4f}, "
+                f"exact match {result['exact_match']:.3f}")
 
-    exact_match = (1/n) sum_i [strip(output_i) == strip(target_i)], a fraction 0-1;
-    perplexity = exp(summed target-token NLL / target tokens). Examples without a
-    task are grouped under "all". ``verifiers`` (task name -> score function, e.g.
-    the built-in tasks' ``verify``) add a "score" per task (semantic equivalence
-    for code). Returns {"loss", "perplexity", "exact_match", "n", "per_task": {task:
-    {"exact_match", "n"[, "score"]}}, "samples": a few (prompt, target, output)}.
-    """
-    from minillm.metrics import exact_match, perplexity
+    def best_entry(self, result: dict) -> dict[str, Any]:
+        return {"exact_match": result["exact_match"], "loss": result["loss"]}
 
-    nll, n_tok = teacher_forced_nll(model, encoded, batch_size)
-    outputs = greedy_outputs(model, tokenizer, encoded, batch_size, max_new_tokens)
-    groups: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(ex.task or "all", []).append(i)
-    per_task = {}
-    for task in sorted(groups):
-        idx = groups[task]
-        row = {"exact_match": exact_match([outputs[i] for i in idx],
-                                          [examples[i].target for i in idx]), "n": len(idx)}
-        if verifiers and task in verifiers:
-            row["score"] = float(np.mean([verifiers[task](examples[i], outputs[i]) for i in idx]))
-        per_task[task] = row
-    return {
-        "loss": nll / max(n_tok, 1),
-        "perplexity": perplexity(nll, n_tok) if n_tok else math.inf,
-        "exact_match": exact_match(outputs, [ex.target for ex in examples]),
-        "n": len(examples),
-        "per_task": per_task,
-        "samples": [{"prompt": examples[i].prompt, "target": examples[i].target,
-                     "output": outputs[i]} for i in range(min(3, len(examples)))],
-    }
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class TrainState:
-    """Everything that changes during a run besides the parameters and the moments."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    rng_state: dict | None = None
-    best: dict | None = None  # {"exact_match", "loss", "step"}
-
-
-def _is_better(result: dict, best: dict | None) -> bool:
-    """Higher exact match wins; a tie goes to the lower loss."""
-    if best is None:
-        return True
-    if result["exact_match"] != best["exact_match"]:
-        return result["exact_match"] > best["exact_match"]
-    return result["loss"] < best["loss"]
-
-
-def read_metrics(path: str) -> list[dict]:
-    """The records of a metrics.jsonl (a missing file gives none; a torn last line is dropped)."""
-    import json
-
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
-
-
-def write_metrics(path: str, records: list[dict]) -> None:
-    import json
-
-    from minillm.storage.fileio import write_text
-
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    def is_better(self, entry: dict, best: dict) -> bool:
+        """Higher exact match wins; a tie goes to the lower loss."""
+        if entry["exact_match"] != best["exact_match"]:
+            return entry["exact_match"] > best["exact_match"]
+        return entry["loss"] < best["loss"]
 
 
 def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_dir: str,
@@ -363,153 +293,8 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     Returns {"step", "final_eval" (or None), "best", "stopped_early"}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
-    from minillm.training import checkpoint as ckpt
-
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    os.makedirs(out_dir, exist_ok=True)
-    metrics_path = os.path.join(out_dir, METRICS_NAME)
-    fresh = state is None
-    state = state or TrainState()
-    if state.rng_state is None:
-        rng = np.random.default_rng([config.seed, 1])  # dropout; model init used [seed, 0]
-    else:
-        rng = np.random.Generator(getattr(np.random, state.rng_state["bit_generator"])())
-        rng.bit_generator.state = state.rng_state
-    if optimizer is None:
-        optimizer = ScaledAdamW.from_config(config)
-    # Records written after the checkpoint we resume from are not part of this run.
-    records = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= state.step]
-    dtype = str(model.dtype)
-
-    def save(best_result: dict | None = None) -> None:
-        state.rng_state = rng.bit_generator.state
-        payload = {
-            "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
-            "rng_state": state.rng_state, "best": state.best, "dtype": dtype,
-            "train_config": config.to_dict(), "run": run_info or {},
-        }
-        ckpt.save_checkpoint(out_dir, model, tokenizer, optimizer, payload)
-        if best_result is not None:
-            ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), model, tokenizer)
-
-    def run_eval(n: int | None) -> dict | None:
-        if not eval_examples:
-            return None
-        ex = list(eval_examples)[:n] if n else list(eval_examples)
-        enc = eval_data if n is None or n >= len(eval_data) else EncodedDataset(
-            eval_data.sources[:n], eval_data.targets[:n], eval_data.pad_id)
-        return evaluate(model, tokenizer, ex, enc, config.eval_batch_size, config.max_new_tokens,
-                        verifiers)
-
-    if fresh:
-        save()
-        records = []
-    write_metrics(metrics_path, records)
-
-    save_every = config.eval_every if config.save_every is None else config.save_every
-    stop = min(config.steps, stop_after) if stop_after is not None else config.steps
-    stream = batch_stream(train_data, config.batch_size, config.seed, state.epoch,
-                          state.batch_in_epoch)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=state.step, desc="sft", unit="step",
-                   dynamic_ncols=True, file=sys.stderr)
-    t_last, tok_since, loss_since, n_since = time.perf_counter(), 0, 0.0, 0
-    t_start = time.perf_counter()
-    final_eval = None
-    try:
-        while state.step < stop:
-            micro = []
-            for _ in range(config.grad_accum):
-                batch, (state.epoch, state.batch_in_epoch) = next(stream)
-                micro.append(batch)
-            try:
-                out = train_step(model, optimizer, micro, state.step, config, config.steps, rng)
-            except TrainingDiverged as e:
-                raise TrainingDiverged(
-                    f"{e}; stopped. The last good checkpoint (step {_saved_step(out_dir)}) "
-                    f"is kept in {out_dir}") from None
-            state.step += 1
-            tok_since += out["tokens"]
-            loss_since += out["loss"]
-            n_since += 1
-            if bar is not None:
-                bar.update(1)
-            if state.step % config.log_every == 0 or state.step == stop:
-                now = time.perf_counter()
-                tps = tok_since / max(now - t_last, 1e-9)
-                rec = {"step": state.step, "kind": "train", "loss": loss_since / n_since,
-                       "lr": out["lr"], "grad_norm": out["grad_norm"],
-                       "tokens_per_s": tps, "epoch": state.epoch,
-                       "elapsed_s": now - t_start}
-                records.append(rec)
-                write_metrics(metrics_path, records)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{tps:,.0f}",
-                                    lr=f"{out['lr']:.2e}")
-                t_last, tok_since, loss_since, n_since = now, 0, 0.0, 0
-            is_last = state.step == config.steps
-            result = None
-            if config.eval_every and state.step % config.eval_every == 0 and not is_last:
-                result = run_eval(periodic_eval)
-                if result is not None:
-                    records.append(_eval_record(state.step, result, "eval"))
-                    write_metrics(metrics_path, records)
-                    if bar is not None:
-                        bar.write(f"step {state.step}: eval loss {result['loss']:.4f}, "
-                                  f"exact match {result['exact_match']:.3f}")
-            if is_last:
-                result = final_eval = run_eval(None)
-                if result is not None:
-                    records.append(_eval_record(state.step, result, "final_eval"))
-                    write_metrics(metrics_path, records)
-            improved = result is not None and _is_better(result, state.best)
-            if improved:
-                state.best = {"exact_match": result["exact_match"], "loss": result["loss"],
-                              "step": state.step}
-            if improved or is_last or state.step == stop or (
-                    save_every and state.step % save_every == 0):
-                save(result if improved else None)
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        log(f"interrupted at step {state.step}; the last checkpoint is in {out_dir} "
-            "(continue with --resume)")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        if plot:
-            _plot(os.path.join(out_dir, PLOT_NAME), records)
-    return {"step": state.step, "final_eval": final_eval, "best": state.best,
-            "stopped_early": state.step < config.steps}
-
-
-def _saved_step(out_dir: str) -> str:
-    from minillm.training.checkpoint import read_state
-
-    try:
-        return str(read_state(out_dir)["step"])
-    except (OSError, ValueError, KeyError):
-        return "?"
-
-
-def _eval_record(step: int, result: dict, kind: str) -> dict:
-    return {"step": step, "kind": kind, "loss": result["loss"],
-            "perplexity": result["perplexity"], "exact_match": result["exact_match"],
-            "n": result["n"],
-            "per_task": {t: r["exact_match"] for t, r in result["per_task"].items()}}
-
-
-def _plot(png_path: str, records: list[dict]) -> None:
-    """The loss-curve PNG, when matplotlib is importable (never fails the run)."""
-    try:
-        from minillm.training.plot import plot_loss
-    except ImportError:  # pragma: no cover
-        return
-    try:
-        plot_loss(records, png_path)
-    except Exception as e:  # noqa: BLE001 - a plot must not end a training run
-        print(f"minillm: loss curve not written ({e})", file=sys.stderr)
+    trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
+                         eval_examples, eval_data, periodic_eval, verifiers, run_info)
+    out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
+              plot=plot, log=log)
+    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early")}

@@ -1,0 +1,196 @@
+"""The run loop that SFT and REINFORCE share; each algorithm hands it a :class:`Trainer`.
+
+One run, from a fresh start or resumed from its state::
+
+    fresh start: (the trainer's start, e.g. REINFORCE saves its reference model)
+                 (REINFORCE: evaluate at step 0)  checkpoint step 0
+    each step:   trainer.step()                   one optimizer step; moves the data position
+                 every log_every steps            a "train" record in metrics.jsonl, the bar's figures
+                 every eval_every steps           an "eval" record ("final_eval" at the last step)
+                 a better evaluation              checkpoint, and the model into best/
+                 every save_every steps, at the last step and at stop_after: checkpoint
+    at the end:  (SFT) loss.png
+
+A non-finite loss or gradient stops the run before the update (TrainingDiverged,
+the last checkpoint kept); Ctrl-C leaves the last checkpoint and says how to
+resume. A checkpoint holds the state (step, data position, the Generator of the
+step, the best evaluation, the trainer's extras) and the optimizer moments, so a
+resumed run is bit-for-bit the uninterrupted one; metrics records written after
+the checkpoint a run resumes from are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from minillm.training import checkpoint as ckpt
+from minillm.training.run_folder import (
+    METRICS_NAME,
+    PLOT_NAME,
+    plot_metrics,
+    read_metrics,
+    saved_step,
+    write_metrics,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or inf; the run stopped before updating."""
+
+
+class Trainer:
+    """One algorithm's part of a run: its step, its evaluation, what "better" means.
+
+    A subclass sets ``model``, ``tokenizer``, ``optimizer``, ``config`` (with
+    steps, eval_every, save_every, log_every and ``to_dict``), ``state`` (a
+    dataclass with step, rng_state and best), ``rng`` (the Generator the step
+    draws from) and ``run_info``, and defines the hooks below.
+    """
+
+    name = "train"  # the progress bar's label
+    config_key = "train_config"  # trainer_state.json: the key of the settings
+    kind: str | None = None  # trainer_state.json: its "kind" field (None: no such field)
+    initial_eval = False  # evaluate at step 0 of a fresh run
+
+    def start(self, out_dir: str) -> None:
+        """A fresh run begins (before its step-0 checkpoint)."""
+
+    def step(self) -> dict[str, Any]:
+        """One optimizer step at ``state.step`` (0-based); moves the data position; its figures."""
+        raise NotImplementedError
+
+    def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
+        """The "train" record's figures for the steps of ``window`` (``seconds`` long)."""
+        raise NotImplementedError
+
+    def postfix(self, record: dict) -> dict[str, str]:
+        """The progress bar's figures from a train record."""
+        return {}
+
+    def evaluate(self, kind: str) -> dict | None:
+        """Held-out figures (kind: "initial_eval", "eval" or "final_eval"); None without data."""
+        return None
+
+    def eval_record(self, result: dict) -> dict[str, Any]:
+        """The metrics record's figures of an evaluation."""
+        raise NotImplementedError
+
+    def eval_line(self, kind: str, result: dict) -> str:
+        """The line said after an evaluation."""
+        raise NotImplementedError
+
+    def best_entry(self, result: dict) -> dict[str, Any]:
+        """What ``state.best`` keeps of an evaluation (the loop adds its "step")."""
+        raise NotImplementedError
+
+    def is_better(self, entry: dict, best: dict) -> bool:
+        """Whether ``entry`` beats the best so far."""
+        raise NotImplementedError
+
+
+def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
+    """Commit the last checkpoint (and with ``improved``, the model into best/)."""
+    trainer.state.rng_state = trainer.rng.bit_generator.state
+    payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
+               "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
+               "run": trainer.run_info or {}}
+    ckpt.save_checkpoint(out_dir, trainer.model, trainer.tokenizer, trainer.optimizer, payload)
+    if improved:
+        ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), trainer.model, trainer.tokenizer)
+
+
+def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tuple[dict | None, bool]:
+    """Evaluate, log the record, keep the best: (result or None, whether it improved)."""
+    result = trainer.evaluate(kind)
+    if result is None:
+        return None, False
+    state = trainer.state
+    records.append({"step": state.step, "kind": kind, **trainer.eval_record(result)})
+    write_metrics(path, records)
+    entry = trainer.best_entry(result)
+    improved = state.best is None or trainer.is_better(entry, state.best)
+    if improved:
+        state.best = {**entry, "step": state.step}
+    return result, improved
+
+
+def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = None,
+        progress: bool = True, plot: bool = False,
+        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``trainer`` to ``config.steps`` (or ``stop_after``); see the module docstring.
+
+    Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
+    """
+    from tqdm import tqdm
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    config, state = trainer.config, trainer.state
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, METRICS_NAME)
+    records = [r for r in read_metrics(path) if r.get("step", 0) <= state.step]
+    initial_eval = final_eval = None
+    if fresh:
+        records = []
+        trainer.start(out_dir)
+        if trainer.initial_eval:
+            initial_eval, _ = held_out(trainer, "initial_eval", records, path)
+        save(trainer, out_dir, improved=initial_eval is not None)
+        if initial_eval is not None:
+            log(trainer.eval_line("initial_eval", initial_eval))
+    write_metrics(path, records)
+
+    save_every = config.eval_every if config.save_every is None else config.save_every
+    stop = min(config.steps, stop_after) if stop_after is not None else config.steps
+    bar = tqdm(total=config.steps, initial=state.step, desc=trainer.name, unit="step",
+               dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    t_start = t_last = time.perf_counter()
+    window: list[dict] = []
+    try:
+        while state.step < stop:
+            try:
+                window.append(trainer.step())
+            except TrainingDiverged as e:
+                raise TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
+                                       f"{saved_step(out_dir)}) is kept in {out_dir}") from None
+            state.step += 1
+            bar.update(1)
+            if state.step % config.log_every == 0 or state.step == stop:
+                now = time.perf_counter()
+                records.append({"step": state.step, "kind": "train",
+                                **trainer.train_record(window, now - t_last),
+                                "elapsed_s": now - t_start})
+                write_metrics(path, records)
+                bar.set_postfix(trainer.postfix(records[-1]))
+                t_last, window = now, []
+            is_last = state.step == config.steps
+            result, improved = None, False
+            if is_last:
+                result, improved = held_out(trainer, "final_eval", records, path)
+                final_eval = result
+            elif config.eval_every and state.step % config.eval_every == 0:
+                result, improved = held_out(trainer, "eval", records, path)
+                if result is not None:
+                    line = trainer.eval_line("eval", result)
+                    if progress:
+                        bar.write(line)  # above the bar
+                    else:
+                        log(line)
+            if improved or is_last or state.step == stop or (
+                    save_every and state.step % save_every == 0):
+                save(trainer, out_dir, improved)
+    except KeyboardInterrupt:
+        bar.close()
+        log(f"interrupted at step {state.step}; the last checkpoint is in {out_dir} "
+            "(continue with --resume)")
+        raise
+    finally:
+        bar.close()
+        if plot:
+            plot_metrics(os.path.join(out_dir, PLOT_NAME), records)
+    return {"step": state.step, "initial_eval": initial_eval, "final_eval": final_eval,
+            "best": state.best, "stopped_early": state.step < config.steps}

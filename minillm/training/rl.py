@@ -1,0 +1,279 @@
+"""The REINFORCE trainer: one step (sample, score, advantages, update) and the run.
+
+Each step takes the next ``batch_size`` prompts of the epoch's order, samples k
+outputs per prompt from the policy, scores them with the reward, shapes the
+rewards with the KL to the frozen reference, forms the advantages and takes one
+AdamW step on the surrogate (the estimator: :mod:`minillm.training.reinforce`).
+
+Random streams (:mod:`minillm.seeds`): the prompt order of each epoch is
+"order", the training samples "sampling", the held-out samples "eval_sampling".
+The trainer state (step, prompt position, the sampling Generator, the EMA
+baseline, the AdamW moments) makes ``--resume`` bit-for-bit, through the loop of
+:mod:`minillm.training.loop` as for SFT; the reference model is kept in
+``OUT/reference``. The best checkpoint has the highest held-out greedy reward.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from minillm import seeds
+from minillm.backend import to_numpy
+from minillm.data.batching import EncodedDataset
+from minillm.data.examples import Example
+from minillm.evaluation import decode_labels, evaluate_policy, prompt_batch, sample_outputs, token_logprobs
+from minillm.evaluation.rewards import Reward, score_outputs
+from minillm.ops.cross_entropy import IGNORE_INDEX
+from minillm.optim import AdamW, clip_grad_norm, lr_schedule
+from minillm.training import checkpoint as ckpt
+from minillm.training.loop import Trainer, TrainingDiverged, run
+from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
+from minillm.training.run_folder import JSONSettings, restore_generator
+
+REFERENCE_DIR = "reference"
+
+
+@dataclass(frozen=True)
+class RLConfig(JSONSettings):
+    """The REINFORCE trainer's settings (saved in the run folder; ``--resume`` reuses them).
+
+    ``batch_size`` prompts per step, ``k`` samples per prompt (RLOO needs k >= 2).
+    ``temperature`` / ``top_k`` / ``top_p``: the sampler (1.0 / 0 / 1.0 sample the
+    policy itself; anything else biases the gradient). ``eval_every`` / ``save_every``
+    in steps (0: only at the end; ``save_every`` None: with each evaluation).
+    """
+
+    _label = "RL setting"  # in error messages (a class attribute, not a field)
+
+    steps: int = 200
+    batch_size: int = 16
+    k: int = 8
+    lr: float = 3e-4
+    warmup_steps: int = 10
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    baseline: str = "rloo"
+    ema_decay: float = 0.9
+    whiten: bool = False
+    kl_coef: float = 0.1
+    entropy_coef: float = 0.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    seed: int = 0
+    eval_every: int = 50
+    save_every: int | None = None
+    eval_batch_size: int = 150
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "k", "max_new_tokens", "eval_batch_size", "log_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("warmup_steps", "eval_every", "seed", "top_k"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if self.save_every is not None and self.save_every < 0:
+            raise ValueError(f"save_every must be non-negative, got {self.save_every}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if self.baseline == "rloo" and self.k < 2:
+            raise ValueError("the rloo baseline needs k >= 2 samples per prompt")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
+        for name in ("kl_coef", "entropy_coef", "weight_decay"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+
+
+@dataclass
+class RLState:
+    """Everything that changes in a run besides the parameters and the AdamW moments."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    rng_state: dict | None = None
+    ema: float | None = None
+    best: dict | None = None  # {"reward", "step"}
+
+
+def prompt_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Epoch ``epoch``'s batches of prompt indices: a permutation cut into full batches.
+
+    A pure function of (n, batch_size, seed, epoch) (the "order" stream of the
+    epoch), so (epoch, batch) is all a resumed run needs. With fewer than
+    ``batch_size`` prompts, one batch of all.
+    """
+    perm = seeds.generator(seed, "order", epoch).permutation(n)
+    if n <= batch_size:
+        return [perm]
+    return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
+            examples: Sequence[Example], encoded: EncodedDataset, indices, step: int,
+            config: RLConfig, rng: np.random.Generator, ema: float | None = None):
+    """One REINFORCE step on the prompts ``indices`` (see the module docstring).
+
+    Samples k outputs per prompt with ``rng``, scores them, forms the advantages,
+    and updates ``policy`` in place. Raises RewardError for a failing reward,
+    TrainingDiverged (before the update) for a non-finite loss or gradient.
+    Returns (stats dict, the new EMA baseline).
+    """
+    k = config.k
+    xp = policy.xp
+    b = prompt_batch(encoded, indices)  # host arrays
+    input_ids = xp.asarray(b["input_ids"])
+    mask = xp.asarray(b["attention_mask"])
+    labels = sample_outputs(policy, input_ids, mask, k, rng, config.max_new_tokens,
+                            config.temperature, config.top_k, config.top_p)  # (B*k, L)
+    texts = decode_labels(tokenizer, labels)
+    rewards = score_outputs(reward, [examples[int(i)] for i in indices for _ in range(k)], texts)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
+        ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
+        kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
+        shaped = rewards - config.kl_coef * kl
+        adv, ema = compute_advantages(shaped.reshape(-1, k), config.baseline, ema,
+                                      config.ema_decay, config.whiten)
+        loss, grads, entropy = reinforce_backward(policy, adv.reshape(-1), cache,
+                                                  config.entropy_coef)
+        norm = clip_grad_norm(grads, config.max_grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise TrainingDiverged(f"step {step + 1}: loss {loss}, gradient norm {norm} (not finite)")
+    lr = lr_schedule(step, lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps,
+                     kind=config.schedule, min_lr_ratio=config.min_lr_ratio)
+    optimizer.step(policy.params, grads, lr)
+    n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
+    stats = {
+        "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+        "kl": float(kl.mean()), "entropy": entropy, "adv_mean": float(adv.mean()),
+        "adv_std": float(adv.std()), "adv_abs_max": float(np.abs(adv).max()),
+        "output_tokens": float(n_tok.mean()), "lr": float(lr), "grad_norm": float(norm),
+    }
+    return stats, ema
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class RLTrainer(Trainer):
+    """REINFORCE's part of the run loop: sampled steps, held-out reward, the reference folder."""
+
+    name, config_key, kind, initial_eval = "rl", "rl_config", "rl", True
+
+    def __init__(self, policy, reference, tokenizer, reward: Reward,
+                 train_examples: Sequence[Example], train_data: EncodedDataset, config: RLConfig,
+                 state: RLState, optimizer: AdamW | None = None,
+                 eval_examples: Sequence[Example] | None = None,
+                 eval_data: EncodedDataset | None = None, run_info: dict | None = None):
+        if policy.device != reference.device:
+            raise ValueError(f"the policy is on {policy.device} but the reference on {reference.device}")
+        self.model, self.reference, self.tokenizer, self.reward = policy, reference, tokenizer, reward
+        self.config, self.state, self.run_info = config, state, run_info
+        self.optimizer = optimizer if optimizer is not None else AdamW(
+            lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
+        self.rng = (seeds.generator(config.seed, "sampling") if state.rng_state is None
+                    else restore_generator(state.rng_state))
+        self.train_examples, self.train_data = train_examples, train_data
+        self.eval_examples, self.eval_data = eval_examples, eval_data
+
+    def start(self, out_dir: str) -> None:
+        ckpt.save_model(os.path.join(out_dir, REFERENCE_DIR), self.reference, self.tokenizer)
+
+    def step(self) -> dict[str, Any]:
+        """rl_step on the next prompts of the epoch; its figures and its seconds ("step_s")."""
+        c, s = self.config, self.state
+        order = prompt_order(len(self.train_examples), c.batch_size, c.seed, s.epoch)
+        t0 = time.perf_counter()
+        stats, s.ema = rl_step(self.model, self.reference, self.optimizer, self.tokenizer,
+                               self.reward, self.train_examples, self.train_data,
+                               order[s.batch_in_epoch], s.step, c, self.rng, s.ema)
+        s.batch_in_epoch += 1
+        if s.batch_in_epoch == len(order):
+            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+        return {**stats, "step_s": time.perf_counter() - t0}
+
+    def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
+        """The figures of the last step of the window."""
+        return dict(window[-1])
+
+    def postfix(self, record: dict) -> dict[str, str]:
+        return {"reward": f"{record['reward']:.3f}", "kl": f"{record['kl']:.3f}",
+                "H": f"{record['entropy']:.2f}"}
+
+    def evaluate(self, kind: str) -> dict | None:
+        if not self.eval_examples:
+            return None
+        return evaluate_policy(self.model, self.reference, self.tokenizer, self.reward,
+                               self.eval_examples, self.eval_data, self.config.eval_batch_size,
+                               self.config.max_new_tokens, self.config.seed)
+
+    def eval_record(self, result: dict) -> dict[str, Any]:
+        return {k: result[k] for k in ("reward", "sampled_reward", "kl", "n", "per_task")}
+
+    def eval_line(self, kind: str, result: dict) -> str:
+        line = (f"step {self.state.step}: held-out reward {result['reward']:.3f} (greedy), "
+                f"{result['sampled_reward']:.3f} (sampled)")
+        return line if kind == "initial_eval" else f"{line}, KL {result['kl']:.3f}"
+
+    def best_entry(self, result: dict) -> dict[str, Any]:
+        return {"reward": result["reward"]}
+
+    def is_better(self, entry: dict, best: dict) -> bool:
+        return entry["reward"] > best["reward"]
+
+
+def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequence[Example],
+           train_data: EncodedDataset, config: RLConfig, out_dir: str,
+           eval_examples: Sequence[Example] | None = None, eval_data: EncodedDataset | None = None,
+           state: RLState | None = None, optimizer: AdamW | None = None,
+           run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
+           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``policy`` in place with REINFORCE for ``config.steps`` steps; checkpoint into ``out_dir``.
+
+    ``reference``: the frozen starting model (saved once in ``out_dir/reference``), on
+    the policy's device: the run computes there (prompts are copied to it as they
+    enter a step, the AdamW moments are allocated beside the params) and writes its
+    checkpoints from host copies. The device is not part of ``config``.
+    ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run, which
+    first evaluates and writes a step-0 checkpoint). The run folder, metrics.jsonl
+    and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
+    the mean reward, KL, entropy and advantage statistics.
+
+    Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
+    """
+    trainer = RLTrainer(policy, reference, tokenizer, reward, train_examples, train_data, config,
+                        state or RLState(), optimizer, eval_examples, eval_data, run_info)
+    return run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
+               log=log)
