@@ -119,6 +119,27 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
     return result, improved
 
 
+def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
+          log: Callable[[str], None]) -> tuple[list[dict], dict | None]:
+    """The metrics records the run continues, and (a fresh run) its start and step-0 checkpoint.
+
+    Records written after the checkpoint a run resumes from are not part of it.
+    Returns (records, the initial evaluation or None).
+    """
+    records = [r for r in read_metrics(path) if r.get("step", 0) <= trainer.state.step]
+    initial_eval = None
+    if fresh:
+        records = []
+        trainer.start(out_dir)
+        if trainer.initial_eval:
+            initial_eval, _ = held_out(trainer, "initial_eval", records, path)
+        save(trainer, out_dir, improved=initial_eval is not None)
+        if initial_eval is not None:
+            log(trainer.eval_line("initial_eval", initial_eval))
+    write_metrics(path, records)
+    return records, initial_eval
+
+
 def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = None,
         progress: bool = True, plot: bool = False,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -132,18 +153,8 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     config, state = trainer.config, trainer.state
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, METRICS_NAME)
-    records = [r for r in read_metrics(path) if r.get("step", 0) <= state.step]
-    initial_eval = final_eval = None
-    if fresh:
-        records = []
-        trainer.start(out_dir)
-        if trainer.initial_eval:
-            initial_eval, _ = held_out(trainer, "initial_eval", records, path)
-        save(trainer, out_dir, improved=initial_eval is not None)
-        if initial_eval is not None:
-            log(trainer.eval_line("initial_eval", initial_eval))
-    write_metrics(path, records)
-
+    records, initial_eval = begin(trainer, out_dir, path, fresh, log)
+    final_eval = None
     save_every = config.eval_every if config.save_every is None else config.save_every
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
     bar = tqdm(total=config.steps, initial=state.step, desc=trainer.name, unit="step",
@@ -168,10 +179,9 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
                 bar.set_postfix(trainer.postfix(records[-1]))
                 t_last, window = now, []
             is_last = state.step == config.steps
-            result, improved = None, False
+            improved = False
             if is_last:
-                result, improved = held_out(trainer, "final_eval", records, path)
-                final_eval = result
+                final_eval, improved = held_out(trainer, "final_eval", records, path)
             elif config.eval_every and state.step % config.eval_every == 0:
                 result, improved = held_out(trainer, "eval", records, path)
                 if result is not None:
