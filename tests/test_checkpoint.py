@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import pytest
 import minillm
 from minillm.optim import AdamW
 from minillm.training import checkpoint as ckpt
+from tests.conftest import folder_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,17 +44,6 @@ def stepped_optimizer(model, steps=2, seed=1):
         grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.params.items()}
         opt.step(model.params, grads)
     return opt
-
-
-def folder_digest(folder):
-    """{relative path: sha256} of every file under ``folder``."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def test_round_trip(tmp_path, tokenizer):
@@ -90,22 +79,6 @@ def test_round_trip(tmp_path, tokenizer):
     loaded = minillm.from_pretrained(tmp_path)
     np.testing.assert_array_equal(loaded.params["shared.weight"], model.params["shared.weight"])
 
-
-def test_transformers_loads_run_folder(tmp_path, tokenizer):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    model = small_model(tokenizer)
-    ckpt.save_checkpoint(tmp_path, model, tokenizer, stepped_optimizer(model, 1), {"step": 1})
-    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
-    ids = np.array([tokenizer.encode("one two three")])
-    labels = np.array([tokenizer.encode("pen owl red")])
-    with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(ids), labels=torch.tensor(labels)).logits.numpy()
-    ours = model.logits(ids, model.shift_right(labels))
-    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-4)
-    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert hf_tok("one two three")["input_ids"] == tokenizer.encode("one two three")
-    assert hf_tok.pad_token_id == 0 and hf_tok.eos_token_id == 1
 
 
 def test_interrupted_writer_leaves_previous_checkpoint(tmp_path, tokenizer, monkeypatch):

@@ -1,5 +1,10 @@
 """The PyTorch / transformers reference, built locally from a minillm model.
 
+Every module in tests/reference/ compares minillm with a library that minillm
+does not depend on (torch, transformers, sacrebleu, rouge-score) and skips
+itself with ``pytest.importorskip`` when that library is absent; the helpers
+here import torch and transformers only when called.
+
 Nothing is downloaded: a random minillm T5 is saved as a Hugging Face folder
 and transformers loads it.
 
@@ -31,21 +36,6 @@ def patch_t5_layernorm() -> None:
     modeling_t5.T5LayerNorm.forward = forward
 
 
-def tiny_config(variant: str = "relu", **overrides) -> minillm.T5Config:
-    """A tiny T5: 'relu' (v1.0, tied) or 'gated-gelu' (v1.1 / FLAN-T5, untied).
-
-    H*D != C and decoder layers != encoder layers on purpose.
-    """
-    base = dict(
-        vocab_size=64, d_model=16, d_kv=6, num_heads=3, d_ff=24, num_layers=2,
-        num_decoder_layers=3, relative_attention_num_buckets=8,
-        relative_attention_max_distance=20, dropout_rate=0.0,
-        feed_forward_proj=variant, tie_word_embeddings=(variant == "relu"),
-    )
-    base.update(overrides)
-    return minillm.T5Config(**base)
-
-
 def torch_model(model: minillm.T5, folder):
     """transformers' T5ForConditionalGeneration with model's weights, in its dtype, eager attention."""
     import torch
@@ -59,15 +49,17 @@ def torch_model(model: minillm.T5, folder):
     return tm
 
 
-def random_batch(rng: np.random.Generator, vocab: int, B: int = 3, S: int = 9, T: int = 7):
-    """input_ids (B, S), attention_mask (B, S) with right padding, labels (B, T) with -100 tails."""
-    input_ids = rng.integers(2, vocab, (B, S))
-    mask = np.ones((B, S), dtype=np.int64)
-    labels = rng.integers(2, vocab, (B, T))
-    for b in range(B):
-        s_len = int(rng.integers(1, S + 1))
-        mask[b, s_len:] = 0
-        input_ids[b, s_len:] = 0
-        t_len = int(rng.integers(1, T + 1))
-        labels[b, t_len:] = -100
-    return input_ids, mask, labels
+def hf_generate(tm, ids, mask, **kwargs):
+    """transformers' generate with scores; a fresh lazily-grown cache.
+
+    transformers sizes its default cache by the encoder's layer count, which
+    breaks when the decoder has more layers (as tiny_config's); a DynamicCache
+    without a config grows one layer per decoder layer.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    with torch.no_grad():
+        return tm.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                           cache=EncoderDecoderCache(DynamicCache(), DynamicCache()),
+                           return_dict_in_generate=True, output_scores=True, **kwargs)
