@@ -13,13 +13,15 @@ import argparse
 import numpy as np
 
 import minillm
+from minillm import seeds
 from minillm.backend import keep_freed_memory
 from minillm.data import encode_examples
-from minillm.generation import generate
-from minillm.workflows.presets import PRESETS
 from minillm.data.tasks import TASKS, builtin_dataset
 from minillm.data.tokenizer import Tokenizer
-from minillm.training.sft import TrainConfig, fit, format_eval
+from minillm.evaluation import format_eval
+from minillm.generation import generate
+from minillm.training import TrainConfig, fit
+from minillm.workflows.presets import PRESETS
 
 
 def parse_args(doc: str, steps: int, out: str) -> argparse.Namespace:
@@ -34,13 +36,13 @@ def train_on_tasks(tasks: list[str], steps: int, out: str, seed: int = 0, n_trai
                    batch_size: int = 32, lr: float = 3e-3):
     """Train the "small" preset's T5 on ``tasks``; print held-out exact match; (model, tokenizer)."""
     keep_freed_memory()  # reuse each step's large arrays (see the README's performance notes)
-    train = builtin_dataset(n_train, seed=seed, tasks=tasks)
-    held = builtin_dataset(40 * len(tasks), seed=seed + 1, split="eval", tasks=tasks)
+    train = builtin_dataset(n_train, seed=seed, tasks=tasks)  # the "sft_data" stream of minillm.seeds
+    held = builtin_dataset(40 * len(tasks), seed=seed, split="eval", tasks=tasks)  # "eval_data"
     phrasings = [p for t in tasks for p in TASKS[t].instructions + TASKS[t].heldout_instructions]
     tok = Tokenizer.train([e.prompt for e in train] + [e.target for e in train] + phrasings,
                           vocab_size=800)
     config = minillm.T5Config(vocab_size=tok.vocab_size, **PRESETS["small"].model)
-    model = minillm.T5.init(config, np.random.default_rng([seed, 0]))
+    model = minillm.T5.init(config, seeds.generator(seed, "init"))
     print(f"{model.num_parameters():,} parameters; {len(train)} training examples of {tasks}")
     enc, _ = encode_examples(train, tok, 64, 32)
     held_enc, _ = encode_examples(held, tok, 64, 32)

@@ -5,9 +5,11 @@
 
 1. SFT (skipped with --sft): the "small" preset's T5 is trained on one built-in task
    for only --sft-steps steps, so it is weak: it gets some held-out prompts right.
-2. REINFORCE with that task's verifier as the reward, through the command line:
+2. REINFORCE with that task's verifier as the reward: the ``minillm rl`` workflow,
 
-       minillm rl OUT/sft --out OUT/rl --tasks TASK --reward verify --k 8 ...
+       rl(RLSettings(dir="OUT/sft", out="OUT/rl", tasks=TASK, reward="verify", k=8, ...))
+
+   which is what ``minillm rl OUT/sft --out OUT/rl --tasks TASK --reward verify --k 8 ...`` runs.
 
    For each prompt, k sampled outputs; each is scored 0 or 1 by the verifier, and
    the ones that beat the mean of the other k-1 samples are made more likely (RLOO);
@@ -19,7 +21,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 import time
@@ -29,16 +31,15 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
 import minillm  # noqa: E402
+from minillm import seeds  # noqa: E402
 from minillm.backend import keep_freed_memory  # noqa: E402
-from minillm.cli import main as minillm_main  # noqa: E402
 from minillm.data import encode_examples  # noqa: E402
-from minillm.workflows.presets import PRESETS  # noqa: E402
 from minillm.data.tasks import TASKS, builtin_dataset  # noqa: E402
 from minillm.data.tokenizer import Tokenizer  # noqa: E402
-from minillm.training.sft import TrainConfig, fit  # noqa: E402
+from minillm.training import TrainConfig, fit  # noqa: E402
+from minillm.workflows import RLSettings, rl  # noqa: E402
+from minillm.workflows.presets import PRESETS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,7 +66,7 @@ def train_weak_model(task: str, steps: int, out: str, seed: int) -> str:
     tok = Tokenizer.train([e.prompt for e in train] + [e.target for e in train] + phrasings,
                           vocab_size=400)
     config = minillm.T5Config(vocab_size=tok.vocab_size, **PRESETS["small"].model)
-    model = minillm.T5.init(config, np.random.default_rng([seed, 0]))
+    model = minillm.T5.init(config, seeds.generator(seed, "init"))
     enc, _ = encode_examples(train, tok, 64, 32)
     cfg = TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup_steps=min(20, steps // 3),
                       eval_every=0, seed=seed)
@@ -80,20 +81,16 @@ def main() -> int:
     t0 = time.perf_counter()
     sft = args.sft or train_weak_model(args.task, args.sft_steps, os.path.join(args.out, "sft"),
                                        args.seed)
-    rl_out = os.path.join(args.out, "rl")
-    cmd = ["rl", sft, "--out", rl_out, "--tasks", args.task, "--reward", "verify",
-           "--k", str(args.k), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-           "--lr", str(args.lr), "--kl-coef", str(args.kl_coef), "--n-eval", str(args.n_eval),
-           "--eval-every", str(max(1, args.steps // 3)), "--seed", str(args.seed),
-           "--max-new-tokens", "24", "--overwrite"] + (["--no-progress"] if args.no_progress else [])
-    print("2. REINFORCE: minillm " + " ".join(cmd))
-    code = minillm_main(cmd)
-    if code:
-        return code
-    with open(os.path.join(rl_out, "metrics.jsonl"), encoding="utf-8") as f:
-        records = [json.loads(line) for line in f]
-    before = next(r for r in records if r["kind"] == "initial_eval")
-    after = next(r for r in records if r["kind"] == "final_eval")
+    settings = RLSettings(dir=sft, out=os.path.join(args.out, "rl"), tasks=args.task,
+                          reward="verify", k=args.k, batch_size=args.batch_size, steps=args.steps,
+                          lr=args.lr, kl_coef=args.kl_coef, n_eval=args.n_eval,
+                          eval_every=max(1, args.steps // 3), seed=args.seed, max_new_tokens=24,
+                          overwrite=True, no_progress=args.no_progress)
+    given = [f"{f.name}={getattr(settings, f.name)!r}" for f in dataclasses.fields(settings)
+             if getattr(settings, f.name) != f.default]
+    print(f"2. REINFORCE: rl(RLSettings({', '.join(given)}))")
+    result = rl(settings)
+    before, after = result.initial_eval, result.final_eval
     print(f"\n3. held-out {args.task}, {after['n']} prompts (reward: the task's verifier, 0-1)")
     print(f"{'':>8} {'greedy':>8} {'sampled':>8} {'KL to SFT':>10}")
     for name, r in (("before", before), ("after", after)):

@@ -11,7 +11,7 @@ a stream changes none. Each consumer owns its stream:
 
     stream          consumer
     init            the initial weights of a new model (T5.init in ``minillm train``)
-    sft_data        the built-in suite's training examples for SFT
+    sft_data        the built-in suite's training examples for SFT (``minillm data``'s too)
     eval_data       the built-in suite's held-out examples (SFT, REINFORCE and ``minillm eval`` alike)
     rl_data         the built-in suite's training prompts for REINFORCE (not SFT's)
     held_out        which 5% of --data is held out when no --eval-data is given

@@ -173,11 +173,31 @@ def test_bucketing_reduces_padding():
 
 
 def test_resume_mid_epoch_is_bit_identical():
+    """A run stopped after 5 batches and resumed with start=5 sees what the unstopped run saw
+    next; the 5 it saw and the resumed ones hold every example of the epoch once."""
     enc = _dataset()
-    full = list(epoch_batches(enc, 16, seed=7, epoch=2))
+    run = epoch_batches(enc, 16, seed=7, epoch=2)
+    seen = [next(run) for _ in range(5)]
+    rest = list(run)  # the unstopped run's next batches
     resumed = list(epoch_batches(enc, 16, seed=7, epoch=2, start=5))
-    assert len(resumed) == len(full) - 5
-    for x, y in zip(full[5:], resumed, strict=True):
-        assert all(np.array_equal(x[k], y[k]) for k in x)
+    assert len(resumed) == len(rest) == num_batches(len(enc), 16) - 5
+    for x, y in zip(rest, resumed, strict=True):
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    index = np.concatenate([b["index"] for b in seen + resumed])
+    assert sorted(index.tolist()) == list(range(len(enc)))  # no example repeated, none skipped
     e2, e3 = epoch_order(enc.lengths, 16, 7, 2), epoch_order(enc.lengths, 16, 7, 3)
     assert any(not np.array_equal(a, b) for a, b in zip(e2, e3, strict=True))
+
+
+def test_split_held_out_holds_out_five_percent_on_the_held_out_stream():
+    from minillm import seeds
+    from minillm.data import split_held_out
+
+    examples = [Example(f"p{i}", f"t{i}") for i in range(200)]
+    train, held = split_held_out(examples, seed=4)
+    assert len(held) == 10 and len(train) == 190
+    chosen = sorted(seeds.generator(4, "held_out").permutation(200)[:10])  # the documented draw
+    assert held == [examples[i] for i in chosen]
+    assert train == [ex for i, ex in enumerate(examples) if i not in set(chosen)]
+    assert split_held_out(examples, seed=5)[1] != held
+    assert split_held_out(examples[:1], seed=0) == (examples[:1], [])

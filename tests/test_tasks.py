@@ -215,6 +215,18 @@ def test_builtin_dataset_is_deterministic_and_balanced():
         builtin_dataset(5, split="test")
 
 
+def test_builtin_dataset_draws_each_split_from_its_named_stream():
+    # the default stream of a split is the one the trainers name (see minillm.seeds)
+    assert builtin_dataset(40, seed=2) == builtin_dataset(40, seed=2, stream="sft_data")
+    assert builtin_dataset(40, seed=2, split="eval") == builtin_dataset(40, seed=2, split="eval",
+                                                                        stream="eval_data")
+    rl_prompts = builtin_dataset(40, seed=2, stream="rl_data")  # REINFORCE's, not SFT's
+    assert rl_prompts != builtin_dataset(40, seed=2)
+    assert {ex.task for ex in rl_prompts} == set(TASKS)
+    with pytest.raises(ValueError, match="unknown random stream"):
+        builtin_dataset(5, stream="nope")
+
+
 def test_train_and_eval_are_disjoint():
     train = builtin_dataset(2000, seed=0, split="train")
     evals = builtin_dataset(400, seed=0, split="eval")

@@ -1,13 +1,16 @@
 """The ``minillm`` command line: one subcommand per module in this package.
 
 Each subcommand module defines ``add_parser(subparsers)`` (which registers its
-parser and sets ``func``) and does its heavy imports inside its run function,
-so ``minillm --help`` is fast.
+parser and sets ``func``) and a ``run(args)`` that turns the arguments into the
+command's settings, calls its workflow (:mod:`minillm.workflows`) and prints
+the result. Errors the workflow raises (ValueError, FileNotFoundError, a
+diverged run) become one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 
@@ -16,21 +19,26 @@ COMMANDS = ["train", "generate", "eval", "rl", "data"]
 
 
 class CLIError(Exception):
-    """An error the CLI reports in one line, exiting with status 2."""
+    """An error in the arguments themselves, reported in one line with exit status 2.
 
-
-def check_device(device: str) -> None:
-    """Fail in one line (CLIError) when ``device`` is unusable: 'cuda' without CuPy or a GPU.
-
-    Subcommands call this before they read or write anything, so a bad
-    ``--device`` never leaves a half-made run folder behind.
+    Everything a command checks beyond parsing is the workflow's to check
+    (:mod:`minillm.workflows`): its ValueError / FileNotFoundError is reported the same way.
     """
-    from minillm.backend import xp_for
 
-    try:
-        xp_for(device)
-    except RuntimeError as e:
-        raise CLIError(str(e)) from None
+
+def settings_from(cls, args: argparse.Namespace, **given):
+    """The settings dataclass ``cls`` from parsed ``args``: each field from the flag of its name.
+
+    ``given`` fields are taken as they are instead; lists (``nargs``) become tuples.
+    """
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in given}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**values, **given)
+
+
+def say(msg: str) -> None:
+    """A note on stderr (stdout carries the command's result)."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from minillm.backend import keep_freed_memory
+    from minillm.workflows import TrainingDiverged
 
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
+    except (CLIError, ValueError, FileNotFoundError, KeyError, TrainingDiverged) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"minillm {args.command}: error: {msg}", file=sys.stderr)
         return 2

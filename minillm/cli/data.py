@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from minillm.cli import settings_from
+from minillm.data import to_jsonl_lines
+from minillm.workflows import DataSettings, make_data, task_samples
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``data`` subcommand."""
@@ -30,28 +34,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the requested examples; ValueError for an unknown task or a bad --n."""
-    import numpy as np
-
-    from minillm.data import to_jsonl_lines, write_jsonl
-    from minillm.data.tasks import TASKS, builtin_dataset, resolve_tasks
-
+    """Write the requested examples (:func:`minillm.workflows.make_data`), or list the tasks."""
     if args.list:
-        rng = np.random.default_rng(args.seed)
-        for name, task in TASKS.items():
-            ex = task.sample(rng, "train")
-            print(f"{name}: {task.description}")
+        for name, description, ex in task_samples(args.seed):
+            print(f"{name}: {description}")
             print(f"  prompt: {ex.prompt!r}")
             print(f"  target: {ex.target!r}")
         return 0
-    if args.n < 1:
-        raise ValueError(f"--n must be positive, got {args.n}")
-    names = resolve_tasks(args.task)
-    examples = builtin_dataset(args.n, seed=args.seed, split=args.split, tasks=names)
-    if args.out is None:
+    settings = settings_from(DataSettings, args)
+    examples = make_data(settings)
+    if settings.out is None:
         for line in to_jsonl_lines(examples):
             sys.stdout.write(line + "\n")
     else:
-        write_jsonl(examples, args.out)
-        print(f"wrote {len(examples)} {args.split} examples to {args.out}", file=sys.stderr)
+        print(f"wrote {len(examples)} {settings.split} examples to {settings.out}", file=sys.stderr)
     return 0

@@ -7,14 +7,17 @@
 Prints one JSON object: loss, perplexity, bleu (0-100), rouge1/rouge2/rougeL
 (F-measure, 0-1), exact_match (0-1), overall and per task, and the decoding
 settings used. The folder needs config.json, model.safetensors and tokenizer.json.
+The work is :func:`minillm.workflows.evaluate` (``EvalSettings`` has a field per flag).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from minillm.cli import settings_from
+from minillm.workflows import EvalSettings, evaluate
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,50 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
-    import numpy as np
-
-    import minillm
-    from minillm.cli import check_device
-    from minillm.data.tokenizer import Tokenizer, check_vocab
-    from minillm.evaluation import evaluate_model
-    from minillm.storage.fileio import atomic_path
-
-    check_device(args.device)
-    tok_path = os.path.join(args.dir, "tokenizer.json")
-    if not os.path.isdir(args.dir):
-        raise FileNotFoundError(f"{args.dir}: not a folder")
-    if not os.path.exists(tok_path):
-        raise FileNotFoundError(f"{tok_path}: missing (minillm eval needs the folder's tokenizer)")
-    if args.data is not None:
-        from minillm.data import load_jsonl
-
-        examples = load_jsonl(args.data)
-        verifiers = None
-    else:
-        from minillm.data import tasks
-
-        examples = tasks.builtin_dataset(args.n, seed=args.seed, split="eval", tasks=args.tasks)
-        verifiers = {name: t.verify for name, t in tasks.TASKS.items()}
-    model = minillm.from_pretrained(args.dir, dtype=args.dtype, device=args.device)
-    tokenizer = Tokenizer.from_file(tok_path)
-    check_vocab(tokenizer, model.config.vocab_size)
-    gen = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-               length_penalty=args.length_penalty, do_sample=args.do_sample)
-    if args.do_sample:
-        gen.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   rng=np.random.default_rng(args.seed))
-    result = evaluate_model(model, tokenizer, examples, max_source_len=args.max_source_len,
-                            max_target_len=args.max_new_tokens, batch_size=args.batch_size,
-                            progress=not args.no_progress, verifiers=verifiers, **gen)
-    outputs = result.pop("outputs")
-    if args.predictions:
-        with atomic_path(args.predictions) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for ex, out in zip(examples, outputs, strict=True):
-                f.write(json.dumps({"prompt": ex.prompt, "target": ex.target, "output": out,
-                                    "task": ex.task}, ensure_ascii=False) + "\n")
-        result["predictions"] = args.predictions
-    result["data"] = args.data or "builtin:eval"
+def run(args: argparse.Namespace) -> int:
+    """Evaluate as the flags say (:func:`minillm.workflows.evaluate`); print the result as JSON."""
+    result = evaluate(settings_from(EvalSettings, args))
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

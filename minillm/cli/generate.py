@@ -12,25 +12,18 @@ is written as ``\\n``), the sequences of a prompt one after the other.
 
 The decoding options are transformers' ``GenerationConfig`` fields; their
 defaults come from the folder's generation_config.json when it has one, then
-from transformers' defaults. Flags override both.
+from transformers' defaults. Flags override both. The work is
+:func:`minillm.workflows.generate` (``GenerateSettings`` has a field per flag).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 
-# flag dest -> generate() keyword; every one defaults to None ("not given")
-OPTIONS = {
-    "max_new_tokens": int, "min_new_tokens": int, "num_beams": int, "temperature": float,
-    "top_k": int, "top_p": float, "length_penalty": float, "num_return_sequences": int,
-    "repetition_penalty": float, "no_repeat_ngram_size": int,
-}
-# generation_config.json keys read as defaults (others are ignored)
-FILE_KEYS = (*OPTIONS, "do_sample", "early_stopping", "eos_token_id", "pad_token_id",
-             "max_length", "min_length")
+from minillm.cli import settings_from
+from minillm.workflows import GenerateSettings
+from minillm.workflows.generate import OPTIONS, iter_generate
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,88 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def generation_options(args: argparse.Namespace, folder: str) -> dict:
-    """generate() keywords: generation_config.json's values, overridden by the flags given."""
-    opts: dict = {}
-    path = os.path.join(folder, "generation_config.json")
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                file_cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        opts = {k: file_cfg[k] for k in FILE_KEYS if file_cfg.get(k) is not None}
-        # max_length / min_length count the decoder start token; *_new_tokens do not
-        if "max_length" in opts:
-            length = opts.pop("max_length")
-            opts.setdefault("max_new_tokens", length - 1)
-        if "min_length" in opts:
-            length = opts.pop("min_length")
-            if length > 0:
-                opts.setdefault("min_new_tokens", length - 1)
-    for dest in OPTIONS:
-        if getattr(args, dest) is not None:
-            opts[dest] = getattr(args, dest)
-    if args.do_sample:
-        opts["do_sample"] = True
-    if args.early_stopping is not None:
-        opts["early_stopping"] = {"true": True, "false": False}.get(args.early_stopping,
-                                                                   args.early_stopping)
-    return opts
-
-
-def _read_prompts(args: argparse.Namespace) -> list[str]:
-    if args.prompts:
-        return list(args.prompts)
-    return [line.rstrip("\r\n") for line in sys.stdin]
-
-
 def run(args: argparse.Namespace) -> int:
-    """Print one line per generated sequence; ValueError / FileNotFoundError on bad input."""
-    import numpy as np
-
-    import minillm
-    from minillm.backend import to_numpy
-    from minillm.cli import check_device
-    from minillm.generation import generate
-
-    check_device(args.device)
-    folder = args.dir
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: not a folder (expected a T5 folder with tokenizer.json)")
-    tok_path = os.path.join(folder, "tokenizer.json")
-    if not os.path.exists(tok_path):
-        raise FileNotFoundError(f"{tok_path}: missing (minillm generate tokenizes with it)")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    opts = generation_options(args, folder)
-    from minillm.data.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.from_file(tok_path)
-    model = minillm.from_pretrained(folder, dtype=args.dtype, device=args.device)
-    cfg = model.config
-    eos = opts.get("eos_token_id", cfg.eos_token_id)
-    eos = set(eos) if isinstance(eos, list) else {eos}
-    rng = np.random.default_rng(args.seed) if opts.get("do_sample") else None
-    prompts = _read_prompts(args)
-    encoded = [tokenizer.encode(p, add_eos=True) for p in prompts]
-    for ids in encoded:
-        if max(ids, default=0) >= cfg.vocab_size:
-            raise ValueError(f"the tokenizer gives id {max(ids)}, beyond the model's vocab_size "
-                             f"{cfg.vocab_size}: tokenizer.json does not match the model")
-    for start in range(0, len(encoded), args.batch_size):
-        batch = encoded[start:start + args.batch_size]
-        S = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), S), cfg.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(batch), S), dtype=np.int64)
-        for b, ids in enumerate(batch):
-            input_ids[b, :len(ids)] = ids
-            mask[b, :len(ids)] = 1
-        out = to_numpy(generate(model, input_ids, mask, rng=rng, **opts))  # host copy for decoding
-        for row in out:
-            gen = [int(i) for i in row[1:]]  # after the decoder start token
-            cut = next((j for j, i in enumerate(gen) if i in eos), len(gen))
-            text = tokenizer.decode(gen[:cut], skip_special_tokens=True)
-            sys.stdout.write(text.replace("\n", "\\n") + "\n")
+    """Print one line per generated sequence, batch by batch (:func:`minillm.workflows.generate`)."""
+    prompts = tuple(args.prompts) or (line.rstrip("\r\n") for line in sys.stdin)
+    for text in iter_generate(settings_from(GenerateSettings, args, prompts=prompts)):
+        sys.stdout.write(text.replace("\n", "\\n") + "\n")
     sys.stdout.flush()
     return 0

@@ -9,34 +9,38 @@
 DIR is the starting model (a Hugging Face T5 folder with tokenizer.json, e.g. an
 SFT run folder); it is also the frozen reference of the KL penalty, copied into
 ``OUT/reference``. The run folder is that of ``minillm train`` (see
-:mod:`minillm.training.checkpoint`); :mod:`minillm.training.reinforce` has the estimator, :mod:`minillm.evaluation.rewards`
-the rewards. Everything is checked before the folder is touched.
+:mod:`minillm.training.checkpoint`). The work is :func:`minillm.workflows.rl`
+(``RLSettings`` has a field per flag); this module parses the flags and prints
+the evaluations before and after.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
 
-DEFAULT_OUT = os.path.join("runs", "rl")
+from minillm.cli import say, settings_from
+from minillm.workflows import RLSettings, format_policy_eval, rl
+from minillm.workflows.rl import BASELINES, DEFAULT_OUT, DEFAULTS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``rl`` subcommand."""
-    from minillm.training.reinforce import BASELINES, RLConfig
-
-    d = RLConfig()
     p = subparsers.add_parser(
         "rl", help="tune a T5 with REINFORCE (RLOO) against a reward function",
         description="REINFORCE with a leave-one-out baseline: sample k outputs per prompt, score "
         "them, push up the log-probability of the better ones; a KL penalty keeps the policy near "
         "the starting model.")
-    # The REINFORCE settings default to None, so that --resume can tell which were given.
     p.add_argument("dir", metavar="DIR", nargs="?", default=None,
                    help="the starting Hugging Face T5 folder, with tokenizer.json (not needed "
                    "with --resume)")
-    g = p.add_argument_group("data, reward and run folder")
+    _data_flags(p.add_argument_group("data, reward and run folder"))
+    _training_flags(p.add_argument_group("REINFORCE ([default])"))
+    p.set_defaults(func=run)
+    return p
+
+
+def _data_flags(g) -> None:
+    """The data, reward, model and run folder flags."""
     g.add_argument("--out", metavar="DIR2", default=DEFAULT_OUT, help=f"the run folder [{DEFAULT_OUT}]")
     g.add_argument("--data", metavar="FILE.jsonl",
                    help="prompts (and references) to train on, JSONL as for minillm train "
@@ -62,7 +66,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="continue the run in --out from its last checkpoint (same settings)")
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that already holds one")
-    t = p.add_argument_group("REINFORCE ([default])")
+
+
+def _training_flags(t) -> None:
+    """The REINFORCE settings: None by default, so that --resume can tell which were given."""
+    d = DEFAULTS
     t.add_argument("--steps", type=int, help=f"optimizer steps [{d.steps}]")
     t.add_argument("--batch-size", type=int, help=f"prompts per step [{d.batch_size}]")
     t.add_argument("--k", type=int, help=f"samples per prompt [{d.k}]")
@@ -94,197 +102,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="checkpoint and stop at this step; continue later with --resume")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-    return p
-
-
-SETTINGS = ("steps", "batch_size", "k", "baseline", "ema_decay", "whiten", "kl_coef", "entropy_coef",
-            "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm", "temperature", "top_k",
-            "top_p", "max_new_tokens", "seed", "eval_every", "save_every")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _load_data(run: dict):
-    """(train examples, held-out examples) for the run's data settings."""
-
-    from minillm.data import load_jsonl, split_held_out
-
-    if run["data"] is None:
-        from minillm.data.tasks import builtin_dataset
-
-        train = builtin_dataset(run["n_train"], seed=run["seed"] + 5, split="train", tasks=run["tasks"])
-        held = builtin_dataset(run["n_eval"], seed=run["seed"] + 1, split="eval", tasks=run["tasks"])
-        return train, held
-    train = load_jsonl(run["data"])
-    if not train:
-        raise ValueError(f"{run['data']}: no examples")
-    if run["eval_data"] is not None:
-        held = load_jsonl(run["eval_data"])
-    else:  # hold out 5% (1 to 500 examples) of --data, chosen by the seed
-        train, held = split_held_out(train, run["seed"])
-    return train, held[: run["n_eval"]]
-
-
-def _check_reward(reward, examples) -> None:
-    """The verify reward needs built-in tasks: say so before any training."""
-    from minillm.data.tasks import TASKS
-
-    if reward.name == "verify":
-        bad = sorted({str(ex.task) for ex in examples if ex.task not in TASKS})
-        if bad:
-            raise ValueError(f"--reward verify scores built-in tasks only; the data has task(s) "
-                             f"{', '.join(bad)} (choose exact_match, bleu, rouge_l or module:function)")
-
-
-def _encode(examples, tokenizer, max_source_len: int):
-    import warnings
-
-    from minillm.data import encode_examples
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return encode_examples(examples, tokenizer, max_source_len, 64)[0]
-
-
-# --------------------------------------------------------------------------- run
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check everything, start or resume the run, train, and print the before/after evaluation."""
-    from minillm.cli import CLIError, check_device
-    from minillm.cli.train import check_same_file, clear_run, file_digest, say
-    from minillm.data.tokenizer import Tokenizer, check_vocab
-    from minillm.evaluation.rewards import get_reward
-    from minillm.model.t5 import T5
-    from minillm.optim import AdamW
-    from minillm.training import checkpoint as ckpt
-    from minillm.training.reinforce import REFERENCE_DIR, RLConfig, RLState, fit_rl, format_policy_eval
-    from minillm.training.sft import TrainingDiverged
-
-    t0 = time.perf_counter()
-    out = args.out
-    for name in ("n_train", "n_eval", "stop_after"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
-    if args.max_source_len < 2:
-        raise ValueError(f"--max-source-len must be at least 2, got {args.max_source_len}")
-    if args.resume and args.overwrite:
-        raise CLIError("--resume and --overwrite contradict each other")
-    check_device(args.device)
-
-    if args.resume:
-        if not ckpt.has_checkpoint(out):
-            raise FileNotFoundError(f"{out}: no checkpoint to resume (trainer_state.json missing)")
-        state_json = ckpt.read_state(out)
-        if state_json.get("kind") != "rl":
-            raise CLIError(f"{out} holds a minillm train run, not an rl run")
-        run_info = state_json["run"]
-        cfg = RLConfig.from_dict(state_json["rl_config"])
-        ignored = [f"--{n.replace('_', '-')}" for n in SETTINGS if n != "steps" and
-                   getattr(args, n) is not None]
-        ignored += [f"--{n.replace('_', '-')}" for n in ("data", "eval_data", "tasks", "reward")
-                    if getattr(args, n) is not None]
-        if ignored:
-            say(f"minillm rl: --resume continues with the run's own settings; "
-                 f"ignoring {', '.join(ignored)}")
-        if args.steps is not None:
-            cfg = RLConfig.from_dict({**cfg.to_dict(), "steps": args.steps})
-        check_same_file(run_info.get("data"), run_info.get("data_sha256"), "--data")
-        check_same_file(run_info.get("eval_data"), run_info.get("eval_data_sha256"), "--eval-data")
-        train_ex, eval_ex = _load_data(run_info)
-        reward = get_reward(run_info["reward"])
-        policy, tokenizer, opt_state, _ = ckpt.load_checkpoint(out, device=args.device)
-        reference = T5.from_pretrained(os.path.join(out, REFERENCE_DIR), dtype=str(policy.dtype),
-                                       device=args.device)
-        optimizer = AdamW(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                          weight_decay=cfg.weight_decay)
-        optimizer.load_state_dict(opt_state)
-        state = RLState(step=state_json["step"], epoch=state_json["epoch"],
-                        batch_in_epoch=state_json["batch_in_epoch"],
-                        rng_state=state_json["rng_state"], ema=state_json.get("ema"),
-                        best=state_json.get("best"))
-        if state.step >= cfg.steps:
-            raise CLIError(f"{out}: the run already reached step {state.step} of {cfg.steps}; "
-                           "pass a larger --steps to train further")
-        say(f"resuming {out} at step {state.step} of {cfg.steps}")
-    else:
-        if args.dir is None:
-            raise CLIError("give the starting model folder DIR (or --resume)")
-        if not os.path.isdir(args.dir):
-            raise FileNotFoundError(f"{args.dir}: not a folder (DIR is a Hugging Face T5 folder)")
-        tok_path = os.path.join(args.dir, ckpt.TOKENIZER_NAME)
-        if not os.path.exists(tok_path):
-            raise FileNotFoundError(f"{tok_path}: missing (DIR needs the model's tokenizer.json)")
-        if ckpt.has_checkpoint(out) and not args.overwrite:
-            raise CLIError(f"{out} already holds a run; pass --resume to continue it, "
-                           "--overwrite to start over, or another --out")
-        if os.path.abspath(out) == os.path.abspath(args.dir):
-            raise CLIError("--out must differ from DIR (DIR is the frozen reference)")
-        if args.data is None and args.reward is None:
-            args.reward = "verify"
-        if args.reward is None:
-            raise CLIError("--reward is required with --data (exact_match, bleu, rouge_l, verify, "
-                           "task:NAME or module:function)")
-        if args.data is not None and args.tasks is not None:
-            raise CLIError("--tasks selects built-in tasks; it does not apply to --data")
-        cfg = RLConfig(**{n: getattr(args, n) for n in SETTINGS if getattr(args, n) is not None})
-        reward = get_reward(args.reward)
-        tasks = None
-        if args.tasks is not None:
-            from minillm.data.tasks import resolve_tasks
-
-            tasks = resolve_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
-        run_info = {
-            "start": os.path.abspath(args.dir),
-            "data": os.path.abspath(args.data) if args.data else None,
-            "eval_data": os.path.abspath(args.eval_data) if args.eval_data else None,
-            "tasks": tasks, "reward": args.reward, "n_train": args.n_train, "n_eval": args.n_eval,
-            "seed": cfg.seed, "max_source_len": args.max_source_len,
-        }
-        for key in ("data", "eval_data"):
-            if run_info[key] and not os.path.isfile(run_info[key]):
-                raise FileNotFoundError(f"{getattr(args, key)}: no such file "
-                                        f"(--{key.replace('_', '-')})")
-            run_info[f"{key}_sha256"] = file_digest(run_info[key]) if run_info[key] else None
-        train_ex, eval_ex = _load_data(run_info)
-        tokenizer = Tokenizer.from_file(tok_path)
-        policy = T5.from_pretrained(args.dir, dtype=args.dtype, device=args.device)
-        check_vocab(tokenizer, policy.config.vocab_size)
-        reference = T5.from_pretrained(args.dir, dtype=args.dtype, device=args.device)
-        optimizer, state = None, None
-    _check_reward(reward, list(train_ex) + list(eval_ex))
-    train_enc = _encode(train_ex, tokenizer, run_info["max_source_len"])
-    eval_enc = _encode(eval_ex, tokenizer, run_info["max_source_len"]) if eval_ex else None
-    if not args.resume:
-        if args.overwrite and os.path.isdir(out):
-            import shutil
-
-            clear_run(out)
-            if os.path.isdir(os.path.join(out, REFERENCE_DIR)):
-                shutil.rmtree(os.path.join(out, REFERENCE_DIR))
-        say(f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}) of {args.dir} with reward "
-             f"{reward.name!r}: {len(train_ex)} training and {len(eval_ex)} held-out prompts; "
-             f"{cfg.steps} steps of {cfg.batch_size} prompts x {cfg.k} samples; run folder {out}")
-    try:
-        result = fit_rl(policy, reference, tokenizer, reward, train_ex, train_enc, cfg, out,
-                        eval_examples=eval_ex, eval_data=eval_enc, state=state, optimizer=optimizer,
-                        run_info=run_info, stop_after=args.stop_after,
-                        progress=not args.no_progress, log=say)
-    except TrainingDiverged as e:
-        raise CLIError(str(e)) from None
-    wall = time.perf_counter() - t0
-    if result["initial_eval"] is not None:
+    """Tune as the flags say (:func:`minillm.workflows.rl`); print the before/after evaluation."""
+    result = rl(settings_from(RLSettings, args), log=say)
+    if result.initial_eval is not None:
         print("held-out evaluation at step 0 (the starting model):")
-        print(format_policy_eval(result["initial_eval"]))
-    if result["final_eval"] is not None:
-        print(f"held-out evaluation at step {result['step']}:")
-        print(format_policy_eval(result["final_eval"]))
-        print(f"reward {result['final_eval']['reward']:.4f}")
-    elif result["stopped_early"]:
-        print(f"stopped at step {result['step']} of {cfg.steps}; continue with "
-              f"minillm rl --out {out} --resume")
-    print(f"last checkpoint: step {result['step']} -> {out}   ({wall:.0f} s)")
+        print(format_policy_eval(result.initial_eval))
+    if result.final_eval is not None:
+        print(f"held-out evaluation at step {result.step}:")
+        print(format_policy_eval(result.final_eval))
+        print(f"reward {result.final_eval['reward']:.4f}")
+    elif result.stopped_early:
+        print(f"stopped at step {result.step} of {result.steps}; continue with "
+              f"minillm rl --out {result.out} --resume")
+    print(f"last checkpoint: step {result.step} -> {result.out}   ({result.seconds:.0f} s)")
     return 0

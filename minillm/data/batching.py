@@ -230,11 +230,12 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
 def split_held_out(examples: Sequence[Example], seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held out): 5% of ``examples`` (at least 1, at most 500) held out, chosen by ``seed``.
 
-    For training on one JSONL file without a separate evaluation file; order is kept.
+    For training on one JSONL file without a separate evaluation file; order is
+    kept. The choice draws on the "held_out" stream of :mod:`minillm.seeds`.
     """
     n = len(examples)
     k = min(500, max(1, n // 20)) if n >= 2 else 0
-    perm = np.random.default_rng([seed, 2]).permutation(n)
+    perm = seeds.generator(seed, "held_out").permutation(n)
     held = [examples[i] for i in sorted(perm[:k])]
     train = [examples[i] for i in sorted(perm[k:])]
     return train, held

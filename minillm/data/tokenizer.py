@@ -33,9 +33,10 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from minillm.ops.cross_entropy import IGNORE_INDEX  # label padding; decode skips it
+
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, UNK)  # ids 0, 1, 2 in a trained tokenizer
-IGNORE_INDEX = -100  # label padding; decode skips it
 ALPHABET = sorted(set(string.printable) - set("\t\r\x0b\x0c ") | set("éèêëàâçîïôûùüœÉÈÀÇ"))
 
 

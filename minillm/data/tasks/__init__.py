@@ -14,8 +14,8 @@ under about 40 tokens and answers under about 16, so a small T5 learns the suite
 on a laptop CPU in minutes.
 
     from minillm.data.tasks import TASKS, builtin_dataset
-    train = builtin_dataset(20_000, seed=0)
-    heldout = builtin_dataset(900, seed=1, split="eval")
+    train = builtin_dataset(20_000, seed=0)                 # the "sft_data" stream of seed 0
+    heldout = builtin_dataset(900, seed=0, split="eval")    # the "eval_data" stream
     tok = train_tokenizer(vocab_size=1000)          # a Tokenizer for the suite
     score = TASKS[ex.task].verify(ex, model_output)
 """
@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
+from minillm import seeds
 from minillm.data.examples import Example
 from minillm.data.tasks.base import SPLITS, Task, instance_split
 from minillm.data.tasks.codegen import CodeExpression
@@ -48,7 +47,8 @@ TASKS: dict[str, Task] = {
     )
 }
 
-_SPLIT_CODE = {"train": 0, "eval": 1}
+# the random stream (minillm.seeds) each split draws from unless told otherwise
+DEFAULT_STREAM = {"train": "sft_data", "eval": "eval_data"}
 
 
 def resolve_tasks(tasks: Sequence[str] | str | None) -> list[str]:
@@ -66,20 +66,24 @@ def resolve_tasks(tasks: Sequence[str] | str | None) -> list[str]:
 
 
 def builtin_dataset(
-    n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | str | None = None
+    n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | str | None = None,
+    stream: str | None = None,
 ) -> list[Example]:
     """``n`` examples of ``split``, balanced over ``tasks`` (all by default), shuffled.
 
     Task ``i`` gets ``n // k`` examples, plus one for the first ``n % k`` tasks.
-    Deterministic in ``(n, seed, split, tasks)``; train and eval never share an
-    instance, whatever the seeds.
+    The examples are drawn from ``seeds.generator(seed, stream)``; ``stream``
+    defaults to the split's: "sft_data" for train, "eval_data" for eval
+    (REINFORCE draws its training prompts from "rl_data"). Deterministic in
+    ``(n, seed, split, tasks, stream)``; train and eval never share an instance,
+    whatever the seeds and streams.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     names = resolve_tasks(tasks)
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
+    rng = seeds.generator(seed, stream or DEFAULT_STREAM[split])
     examples = [TASKS[names[i % len(names)]].sample(rng, split) for i in range(n)]
     return [examples[i] for i in rng.permutation(n)]
 

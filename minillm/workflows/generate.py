@@ -1,0 +1,150 @@
+"""``minillm generate`` as one call: decode prompts with a T5 folder, as transformers' ``generate`` would.
+
+    from minillm.workflows import GenerateSettings, generate
+    outputs = generate(GenerateSettings(dir="runs/sft", prompts=("Reverse the words.\\nred blue",),
+                                        num_beams=4, num_return_sequences=2))
+
+Each prompt is encoded with ``</s>`` appended (T5's convention); each output is
+decoded up to its first end-of-sequence token with the special tokens skipped.
+The result is one string per prompt and returned sequence: the sequences of a
+prompt one after the other, prompts in order. The decoding options are
+transformers' ``GenerationConfig`` fields; their defaults come from the
+folder's generation_config.json when it has one, then from transformers'
+defaults (:func:`minillm.generation.generate`'s). Settings given override both.
+Sampling draws on the "generate" stream of :mod:`minillm.seeds`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from minillm import seeds
+from minillm.backend import to_numpy
+from minillm.generation import generate as generate_ids
+from minillm.workflows.common import check_device, check_folder
+
+# settings that are generate() keywords of the same name (None: not given), and their types
+OPTIONS = {
+    "max_new_tokens": int, "min_new_tokens": int, "num_beams": int, "temperature": float,
+    "top_k": int, "top_p": float, "length_penalty": float, "num_return_sequences": int,
+    "repetition_penalty": float, "no_repeat_ngram_size": int,
+}
+# generation_config.json keys read as defaults (others are ignored)
+FILE_KEYS = (*OPTIONS, "do_sample", "early_stopping", "eos_token_id", "pad_token_id",
+             "max_length", "min_length")
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """One field per ``minillm generate`` flag (``dir`` and ``prompts`` are the positionals)."""
+
+    dir: str
+    prompts: Iterable[str] = ()  # a sequence, or any iterable read once (stdin's lines)
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+    num_beams: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    length_penalty: float | None = None
+    num_return_sequences: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    do_sample: bool | None = None
+    early_stopping: bool | str | None = None  # True, False or "never" (the CLI's "true"/"false" too)
+    seed: int = 0
+    batch_size: int = 16
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def generation_options(settings: GenerateSettings) -> dict[str, Any]:
+    """generate() keywords: the folder's generation_config.json, overridden by the settings given."""
+    s = settings
+    opts: dict[str, Any] = {}
+    path = os.path.join(s.dir, "generation_config.json")
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                file_cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        opts = {k: file_cfg[k] for k in FILE_KEYS if file_cfg.get(k) is not None}
+        # max_length / min_length count the decoder start token; *_new_tokens do not
+        if "max_length" in opts:
+            length = opts.pop("max_length")
+            opts.setdefault("max_new_tokens", length - 1)
+        if "min_length" in opts:
+            length = opts.pop("min_length")
+            if length > 0:
+                opts.setdefault("min_new_tokens", length - 1)
+    for name in OPTIONS:
+        if getattr(s, name) is not None:
+            opts[name] = getattr(s, name)
+    if s.do_sample:
+        opts["do_sample"] = True
+    if s.early_stopping is not None:
+        opts["early_stopping"] = {"true": True, "false": False}.get(s.early_stopping,
+                                                                   s.early_stopping)
+    return opts
+
+
+def generate(settings: GenerateSettings) -> list[str]:
+    """The decoded outputs for ``settings.prompts``: ``num_return_sequences`` per prompt, in order.
+
+    ValueError / FileNotFoundError (one line) for a bad folder, device or option.
+    """
+    return list(iter_generate(settings))
+
+
+def iter_generate(settings: GenerateSettings) -> Iterator[str]:
+    """:func:`generate`, yielding each batch's outputs as soon as it is decoded.
+
+    ``settings.prompts`` may be any iterable (stdin's lines): it is read once,
+    after the folder and the options are checked.
+    """
+    from minillm.data.tokenizer import Tokenizer
+    from minillm.model import T5
+
+    s = settings
+    check_device(s.device)
+    tok_path = check_folder(s.dir, "expected a T5 folder with tokenizer.json",
+                            "minillm generate tokenizes with it")
+    if s.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {s.batch_size}")
+    opts = generation_options(s)
+    tokenizer = Tokenizer.from_file(tok_path)
+    model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
+    cfg = model.config
+    eos = opts.get("eos_token_id", cfg.eos_token_id)
+    eos = set(eos) if isinstance(eos, list) else {eos}
+    rng = seeds.generator(s.seed, "generate") if opts.get("do_sample") else None
+    encoded = [tokenizer.encode(p, add_eos=True) for p in s.prompts]
+    for ids in encoded:
+        if max(ids, default=0) >= cfg.vocab_size:
+            raise ValueError(f"the tokenizer gives id {max(ids)}, beyond the model's vocab_size "
+                             f"{cfg.vocab_size}: tokenizer.json does not match the model")
+    for start in range(0, len(encoded), s.batch_size):
+        input_ids, mask = _pad(encoded[start:start + s.batch_size], cfg.pad_token_id)
+        out = to_numpy(generate_ids(model, input_ids, mask, rng=rng, **opts))  # (B * r, 1 + L)
+        for row in out:
+            gen = [int(i) for i in row[1:]]  # after the decoder start token
+            cut = next((j for j, i in enumerate(gen) if i in eos), len(gen))
+            yield tokenizer.decode(gen[:cut], skip_special_tokens=True)
+
+
+def _pad(batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask), both (B, S): the rows right-padded with ``pad_id``."""
+    S = max(len(ids) for ids in batch)
+    input_ids = np.full((len(batch), S), pad_id, dtype=np.int64)  # (B, S)
+    mask = np.zeros((len(batch), S), dtype=np.int64)  # (B, S)
+    for b, ids in enumerate(batch):
+        input_ids[b, :len(ids)] = ids
+        mask[b, :len(ids)] = 1
+    return input_ids, mask

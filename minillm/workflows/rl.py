@@ -1,0 +1,259 @@
+"""``minillm rl`` as one call: tune a T5 with REINFORCE (RLOO) against a reward function.
+
+    from minillm.workflows import RLSettings, rl
+    result = rl(RLSettings(dir="runs/sft", out="runs/rl", tasks="sort_words", steps=150))
+    result.initial_eval["reward"], result.final_eval["reward"]
+
+:class:`RLSettings` has one field per ``minillm rl`` flag (``dir`` is the
+positional DIR), with the same name and default; the REINFORCE settings default
+to None ("not given": :class:`minillm.training.RLConfig`'s default, or on resume
+the run's own). ``dir`` is the starting model (a Hugging Face T5 folder with
+tokenizer.json, e.g. an SFT run folder); it is also the frozen reference of the
+KL penalty, copied into ``out/reference``. Everything is checked before the run
+folder is touched; :mod:`minillm.training.reinforce` has the estimator,
+:mod:`minillm.evaluation.rewards` the rewards.
+
+Random streams (:mod:`minillm.seeds`, under ``seed``): "rl_data" (not SFT's
+"sft_data") and "eval_data" for the built-in suite, "held_out" for ``--data``;
+the trainer draws "order", "sampling" and "eval_sampling".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from minillm.evaluation.rewards import get_reward
+from minillm.optim import AdamW
+from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
+from minillm.training.reinforce import BASELINES
+from minillm.workflows.common import (
+    Log,
+    SettingsError,
+    check_device,
+    check_folder,
+    check_new_run,
+    check_not_finished,
+    check_positive,
+    check_run_files,
+    clear_run,
+    data_sources,
+    encode,
+    load_run_data,
+    log_to_stderr,
+    read_run,
+    warn_ignored,
+)
+
+DEFAULT_OUT = os.path.join("runs", "rl")
+DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
+__all__ = ["BASELINES", "DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
+
+# RLSettings fields that are RLConfig fields
+CONFIG_FIELDS = ("steps", "batch_size", "k", "baseline", "ema_decay", "whiten", "kl_coef",
+                 "entropy_coef", "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm",
+                 "temperature", "top_k", "top_p", "max_new_tokens", "seed", "eval_every",
+                 "save_every")
+MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    """One field per ``minillm rl`` flag; ``tasks``: comma-separated names (or a sequence of names)."""
+
+    dir: str | None = None
+    out: str = DEFAULT_OUT
+    data: str | None = None
+    eval_data: str | None = None
+    tasks: str | Sequence[str] | None = None
+    reward: str | None = None
+    n_train: int = 2000
+    n_eval: int = 200
+    max_source_len: int = 64
+    dtype: str = "float32"
+    device: str = "cpu"
+    resume: bool = False
+    overwrite: bool = False
+    steps: int | None = None
+    batch_size: int | None = None
+    k: int | None = None
+    baseline: str | None = None
+    ema_decay: float | None = None
+    whiten: bool | None = None
+    kl_coef: float | None = None
+    entropy_coef: float | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    schedule: str | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+    eval_every: int | None = None
+    save_every: int | None = None
+    stop_after: int | None = None
+    no_progress: bool = False
+
+
+@dataclass(frozen=True)
+class RLResult:
+    """What an ``rl`` call reports: the held-out evaluations before (a new run only) and after.
+
+    Each evaluation is :func:`minillm.evaluation.evaluate_policy`'s dict
+    (reward, kl, exact_match, ...); ``final_eval`` is None when the run stopped
+    early (``stop_after``). ``seconds``: wall time of the whole call.
+    """
+
+    out: str
+    step: int
+    steps: int
+    initial_eval: dict[str, Any] | None
+    final_eval: dict[str, Any] | None
+    best: dict[str, Any] | None
+    stopped_early: bool
+    resumed: bool
+    seconds: float
+
+
+@dataclass
+class _Run:
+    """A run ready to train: trainer-state ``info``, config, reward, data, models, (resumed) state."""
+
+    info: dict[str, Any]
+    config: RLConfig
+    reward: Any
+    train: list
+    held: list
+    policy: Any
+    reference: Any
+    tokenizer: Any
+    optimizer: AdamW | None = None
+    state: RLState | None = None
+
+
+def rl(settings: RLSettings, log: Log = log_to_stderr) -> RLResult:
+    """Check everything, start or resume the run in ``settings.out``, train, evaluate.
+
+    Raises ValueError / FileNotFoundError (SettingsError for contradictory settings
+    or a folder in the way) before touching the folder, and
+    :class:`minillm.training.TrainingDiverged` on a non-finite loss.
+    """
+    t0 = time.perf_counter()
+    s = settings
+    check_positive(s, ("n_train", "n_eval", "stop_after"))
+    if s.max_source_len < 2:
+        raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    if s.resume and s.overwrite:
+        raise SettingsError("--resume and --overwrite contradict each other")
+    check_device(s.device)
+    run = _resume(s, log) if s.resume else _start(s)
+    cfg = run.config
+    _check_reward(run.reward, list(run.train) + list(run.held))
+    max_source_len = run.info["max_source_len"]
+    train_enc = encode(run.train, run.tokenizer, max_source_len, MAX_TARGET_LEN)
+    eval_enc = encode(run.held, run.tokenizer, max_source_len, MAX_TARGET_LEN) if run.held else None
+    if not s.resume:
+        if s.overwrite and os.path.isdir(s.out):
+            clear_run(s.out)
+            if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
+                shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
+        log(f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}) of {s.dir} with reward "
+            f"{run.reward.name!r}: {len(run.train)} training and {len(run.held)} held-out prompts; "
+            f"{cfg.steps} steps of {cfg.batch_size} prompts x {cfg.k} samples; run folder {s.out}")
+    result = fit_rl(run.policy, run.reference, run.tokenizer, run.reward, run.train, train_enc, cfg,
+                    s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
+                    optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
+                    progress=not s.no_progress, log=log)
+    return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
+                    initial_eval=result["initial_eval"], final_eval=result["final_eval"],
+                    best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,
+                    seconds=time.perf_counter() - t0)
+
+
+def _resume(s: RLSettings, log: Log) -> _Run:
+    """The run in ``s.out`` as its last checkpoint left it (only ``steps`` may be extended)."""
+    from minillm.model import T5
+
+    state_json = read_run(s.out, "rl")
+    info = state_json["run"]
+    cfg = RLConfig.from_dict(state_json["rl_config"])
+    warn_ignored(s, [n for n in CONFIG_FIELDS if n != "steps"]
+                 + ["data", "eval_data", "tasks", "reward"], "rl", log)
+    if s.steps is not None:
+        cfg = RLConfig.from_dict({**cfg.to_dict(), "steps": s.steps})
+    check_run_files(info)
+    train_ex, held = _load_data(info)
+    reward = get_reward(info["reward"])
+    policy, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
+    reference = T5.from_pretrained(os.path.join(s.out, REFERENCE_DIR), dtype=str(policy.dtype),
+                                   device=s.device)
+    optimizer = AdamW(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    optimizer.load_state_dict(opt_state)
+    state = RLState(step=state_json["step"], epoch=state_json["epoch"],
+                    batch_in_epoch=state_json["batch_in_epoch"],
+                    rng_state=state_json["rng_state"], ema=state_json.get("ema"),
+                    best=state_json.get("best"))
+    check_not_finished(s.out, state.step, cfg.steps)
+    log(f"resuming {s.out} at step {state.step} of {cfg.steps}")
+    return _Run(info, cfg, reward, train_ex, held, policy, reference, tokenizer, optimizer, state)
+
+
+def _start(s: RLSettings) -> _Run:
+    """A new run from the model in ``s.dir``, which is also the frozen reference."""
+    from minillm.data.tasks import resolve_tasks
+    from minillm.data.tokenizer import Tokenizer, check_vocab
+    from minillm.model import T5
+
+    if s.dir is None:
+        raise SettingsError("give the starting model folder DIR (or --resume)")
+    tok_path = check_folder(s.dir, "DIR is a Hugging Face T5 folder",
+                            "DIR needs the model's tokenizer.json")
+    check_new_run(s.out, s.overwrite)
+    if os.path.abspath(s.out) == os.path.abspath(s.dir):
+        raise SettingsError("--out must differ from DIR (DIR is the frozen reference)")
+    reward_name = "verify" if s.data is None and s.reward is None else s.reward
+    if reward_name is None:
+        raise SettingsError("--reward is required with --data (exact_match, bleu, rouge_l, verify, "
+                            "task:NAME or module:function)")
+    if s.data is not None and s.tasks is not None:
+        raise SettingsError("--tasks selects built-in tasks; it does not apply to --data")
+    cfg = RLConfig(**{n: getattr(s, n) for n in CONFIG_FIELDS if getattr(s, n) is not None})
+    reward = get_reward(reward_name)
+    tasks = s.tasks.split(",") if isinstance(s.tasks, str) else s.tasks
+    tasks = None if tasks is None else resolve_tasks([t.strip() for t in tasks if t.strip()])
+    info = {"start": os.path.abspath(s.dir), "data": None, "eval_data": None, "tasks": tasks,
+            "reward": reward_name, "n_train": s.n_train, "n_eval": s.n_eval, "seed": cfg.seed,
+            "max_source_len": s.max_source_len}
+    info.update(data_sources(s))
+    train_ex, held = _load_data(info)
+    tokenizer = Tokenizer.from_file(tok_path)
+    policy = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
+    check_vocab(tokenizer, policy.config.vocab_size)
+    reference = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
+    return _Run(info, cfg, reward, train_ex, held, policy, reference, tokenizer)
+
+
+def _load_data(info: dict[str, Any]):
+    """(train prompts, held-out prompts): the built-in suite on the "rl_data" stream, or --data."""
+    train, held = load_run_data(info, "rl_data")
+    if not train:
+        raise ValueError(f"{info['data']}: no examples")
+    return train, held
+
+
+def _check_reward(reward, examples) -> None:
+    """The verify reward needs built-in tasks: say so before any training."""
+    from minillm.data.tasks import TASKS
+
+    if reward.name == "verify":
+        bad = sorted({str(ex.task) for ex in examples if ex.task not in TASKS})
+        if bad:
+            raise ValueError(f"--reward verify scores built-in tasks only; the data has task(s) "
+                             f"{', '.join(bad)} (choose exact_match, bleu, rouge_l or module:function)")

@@ -1,0 +1,281 @@
+"""``minillm train`` as one call: supervised fine-tuning (SFT) of a T5 on instruction-output pairs.
+
+    from minillm.workflows import TrainSettings, train
+    result = train(TrainSettings(preset="tiny", steps=50, out="runs/tiny"))
+    result.final_eval["exact_match"], result.best, result.out
+
+:class:`TrainSettings` has one field per ``minillm train`` flag, with the same
+name and default. :func:`train` checks everything (data, preset, vocabulary,
+settings, device) before the run folder is touched, so bad input never damages
+it; then it builds the data, the tokenizer and the model (or resumes them from
+the folder), trains with :func:`minillm.training.fit` and evaluates at the end.
+The run folder is described in :mod:`minillm.training.checkpoint`.
+
+Random streams (:mod:`minillm.seeds`, all under the one ``seed``): "sft_data" and
+"eval_data" for the built-in suite, "held_out" for the 5% of ``--data`` held out,
+"init" for a new model's weights; the trainer draws "order" and "dropout".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from minillm import seeds
+from minillm.data import Example, num_batches
+from minillm.optim import ScaledAdamW
+from minillm.training import TrainConfig, TrainState, checkpoint, fit
+from minillm.workflows.common import (
+    Log,
+    SettingsError,
+    builtin_verifiers,
+    check_device,
+    check_folder,
+    check_new_run,
+    check_not_finished,
+    check_positive,
+    check_run_files,
+    clear_run,
+    data_sources,
+    describe,
+    encode,
+    flag,
+    load_run_data,
+    log_to_stderr,
+    read_run,
+    warn_ignored,
+)
+from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
+
+DEFAULT_OUT = os.path.join("runs", "sft")
+
+# settings a resumed run takes from its folder (given ones are ignored, with a note)
+RUN_FIELDS = ("data", "eval_data", "init", "dtype", "vocab_size", "n_train", "n_eval", "batch_size",
+              "grad_accum", "lr", "warmup_steps", "weight_decay", "position_bias_lr_scale", "dropout",
+              "seed", "eval_every", "max_source_len", "max_target_len")
+# TrainConfig fields a flag overrides (None: the preset's)
+CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay",
+                 "position_bias_lr_scale", "eval_every")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One field per ``minillm train`` flag (``--n-train`` is ``n_train``); None: the preset's value."""
+
+    data: str | None = None
+    eval_data: str | None = None
+    init: str | None = None
+    preset: str = DEFAULT_PRESET
+    out: str = DEFAULT_OUT
+    resume: bool = False
+    overwrite: bool = False
+    dtype: str | None = None
+    device: str = "cpu"
+    vocab_size: int | None = None
+    n_train: int | None = None
+    n_eval: int | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    position_bias_lr_scale: float | None = None
+    dropout: float | None = None
+    seed: int | None = None
+    eval_every: int | None = None
+    max_source_len: int | None = None
+    max_target_len: int | None = None
+    stop_after: int | None = None
+    no_progress: bool = False
+    no_plot: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or stopped) ``train`` call reports.
+
+    ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate_model`'s
+    dict: exact_match, per_task, ...), None when the run stopped early (``stop_after``);
+    ``best``: {"step", "exact_match"} of the checkpoint in ``out/best`` (None: none yet);
+    ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call.
+    """
+
+    out: str
+    step: int
+    steps: int
+    final_eval: dict[str, Any] | None
+    best: dict[str, Any] | None
+    stopped_early: bool
+    resumed: bool
+    seconds: float
+
+    @property
+    def best_dir(self) -> str | None:
+        return os.path.join(self.out, checkpoint.BEST_DIR) if self.best else None
+
+
+@dataclass
+class _Run:
+    """A run ready to train: its trainer-state ``info``, config, data, model, and (resumed) state."""
+
+    info: dict[str, Any]
+    config: TrainConfig
+    train: list[Example]
+    held: list[Example]
+    model: Any
+    tokenizer: Any
+    optimizer: ScaledAdamW | None = None
+    state: TrainState | None = None
+
+
+def check_settings(s: TrainSettings) -> None:
+    """ValueError / SettingsError naming the flag, for settings no run can use."""
+    check_positive(s, ("steps", "batch_size", "grad_accum", "vocab_size", "n_train", "n_eval",
+                       "stop_after"))
+    if s.epochs is not None and not s.epochs > 0:
+        raise ValueError(f"--epochs must be positive, got {s.epochs}")
+    if s.epochs is not None and s.steps is not None:
+        raise SettingsError("give --steps or --epochs, not both")
+    for name in ("max_source_len", "max_target_len"):
+        v = getattr(s, name)
+        if v is not None and v < 2:
+            raise ValueError(f"{flag(name)} must be at least 2, got {v}")
+    for name in ("eval_every", "warmup_steps", "seed"):
+        v = getattr(s, name)
+        if v is not None and v < 0:
+            raise ValueError(f"{flag(name)} must be non-negative, got {v}")
+    if s.lr is not None and not s.lr > 0:
+        raise ValueError(f"--lr must be positive, got {s.lr}")
+    if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {s.dropout}")
+    if s.resume and s.overwrite:
+        raise SettingsError("--resume and --overwrite contradict each other")
+
+
+def train(settings: TrainSettings, log: Log = log_to_stderr) -> TrainResult:
+    """Check everything, build or resume the run in ``settings.out``, train, evaluate at the end.
+
+    ``log`` gets one-line notes (the run's size, resuming, truncated data, the
+    trainer's progress). Raises ValueError / FileNotFoundError (SettingsError for
+    contradictory settings or a run folder in the way) before touching the folder,
+    and :class:`minillm.training.TrainingDiverged` on a non-finite loss.
+    """
+    t0 = time.perf_counter()
+    s = settings
+    check_settings(s)
+    check_device(s.device)
+    run = _resume(s, log) if s.resume else _start(s)
+    info, cfg = run.info, run.config
+    train_enc = encode(run.train, run.tokenizer, info["max_source_len"], info["max_target_len"],
+                       "training", log)
+    eval_enc = (encode(run.held, run.tokenizer, info["max_source_len"], info["max_target_len"],
+                       "held-out", log) if run.held else None)
+    if not s.resume:
+        if s.overwrite and os.path.isdir(s.out):
+            clear_run(s.out)
+        log(f"{run.model.num_parameters():,} parameters ({describe(run.model.config)}), "
+            f"vocab {run.model.config.vocab_size}; {len(run.train)} training and {len(run.held)} "
+            f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum} "
+            f"examples; run folder {s.out}")
+    verifiers = builtin_verifiers() if info["data"] is None else None
+    result = fit(run.model, run.tokenizer, train_enc, cfg, s.out, eval_examples=run.held,
+                 eval_data=eval_enc, periodic_eval=info.get("n_eval_periodic"),
+                 verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
+                 stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log)
+    return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
+                       final_eval=result["final_eval"], best=result["best"],
+                       stopped_early=result["stopped_early"], resumed=s.resume,
+                       seconds=time.perf_counter() - t0)
+
+
+def _resume(s: TrainSettings, log: Log) -> _Run:
+    """The run in ``s.out`` as its last checkpoint left it (only ``steps`` may be extended)."""
+    state_json = read_run(s.out, "sft")
+    info = state_json["run"]
+    cfg = TrainConfig.from_dict(state_json["train_config"])
+    warn_ignored(s, RUN_FIELDS, "train", log)
+    if s.epochs is not None:
+        raise SettingsError("--resume takes --steps to extend a run, not --epochs")
+    if s.steps is not None:
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": s.steps})
+    check_run_files(info)
+    train_ex, held = load_run_data(info, "sft_data")
+    model, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
+    optimizer = ScaledAdamW.from_config(cfg)
+    optimizer.load_state_dict(opt_state)
+    state = TrainState(step=state_json["step"], epoch=state_json["epoch"],
+                       batch_in_epoch=state_json["batch_in_epoch"],
+                       rng_state=state_json["rng_state"], best=state_json.get("best"))
+    check_not_finished(s.out, state.step, cfg.steps)
+    log(f"resuming {s.out} at step {state.step} of {cfg.steps}")
+    return _Run(info, cfg, train_ex, held, model, tokenizer, optimizer, state)
+
+
+def _start(s: TrainSettings) -> _Run:
+    """A new run: the preset overridden by the settings given, its data, tokenizer and model."""
+    preset = get_preset(s.preset)
+    check_new_run(s.out, s.overwrite)
+    seed = 0 if s.seed is None else s.seed
+    info = {
+        "preset": preset.name,
+        "data": None, "eval_data": None,  # (filled in below, with their sha256)
+        "init": os.path.abspath(s.init) if s.init else None,
+        "n_train": s.n_train or preset.n_train,
+        "n_eval": s.n_eval or (preset.n_eval if s.data is None else None),
+        "n_eval_periodic": preset.n_eval_periodic,
+        "seed": seed,
+        "max_source_len": s.max_source_len or preset.max_source_len,
+        "max_target_len": s.max_target_len or preset.max_target_len,
+    }
+    info.update(data_sources(s))
+    train_ex, held = load_run_data(info, "sft_data")
+    cfg = _train_config(s, preset, seed, len(train_ex))
+    model, tokenizer = _build_model(s, preset, train_ex, seed)
+    return _Run(info, cfg, train_ex, held, model, tokenizer)
+
+
+def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int) -> TrainConfig:
+    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps."""
+    training = dict(preset.training, seed=seed)
+    for name in CONFIG_FIELDS:
+        if getattr(s, name) is not None:
+            training[name] = getattr(s, name)
+    if s.epochs is not None:
+        per_epoch = num_batches(n_train, training["batch_size"])
+        training["steps"] = max(1, round(s.epochs * per_epoch / training.get("grad_accum", 1)))
+    return TrainConfig(**training)
+
+
+def _build_model(s: TrainSettings, preset: Preset, train_ex: list[Example], seed: int):
+    """(model, tokenizer): from ``init``, or a new model with a tokenizer trained on the data."""
+    from minillm.config import T5Config
+    from minillm.data.tasks import TASKS
+    from minillm.data.tokenizer import Tokenizer, check_vocab
+    from minillm.model import T5
+
+    dtype = s.dtype or "float32"
+    if s.init:
+        tok_path = check_folder(s.init, "--init wants a Hugging Face T5 folder",
+                                "--init needs the model's tokenizer.json")
+        tokenizer = Tokenizer.from_file(tok_path)
+        model = T5.from_pretrained(s.init, dtype=dtype, device=s.device)
+        if s.dropout is not None:
+            model = T5(model.config.replace(dropout_rate=s.dropout), model.params)
+        check_vocab(tokenizer, model.config.vocab_size)
+        return model, tokenizer
+    # the built-in suite: every instruction phrasing too (eval-only ones tokenize into words)
+    phrasings = ([p for t in TASKS.values() for p in t.instructions + t.heldout_instructions]
+                 if s.data is None else [])
+    texts = [ex.prompt for ex in train_ex] + [ex.target for ex in train_ex] + phrasings
+    tokenizer = Tokenizer.train(texts, vocab_size=s.vocab_size or preset.vocab_size)
+    model_cfg = dict(preset.model)
+    if s.dropout is not None:
+        model_cfg["dropout_rate"] = s.dropout
+    config = T5Config(vocab_size=tokenizer.vocab_size, **model_cfg)
+    check_vocab(tokenizer, config.vocab_size)
+    model = T5.init(config, seeds.generator(seed, "init"), dtype=dtype, device=s.device)
+    return model, tokenizer
