@@ -12,8 +12,7 @@ import pytest
 
 import minillm
 from minillm.cli import main
-from tests.test_backend import _cuda_available
-from tests.test_checkpoint import folder_digest
+from tests.conftest import cuda_available, folder_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--preset", "tiny", "--no-progress", "--steps", "4", "--eval-every", "2", "--n-train", "64",
@@ -76,7 +75,7 @@ def test_device_cpu_is_the_default_run(run_dir, tmp_path):
     assert "device" not in json.loads((out / "trainer_state.json").read_text())["train_config"]
 
 
-@pytest.mark.skipif(_cuda_available(), reason="CuPy and a GPU are available here")
+@pytest.mark.skipif(cuda_available(), reason="CuPy and a GPU are available here")
 def test_device_cuda_without_cupy_is_one_line_and_touches_nothing(run_dir, tmp_path, capsys):
     before = folder_digest(run_dir)
     new = tmp_path / "new"
@@ -97,7 +96,7 @@ def _records(folder):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a GPU")
 def test_train_on_cuda_matches_cpu_and_resumes_across_devices(tmp_path):
     """Steps 1-2 on one device, 3-4 resumed on the other: the losses agree to float32 rounding."""
     args = ["train", *QUICK, "--eval-every", "0"]
