@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from minillm.cli import settings_from
-from minillm.data import to_jsonl_lines
 from minillm.workflows import DataSettings, make_data, task_samples
+from minillm.workflows.data import to_jsonl_lines
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from minillm import seeds
-from minillm.data import Example, write_jsonl
+from minillm.data import Example, to_jsonl_lines, write_jsonl
 from minillm.data.tasks import TASKS, builtin_dataset, resolve_tasks
+
+__all__ = ["DataSettings", "make_data", "task_samples", "to_jsonl_lines"]  # to_jsonl_lines: the CLI's stdout
 
 
 @dataclass(frozen=True)
