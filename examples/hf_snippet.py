@@ -42,5 +42,5 @@ tokenizer = Tokenizer.from_file(os.path.join(args.folder, "tokenizer.json"))
 model = minillm.from_pretrained(args.folder)
 
 input_ids = np.array([tokenizer.encode(args.prompt)])  # (1, S), ends with </s>
-outputs = model.generate(input_ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+outputs = minillm.generate(model, input_ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
 print(tokenizer.decode(outputs[0], skip_special_tokens=True))

@@ -227,9 +227,9 @@ def test_use_cache_false_is_the_same(pair):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
 
 
-def test_model_generate_and_finished_rows_padding(pair):
+def test_minillm_generate_and_finished_rows_padding(pair):
     model, _, ids, mask = pair("relu", 2)
-    out = model.generate(ids, mask, max_new_tokens=10)
+    out = minillm.generate(model, ids, mask, max_new_tokens=10)
     assert out.shape[0] == 4 and (out[:, 0] == model.config.decoder_start_token_id).all()
     eos, pad = model.config.eos_token_id, model.config.pad_token_id
     for row in out:

@@ -129,7 +129,7 @@ def _attn_params(rng, C, H, D):
 @given(rng=rngs(), B=dims(1, 2), T=dims(1, 4), S=dims(1, 5), C=dims(1, 5), H=dims(1, 3), D=dims(1, 3),
        scale=st.sampled_from([None, 1.0]), bias_kind=st.sampled_from(["full", "heads", "padding"]),
        drop=st.booleans())
-def test_attention(rng, B, T, S, C, H, D, scale, bias_kind, drop):
+def test_cross_attention(rng, B, T, S, C, H, D, scale, bias_kind, drop):
     """Cross-attention (x attends over m) with a differentiable bias of several broadcast shapes."""
     params = _attn_params(rng, C, H, D)
     x, m = randn(rng, B, T, C), randn(rng, B, S, C)
@@ -144,20 +144,20 @@ def test_attention(rng, B, T, S, C, H, D, scale, bias_kind, drop):
     if bias_kind == "padding":
         # finfo.min entries are not for perturbing: the masked bias is a constant here
         def fwd(x, m, p, drng):
-            return ops.attention_forward(x, m, p, n_heads=H, bias=bias, scale=scale, dropout=drop,
-                                         rng=drng)
+            return ops.cross_attention_forward(x, m, p, n_heads=H, bias=bias, scale=scale, dropout=drop,
+                                               rng=drng)
 
         def bwd(dout, cache):
-            (dx, dm, _), grads = ops.attention_backward(dout, cache)
+            (dx, dm, _), grads = ops.cross_attention_backward(dout, cache)
             return (dx, dm), grads
 
         assert_gradients(fwd, bwd, (x, m), params, rng, TOL, drng=drng)
     else:
         def fwd(x, m, bias, p, drng):
-            return ops.attention_forward(x, m, p, n_heads=H, bias=bias, scale=scale, dropout=drop,
-                                         rng=drng)
+            return ops.cross_attention_forward(x, m, p, n_heads=H, bias=bias, scale=scale, dropout=drop,
+                                               rng=drng)
 
-        assert_gradients(fwd, ops.attention_backward, (x, m, bias), params, rng, TOL, drng=drng)
+        assert_gradients(fwd, ops.cross_attention_backward, (x, m, bias), params, rng, TOL, drng=drng)
 
 
 @SETTINGS
@@ -166,19 +166,26 @@ def test_self_attention_causal_mask_hides_the_future(rng, B, T, C, H, D):
     params = _attn_params(rng, C, H, D)
     x = randn(rng, B, T, C)
     bias = ops.additive_mask(ops.causal_keep(T, xp=np), np.float64)
-    out, _ = ops.attention_forward(x, x, params, n_heads=H, bias=bias)
+    out, _ = ops.self_attention_forward(x, params, n_heads=H, bias=bias)
     x2 = x.copy()
     x2[:, -1] += randn(rng, B, C)  # change only the last position
-    out2, _ = ops.attention_forward(x2, x2, params, n_heads=H, bias=bias)
+    out2, _ = ops.self_attention_forward(x2, params, n_heads=H, bias=bias)
     assert np.allclose(out[:, :-1], out2[:, :-1])
 
 
-def test_attention_default_scale_is_inverse_sqrt_d():
+@pytest.mark.parametrize("kind", ["self", "cross"])
+def test_attention_default_scale_is_inverse_sqrt_d(kind):
     rng = np.random.default_rng(0)
     B, T, S, C, H, D = 2, 3, 4, 5, 2, 3
     params = _attn_params(rng, C, H, D)
-    x, m = randn(rng, B, T, C), randn(rng, B, S, C)
-    out, _ = ops.attention_forward(x, m, params, n_heads=H)
+    x = randn(rng, B, T, C)
+    if kind == "self":
+        m = x
+        out, _ = ops.self_attention_forward(x, params, n_heads=H)
+    else:
+        m = randn(rng, B, S, C)
+        out, _ = ops.cross_attention_forward(x, m, params, n_heads=H)
+    S = m.shape[1]
     # independent einsum formulation: softmax(q k^T / sqrt(D)) v
     q = (x @ params["q"].T).reshape(B, T, H, D)
     k = (m @ params["k"].T).reshape(B, S, H, D)
@@ -259,14 +266,18 @@ def test_ops_keep_the_input_dtype(dtype):
         ops.softmax_forward(x)[0],
         ops.dropout_forward(x, p=0.5, rng=np.random.default_rng(1))[0],
         ops.ffn_forward(x, {"wi": w, "wo": w.T.copy()}, act="gelu_new")[0],
-        ops.attention_forward(x, x, attn, n_heads=2, scale=1.0,
-                              bias=ops.additive_mask(ops.causal_keep(3, xp=np), dtype))[0],
+        ops.self_attention_forward(x, attn, n_heads=2, scale=1.0,
+                                   bias=ops.additive_mask(ops.causal_keep(3, xp=np), dtype))[0],
         ops.cross_entropy_forward(x.reshape(6, 4), np.arange(6) % 4)[0],
     ]
     for out in outs:
         assert out.dtype == dtype
-    dx, g = ops.attention_backward(outs[7], ops.attention_forward(x, x, attn, n_heads=2)[1])
+    dx, g = ops.self_attention_backward(outs[7], ops.self_attention_forward(x, attn, n_heads=2)[1])
     assert dx[0].dtype == dtype and all(v.dtype == dtype for v in g.values())
+    m = rng.standard_normal((2, 5, 4)).astype(dtype)
+    out, cache = ops.cross_attention_forward(x, m, attn, n_heads=2)
+    (dx, dm, _), g = ops.cross_attention_backward(out, cache)
+    assert out.dtype == dx.dtype == dm.dtype == dtype and all(v.dtype == dtype for v in g.values())
 
 
 @SETTINGS
@@ -281,12 +292,68 @@ def test_self_attention(rng, B, T, C, H, D, causal, drop):
     drng = np.random.default_rng(int(rng.integers(2**31)))
 
     def fwd(x, pos, p, drng):
-        return ops.attention_forward(x, x, p, n_heads=H, bias=pos + mask, scale=1.0,
-                                     dropout=0.2 if drop else 0.0, rng=drng)
+        return ops.self_attention_forward(x, p, n_heads=H, bias=pos + mask, scale=1.0,
+                                          dropout=0.2 if drop else 0.0, rng=drng)
 
     def bwd(dout, cache):
-        (dx, dm, dbias), grads = ops.attention_backward(dout, cache)
-        assert dm is None
+        (dx, dbias), grads = ops.self_attention_backward(dout, cache)
         return (dx, dbias.sum(axis=0, keepdims=True)), grads
 
     assert_gradients(fwd, bwd, (randn(rng, B, T, C), pos), params, rng, TOL, drng=drng)
+
+
+@SETTINGS
+@given(rng=rngs(), B=dims(1, 2), T=dims(1, 5), C=dims(1, 5), H=dims(1, 3), D=dims(1, 3))
+def test_self_attention_is_cross_attention_over_itself(rng, B, T, C, H, D):
+    """Self-attention = cross-attention with memory = x (an equal copy), and its input gradient
+    is the sum of cross-attention's two: dx_self = dx + dmemory."""
+    params = _attn_params(rng, C, H, D)
+    x = randn(rng, B, T, C)
+    bias = randn(rng, B, H, T, T)
+    out_s, cache_s = ops.self_attention_forward(x, params, n_heads=H, bias=bias)
+    out_c, cache_c = ops.cross_attention_forward(x, x.copy(), params, n_heads=H, bias=bias)
+    assert rel_error(out_s, out_c) < 1e-12
+    dout = randn(rng, *out_s.shape)
+    (dx_s, dbias_s), g_s = ops.self_attention_backward(dout, cache_s)
+    (dx_c, dm_c, dbias_c), g_c = ops.cross_attention_backward(dout, cache_c)
+    assert rel_error(dx_s, dx_c + dm_c) < 1e-12
+    assert rel_error(dbias_s, dbias_c) < 1e-12
+    for k in "qkvo":
+        assert rel_error(g_s[k], g_c[k]) < 1e-12, k
+
+
+# ------------------------------------------------------------------ the inference forms
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_forms_match_the_forwards(dtype):
+    """rms_norm, softmax, attention_core and ffn (generation's decode step): the training op's
+    values (the same kernels, bit for bit where the layout is the same), and the formula."""
+    rng = np.random.default_rng(3)
+    N, C, H, D, F, S = 6, 8, 2, 3, 5, 7
+    tol = 10 * np.finfo(dtype).eps
+    x = rng.standard_normal((N, C)).astype(dtype)
+    w = rng.uniform(0.5, 1.5, C).astype(dtype)
+    y = ops.rms_norm(x, w, 1e-6)
+    assert y.dtype == dtype and np.array_equal(y, ops.rms_norm_forward(x, {"weight": w}, 1e-6)[0])
+    z = (3 * rng.standard_normal((N, H, 1, S))).astype(dtype)
+    assert np.array_equal(ops.softmax(z), ops.softmax_forward(z)[0])
+
+    q = rng.standard_normal((N, H, 1, D)).astype(dtype)
+    k, v = rng.standard_normal((2, N, H, S, D)).astype(dtype)
+    bias = rng.standard_normal((N, 1, 1, S)).astype(dtype)
+    ctx = ops.attention_core(q, k, v, bias=bias, scale=0.5)
+    a = np.exp(0.5 * np.einsum("nhtd,nhsd->nhts", q, k) + bias)
+    expected = np.einsum("nhts,nhsd->nhtd", a / a.sum(-1, keepdims=True), v)
+    assert ctx.dtype == dtype and rel_error(ctx, expected) < tol
+
+    from minillm.ops.ffn import input_weight
+
+    for act, names in (("relu", ("wi", "wo")), ("gelu_new", ("wi_0", "wi_1", "wo")),
+                       ("silu", ("wi_0", "wi_1", "wo"))):
+        params = {n: rng.standard_normal((C, F) if n == "wo" else (F, C)).astype(dtype) for n in names}
+        gated = "wi_0" in params
+        out = ops.ffn(x, input_weight(params).T.copy(), params["wo"].T.copy(), act=act, gated=gated)
+        ref, _ = ops.ffn_forward(x, params, act=act)
+        assert out.dtype == dtype and rel_error(out, ref) < tol, act
+

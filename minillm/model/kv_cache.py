@@ -28,6 +28,11 @@ with ``offset = T_max - 1``), holds every step's bias as a suffix:
 
 The keys after t are never read, so the causal mask is implicit.
 
+Each step calls the ops' inference forms, the forward's kernels without a
+backward cache: ``rms_norm``, ``attention_core`` over the cached keys and values,
+``ffn`` over weights laid out once per generate call (``StepWeights``), and the
+activations of ``FUNCTIONS``.
+
 Beam search keeps the cache's rows in step with its beams: ``reorder_cache``
 gathers rows by the beams' parent index. The cross K/V need no reordering, since
 a beam's parent is a beam of the same prompt.
@@ -45,9 +50,17 @@ import numpy as np
 
 from minillm.backend import get_xp
 from minillm.config import T5Config
-from minillm.model.params import ffn_names
-from minillm.ops.activations import FUNCTIONS
-from minillm.ops.attention import additive_mask, padding_keep, split_heads
+from minillm.model.params import ffn_names, op_params
+from minillm.ops.attention import (
+    additive_mask,
+    attention_core,
+    fused_weight,
+    padding_keep,
+    project_heads,
+)
+from minillm.ops.embedding import embedding_forward
+from minillm.ops.ffn import ffn, input_weight
+from minillm.ops.norm import rms_norm
 from minillm.ops.position_bias import position_bias_forward, position_buckets
 
 
@@ -58,7 +71,8 @@ class StepWeights:
     Per layer i: ``qkv[i]`` (C, 3HD) is [W_q; W_k; W_v]^T, fused so the new token's
     q, k and v come from one matrix product; ``o[i]`` (HD, C), ``cq[i]`` (C, HD),
     ``co[i]`` (HD, C) are W_o^T, the cross W_q^T and W_o^T; ``ln[i]`` the three
-    norm gains; ``ff[i]`` the FFN weights transposed ((C, F) and (F, C)).
+    norm gains; ``ff[i]`` the FFN's (w_in, w_out) for ``ops.ffn``: its input
+    weight transposed ((C, F), or (C, 2F) fused when gated) and W_o^T (F, C).
     ``embed`` (V, C) is the input embedding (shared.weight), ``final_ln`` (C,) the
     final norm gain times the LM head's scale s, and ``head`` (V, C) the output
     embedding (lm_head.weight, or shared.weight when tied).
@@ -73,33 +87,33 @@ class StepWeights:
     ff: list
     final_ln: Any
     head: Any
-    act: Any
+    act: str
     gated: bool
     n_heads: int
     eps: float
 
 
 def step_weights(params: dict, config: T5Config) -> StepWeights:
-    """Lay out ``params`` for ``decode_step`` (contiguous transposes, fused q/k/v)."""
+    """Lay out ``params`` for ``decode_step`` (contiguous transposes, fused q/k/v and FFN input)."""
     xp = get_xp(params["shared.weight"])
     qkv, o, cq, co, ln, ff = [], [], [], [], [], []
-    names = ffn_names(config)
     for i in range(config.num_decoder_layers):
         b = f"decoder.block.{i}.layer"
-        sa, ca = f"{b}.0.SelfAttention", f"{b}.1.EncDecAttention"
-        w_qkv = xp.concatenate([params[f"{sa}.{w}.weight"] for w in "qkv"], axis=0)  # (3HD, C)
-        qkv.append(xp.ascontiguousarray(w_qkv.T))  # (C, 3HD)
-        o.append(xp.ascontiguousarray(params[f"{sa}.o.weight"].T))  # (HD, C)
-        cq.append(xp.ascontiguousarray(params[f"{ca}.q.weight"].T))  # (C, HD)
-        co.append(xp.ascontiguousarray(params[f"{ca}.o.weight"].T))  # (HD, C)
+        sa = op_params(params, f"{b}.0.SelfAttention", "qkvo")
+        ca = op_params(params, f"{b}.1.EncDecAttention", "qo")
+        dense = op_params(params, f"{b}.2.DenseReluDense", ffn_names(config))
+        qkv.append(xp.ascontiguousarray(fused_weight(sa, "qkv").T))  # (C, 3HD)
+        o.append(xp.ascontiguousarray(sa["o"].T))  # (HD, C)
+        cq.append(xp.ascontiguousarray(ca["q"].T))  # (C, HD)
+        co.append(xp.ascontiguousarray(ca["o"].T))  # (HD, C)
         ln.append(tuple(params[f"{b}.{j}.layer_norm.weight"] for j in range(3)))
-        ff.append(tuple(xp.ascontiguousarray(params[f"{b}.2.DenseReluDense.{w}.weight"].T)
-                        for w in names))  # (C, F) ... (F, C)
+        ff.append((xp.ascontiguousarray(input_weight(dense).T),  # (C, F) or (C, 2F)
+                   xp.ascontiguousarray(dense["wo"].T)))  # (F, C)
     s = config.d_model**-0.5 if config.scale_decoder_outputs else 1.0
     final_ln = params["decoder.final_layer_norm.weight"] * params["shared.weight"].dtype.type(s)
     head = params.get("lm_head.weight", params["shared.weight"])
     return StepWeights(params["shared.weight"], qkv, o, cq, co, ln, ff, final_ln, head,
-                       FUNCTIONS[config.dense_act_fn], config.is_gated_act, config.num_heads,
+                       config.dense_act_fn, config.is_gated_act, config.num_heads,
                        float(config.layer_norm_epsilon))
 
 
@@ -108,7 +122,8 @@ class KVCache:
     """What the decoder keeps between steps, for N rows.
 
     self_k, self_v: per layer (N, H, T_max, D), positions < ``length`` filled.
-    cross_k: per layer (N, H, D, S) (stored transposed), cross_v: per layer (N, H, S, D).
+    cross_k, cross_v: per layer (N, H, S, D); cross_k is a view of a contiguous
+    (N, H, D, S) buffer, so the scores q k^T multiply contiguous arrays.
     cross_bias: (N, 1, 1, S) the encoder padding as an additive mask.
     position_row: (1, H, 1, T_max) the bias of query T_max-1 over keys 0..T_max-1.
     """
@@ -131,9 +146,10 @@ def init_cache(params: dict, config: T5Config, memory, attention_mask, max_lengt
     """An empty cache for decoding up to ``max_length`` tokens from ``memory``.
 
     memory: (B, S, C) the encoder output; attention_mask: (B, S) 1 for real
-    tokens (None: all real). The cross K/V are projected once per prompt, then
-    each prompt's row is repeated ``repeats`` times (consecutively, as torch's
-    repeat_interleave) for N = B * repeats rows.
+    tokens (None: all real). The cross K/V are projected once per prompt, as
+    ``cross_attention_forward`` projects them, then each prompt's row is
+    repeated ``repeats`` times (consecutively, as torch's repeat_interleave)
+    for N = B * repeats rows.
     """
     xp = get_xp(memory)
     dtype = memory.dtype
@@ -142,42 +158,21 @@ def init_cache(params: dict, config: T5Config, memory, attention_mask, max_lengt
     if attention_mask is None:
         attention_mask = xp.ones((B, S), dtype=np.int64)
     cross_bias = additive_mask(padding_keep(xp.asarray(attention_mask)), dtype)  # (B, 1, 1, S)
-    m2 = memory.reshape(B * S, -1)  # (B*S, C): one 2-D product instead of B small ones
     cross_k, cross_v = [], []
     for i in range(config.num_decoder_layers):
-        ca = f"decoder.block.{i}.layer.1.EncDecAttention"
-        k = split_heads((m2 @ params[f"{ca}.k.weight"].T).reshape(B, S, -1), H)  # (B, H, S, D)
-        v = split_heads((m2 @ params[f"{ca}.v.weight"].T).reshape(B, S, -1), H)  # (B, H, S, D)
-        cross_k.append(xp.ascontiguousarray(xp.repeat(k.transpose(0, 1, 3, 2), repeats, axis=0)))
+        ca = op_params(params, f"decoder.block.{i}.layer.1.EncDecAttention", "kv")
+        k, v = project_heads(memory, fused_weight(ca, "kv"), H, 2)  # [k|v] = memory W_kv^T, (B, H, S, D)
+        k_t = xp.ascontiguousarray(xp.repeat(k.transpose(0, 1, 3, 2), repeats, axis=0))  # (N, H, D, S)
+        cross_k.append(k_t.transpose(0, 1, 3, 2))  # (N, H, S, D) view
         cross_v.append(xp.ascontiguousarray(xp.repeat(v, repeats, axis=0)))  # (N, H, S, D)
     self_k = [xp.zeros((N, H, max_length, D), dtype=dtype) for _ in range(config.num_decoder_layers)]
     self_v = [xp.zeros((N, H, max_length, D), dtype=dtype) for _ in range(config.num_decoder_layers)]
     buckets = position_buckets(1, max_length, False, config.relative_attention_num_buckets,
                                config.relative_attention_max_distance, offset=max_length - 1, xp=xp)
-    rel = "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-    position_row, _ = position_bias_forward(buckets, {"relative_attention_bias": params[rel]})
+    rel = op_params(params, "decoder.block.0.layer.0.SelfAttention", ["relative_attention_bias"])
+    position_row, _ = position_bias_forward(buckets, rel)  # (1, H, 1, T_max)
     return KVCache(self_k, self_v, cross_k, cross_v, xp.repeat(cross_bias, repeats, axis=0),
                    xp.ascontiguousarray(position_row), 0)
-
-
-def _rms_norm(x, w, eps):
-    """w * x / sqrt(mean(x^2) + eps), as ``rms_norm_forward`` without its backward cache.
-
-    The mean is written sum / C: numpy's ``mean`` is that same division, behind
-    a Python wrapper that costs more than the sum itself for one row.
-    """
-    xp = get_xp(x)
-    ms = (x * x).sum(axis=-1, keepdims=True) / x.shape[-1]  # (N, 1)
-    return w * (x * (1.0 / xp.sqrt(ms + eps)))
-
-
-def _softmax_(s):
-    """softmax over the last axis, in place on the scores s."""
-    xp = get_xp(s)
-    s -= s.max(axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s
 
 
 def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
@@ -189,40 +184,30 @@ def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
     if t >= cache.max_length:
         raise ValueError(f"the cache holds {cache.max_length} positions; cannot add position {t}")
     H, eps = w.n_heads, w.eps
-    x = w.embed[tokens]  # (N, C)
+    x, _ = embedding_forward(tokens, {"weight": w.embed})  # (N, C)
     N = x.shape[0]
     bias = cache.position_row[:, :, :, cache.max_length - 1 - t:]  # (1, H, 1, t+1)
     for i in range(len(w.qkv)):
         ln0, ln1, ln2 = w.ln[i]
         # x = x + SelfAttention(norm(x)), over the cached keys 0..t
-        qkv = _rms_norm(x, ln0, eps) @ w.qkv[i]  # (N, 3HD)
+        qkv = rms_norm(x, ln0, eps) @ w.qkv[i]  # (N, 3HD) = [q|k|v]
         HD = qkv.shape[1] // 3
-        q = qkv[:, :HD].reshape(N, H, 1, -1)  # (N, H, 1, D)
-        cache.self_k[i][:, :, t, :] = qkv[:, HD:2 * HD].reshape(N, H, -1)  # (N, H, D)
-        cache.self_v[i][:, :, t, :] = qkv[:, 2 * HD:].reshape(N, H, -1)  # (N, H, D)
-        k = cache.self_k[i][:, :, :t + 1, :]  # (N, H, t+1, D)
-        v = cache.self_v[i][:, :, :t + 1, :]  # (N, H, t+1, D)
-        a = q @ k.transpose(0, 1, 3, 2)  # (N, H, 1, t+1)
-        a += bias
-        x = x + (_softmax_(a) @ v).reshape(N, HD) @ w.o[i]  # (N, H, 1, D) -> (N, HD) -> (N, C)
+        q, k, v = (qkv[:, j * HD:(j + 1) * HD].reshape(N, H, 1, -1) for j in range(3))  # (N, H, 1, D)
+        cache.self_k[i][:, :, t:t + 1] = k
+        cache.self_v[i][:, :, t:t + 1] = v
+        ctx = attention_core(q, cache.self_k[i][:, :, :t + 1], cache.self_v[i][:, :, :t + 1],
+                             bias=bias, scale=1.0)  # (N, H, 1, D); T5's W_q holds the scale
+        x = x + ctx.reshape(N, -1) @ w.o[i]  # merge_heads at one position: (N, HD) @ (HD, C)
         # x = x + EncDecAttention(norm(x), memory)
-        q = (_rms_norm(x, ln1, eps) @ w.cq[i]).reshape(N, H, 1, -1)  # (N, H, 1, D)
-        a = q @ cache.cross_k[i]  # (N, H, 1, S)
-        a += cache.cross_bias
-        x = x + (_softmax_(a) @ cache.cross_v[i]).reshape(N, HD) @ w.co[i]  # (N, C)
-        # x = x + FFN(norm(x))
-        n = _rms_norm(x, ln2, eps)
-        if w.gated:
-            wi0, wi1, wo = w.ff[i]
-            h = w.act(n @ wi0)
-            h *= n @ wi1  # (N, F)
-        else:
-            wi, wo = w.ff[i]
-            h = w.act(n @ wi)  # (N, F)
-        x = x + h @ wo
+        q = (rms_norm(x, ln1, eps) @ w.cq[i]).reshape(N, H, 1, -1)  # (N, H, 1, D)
+        ctx = attention_core(q, cache.cross_k[i], cache.cross_v[i], bias=cache.cross_bias,
+                             scale=1.0)  # (N, H, 1, D)
+        x = x + ctx.reshape(N, -1) @ w.co[i]  # (N, HD) @ (HD, C)
+        # x = x + DenseReluDense(norm(x))
+        x = x + ffn(rms_norm(x, ln2, eps), *w.ff[i], act=w.act, gated=w.gated)  # (N, C)
     cache.length = t + 1
     # logits = (final_norm(x) * s) W^T, with s folded into final_ln
-    return _rms_norm(x, w.final_ln, eps) @ w.head.T  # (N, V)
+    return rms_norm(x, w.final_ln, eps) @ w.head.T  # (N, V)
 
 
 def reorder_cache(cache: KVCache, index) -> None:

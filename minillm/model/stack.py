@@ -1,26 +1,30 @@
-"""One T5 stack (encoder or decoder), forward and backward.
+"""One T5 stack (encoder or decoder), forward and backward, a named function per layer.
 
-    x = dropout(shared[ids])
-    per block:
-        x = x + dropout(SelfAttention(norm(x), bias = position_bias + mask))
-        x = x + dropout(EncDecAttention(norm(x), memory, bias = encoder mask))   (decoder only)
-        x = x + dropout(FFN(norm(x)))
-    h = dropout(final_norm(x))
+    x = dropout(shared[ids])                                                       (B, L, C)
+    block i, layers j under f"{stack}.block.{i}.layer.{j}":
+        0:     x = x + dropout(SelfAttention(norm(x), bias = position_bias + mask))
+        1:     x = x + dropout(EncDecAttention(norm(x), memory, bias = memory mask))   (decoder)
+        last:  x = x + dropout(DenseReluDense(norm(x)))
+    h = dropout(final_layer_norm(x))                                               (B, L, C)
 
 with the relative position bias computed once by block 0 of the stack and
-shared by all its blocks.
+shared by all its blocks. A block's params are the list of its layers, each a
+dict named as in the checkpoint (``layer_norm`` and one of ``SelfAttention``,
+``EncDecAttention``, ``DenseReluDense``); the layer functions take those names
+as arguments, so ``self_attention_layer_forward(x, **layer, ...)`` reads like
+the line it computes. The backward of each returns its grads in the same tree.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from minillm.backend import get_xp
 from minillm.model.params import add_grads, ffn_names, op_params
 from minillm.ops.attention import (
     additive_mask,
-    attention_backward,
-    attention_forward,
+    cross_attention_backward,
+    cross_attention_forward,
+    self_attention_backward,
+    self_attention_forward,
 )
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.embedding import embedding_backward, embedding_forward
@@ -31,6 +35,121 @@ from minillm.ops.position_bias import (
     position_bias_forward,
     position_buckets,
 )
+
+# ------------------------------------------------------------------ the layers
+
+
+def self_attention_layer_forward(x, layer_norm, SelfAttention, *, bias, config, rng=None):
+    """x + dropout(SelfAttention(norm(x), bias)).  x: (B, L, C) -> (B, L, C)."""
+    p = float(config.dropout_rate)
+    n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, L, C)
+    a, c_attn = self_attention_forward(n, SelfAttention, n_heads=config.num_heads, bias=bias, scale=1.0,
+                                       dropout=p, rng=rng)  # (B, L, C)
+    a, c_drop = dropout_forward(a, p=p, rng=rng)
+    return x + a, (c_norm, c_attn, c_drop)
+
+
+def self_attention_layer_backward(dx, cache):
+    """dx: (B, L, C) -> (dx, dbias, grads {"layer_norm", "SelfAttention"})."""
+    c_norm, c_attn, c_drop = cache
+    # x + dropout(a),  a = SelfAttention(n),  n = norm(x)
+    da, _ = dropout_backward(dx, c_drop)
+    (dn, dbias), g_attn = self_attention_backward(da, c_attn)
+    dn, g_norm = rms_norm_backward(dn, c_norm)
+    return dx + dn, dbias, {"layer_norm": g_norm["weight"], "SelfAttention": g_attn}
+
+
+def cross_attention_layer_forward(x, memory, layer_norm, EncDecAttention, *, bias, config, rng=None):
+    """x + dropout(EncDecAttention(norm(x), memory, bias)).  x: (B, T, C), memory: (B, S, C) -> (B, T, C)."""
+    p = float(config.dropout_rate)
+    n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, T, C)
+    a, c_attn = cross_attention_forward(n, memory, EncDecAttention, n_heads=config.num_heads, bias=bias,
+                                        scale=1.0, dropout=p, rng=rng)  # (B, T, C)
+    a, c_drop = dropout_forward(a, p=p, rng=rng)
+    return x + a, (c_norm, c_attn, c_drop)
+
+
+def cross_attention_layer_backward(dx, cache):
+    """dx: (B, T, C) -> (dx, dmemory (B, S, C), grads {"layer_norm", "EncDecAttention"})."""
+    c_norm, c_attn, c_drop = cache
+    # x + dropout(a),  a = EncDecAttention(n, memory),  n = norm(x)
+    da, _ = dropout_backward(dx, c_drop)
+    (dn, dmemory, _), g_attn = cross_attention_backward(da, c_attn)  # the mask is constant
+    dn, g_norm = rms_norm_backward(dn, c_norm)
+    return dx + dn, dmemory, {"layer_norm": g_norm["weight"], "EncDecAttention": g_attn}
+
+
+def ffn_layer_forward(x, layer_norm, DenseReluDense, *, config, rng=None):
+    """x + dropout(DenseReluDense(norm(x))).  x: (B, L, C) -> (B, L, C)."""
+    p = float(config.dropout_rate)
+    n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, L, C)
+    f, c_ffn = ffn_forward(n, DenseReluDense, act=config.dense_act_fn, dropout=p, rng=rng)  # (B, L, C)
+    f, c_drop = dropout_forward(f, p=p, rng=rng)
+    return x + f, (c_norm, c_ffn, c_drop)
+
+
+def ffn_layer_backward(dx, cache):
+    """dx: (B, L, C) -> (dx, grads {"layer_norm", "DenseReluDense"})."""
+    c_norm, c_ffn, c_drop = cache
+    # x + dropout(f),  f = DenseReluDense(n),  n = norm(x)
+    df, _ = dropout_backward(dx, c_drop)
+    dn, g_ffn = ffn_backward(df, c_ffn)
+    dn, g_norm = rms_norm_backward(dn, c_norm)
+    return dx + dn, {"layer_norm": g_norm["weight"], "DenseReluDense": g_ffn}
+
+
+# ------------------------------------------------------------------ a block
+
+
+def block_params(params: dict, config, stack: str, i: int) -> list[dict]:
+    """Block i's layers: [{"layer_norm": (C,), "SelfAttention": {"q", "k", "v", "o"}},
+    {"layer_norm", "EncDecAttention": {...}} (decoder), {"layer_norm", "DenseReluDense": {"wi", "wo"} or
+    {"wi_0", "wi_1", "wo"}}], views of ``params``."""
+    ops = ["SelfAttention", *(["EncDecAttention"] if stack == "decoder" else []), "DenseReluDense"]
+    weights = {"SelfAttention": "qkvo", "EncDecAttention": "qkvo", "DenseReluDense": ffn_names(config)}
+    layers = []
+    for j, op in enumerate(ops):
+        prefix = f"{stack}.block.{i}.layer.{j}"
+        layers.append({"layer_norm": params[f"{prefix}.layer_norm.weight"],
+                       op: op_params(params, f"{prefix}.{op}", weights[op])})
+    return layers
+
+
+def block_forward(x, layers, *, self_bias, memory=None, cross_bias=None, config, rng=None):
+    """One block, x: (B, L, C) -> (B, L, C); layers: ``block_params``; memory (B, S, C) in the decoder."""
+    x, c_self = self_attention_layer_forward(x, **layers[0], bias=self_bias, config=config, rng=rng)
+    c_cross = None
+    if memory is not None:
+        x, c_cross = cross_attention_layer_forward(x, memory, **layers[1], bias=cross_bias, config=config,
+                                                   rng=rng)
+    x, c_ffn = ffn_layer_forward(x, **layers[-1], config=config, rng=rng)
+    return x, (c_self, c_cross, c_ffn)
+
+
+def block_backward(dx, cache):
+    """dx: (B, L, C) -> (dx, dmemory or None, dself_bias, grads: one tree per layer, as block_params)."""
+    c_self, c_cross, c_ffn = cache
+    dx, g_ffn = ffn_layer_backward(dx, c_ffn)
+    dmemory, g_cross = None, []
+    if c_cross is not None:
+        dx, dmemory, g = cross_attention_layer_backward(dx, c_cross)
+        g_cross = [g]
+    dx, dself_bias, g_self = self_attention_layer_backward(dx, c_self)
+    return dx, dmemory, dself_bias, [g_self, *g_cross, g_ffn]
+
+
+def _add_block_grads(grads: dict, stack: str, i: int, layer_grads: list[dict]) -> None:
+    """Block i's layer grads into the model's keys: f"{stack}.block.{i}.layer.{j}.{name}[.{w}].weight"."""
+    for j, layer in enumerate(layer_grads):
+        prefix = f"{stack}.block.{i}.layer.{j}"
+        for name, g in layer.items():
+            if isinstance(g, dict):  # an op's grads: a dict of its weights
+                add_grads(grads, g, f"{prefix}.{name}")
+            else:  # the norm's gain, a weight of the layer itself
+                add_grads(grads, {name: g}, prefix)
+
+
+# ------------------------------------------------------------------ the stack
 
 
 def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=None, rng=None):
@@ -43,18 +162,15 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     """
     is_decoder = stack == "decoder"
     n_layers = config.num_decoder_layers if is_decoder else config.num_layers
-    H, p, eps = config.num_heads, float(config.dropout_rate), config.layer_norm_epsilon
-    act = config.dense_act_fn
+    p = float(config.dropout_rate)
     dtype = params["shared.weight"].dtype
-    xp = get_xp(params["shared.weight"])
     L = ids.shape[1]
 
     x, c_emb = embedding_forward(ids, {"weight": params["shared.weight"]})  # (B, L, C)
     x, c_drop_in = dropout_forward(x, p=p, rng=rng)
-
-    # Block 0's relative position bias, shared by every block: (1, H, L, L).
+    # block 0's relative position bias, shared by every block
     buckets = position_buckets(L, L, not is_decoder, config.relative_attention_num_buckets,
-                               config.relative_attention_max_distance, xp=xp)
+                               config.relative_attention_max_distance, xp=get_xp(params["shared.weight"]))
     rel = f"{stack}.block.0.layer.0.SelfAttention"
     pos_bias, c_pos = position_bias_forward(buckets, op_params(params, rel, ["relative_attention_bias"]))
     self_bias = pos_bias + additive_mask(keep, dtype)  # (B or 1, H, L, L)
@@ -62,35 +178,14 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
 
     blocks = []
     for i in range(n_layers):
-        b = f"{stack}.block.{i}.layer"
-        bc: dict[str, Any] = {}
-        # x = x + dropout(SelfAttention(norm(x)))
-        n, bc["ln0"] = rms_norm_forward(x, {"weight": params[f"{b}.0.layer_norm.weight"]}, eps)
-        a, bc["sa"] = attention_forward(n, n, op_params(params, f"{b}.0.SelfAttention", "qkvo"), n_heads=H,
-                                        bias=self_bias, scale=1.0, dropout=p, rng=rng)
-        a, bc["sa_drop"] = dropout_forward(a, p=p, rng=rng)
-        x = x + a
-        if is_decoder:
-            # x = x + dropout(EncDecAttention(norm(x), memory))
-            n, bc["ln1"] = rms_norm_forward(x, {"weight": params[f"{b}.1.layer_norm.weight"]}, eps)
-            a, bc["ca"] = attention_forward(n, memory, op_params(params, f"{b}.1.EncDecAttention", "qkvo"),
-                                            n_heads=H, bias=cross_bias, scale=1.0, dropout=p, rng=rng)
-            a, bc["ca_drop"] = dropout_forward(a, p=p, rng=rng)
-            x = x + a
-        # x = x + dropout(FFN(norm(x)))
-        ff = 2 if is_decoder else 1
-        n, bc["lnf"] = rms_norm_forward(x, {"weight": params[f"{b}.{ff}.layer_norm.weight"]}, eps)
-        f, bc["ff"] = ffn_forward(n, op_params(params, f"{b}.{ff}.DenseReluDense", ffn_names(config)),
-                                  act=act, dropout=p, rng=rng)
-        f, bc["ff_drop"] = dropout_forward(f, p=p, rng=rng)
-        x = x + f
-        blocks.append(bc)
-
-    h, c_final = rms_norm_forward(x, {"weight": params[f"{stack}.final_layer_norm.weight"]}, eps)
+        x, c_block = block_forward(x, block_params(params, config, stack, i), self_bias=self_bias,
+                                   memory=memory if is_decoder else None, cross_bias=cross_bias,
+                                   config=config, rng=rng)  # (B, L, C)
+        blocks.append(c_block)
+    h, c_final = rms_norm_forward(x, {"weight": params[f"{stack}.final_layer_norm.weight"]},
+                                  config.layer_norm_epsilon)  # (B, L, C)
     h, c_drop_out = dropout_forward(h, p=p, rng=rng)
-    cache = (stack, is_decoder, c_emb, c_drop_in, c_pos, self_bias.shape, blocks, c_final, c_drop_out,
-             ffn_names(config))
-    return h, cache
+    return h, (stack, c_emb, c_drop_in, c_pos, blocks, c_final, c_drop_out)
 
 
 def stack_backward(dh, cache):
@@ -100,45 +195,22 @@ def stack_backward(dh, cache):
     cross-attention; that of the position table the sum over every block's
     self-attention.
     """
-    stack, is_decoder, c_emb, c_drop_in, c_pos, bias_shape, blocks, c_final, c_drop_out, ffn = cache
+    stack, c_emb, c_drop_in, c_pos, blocks, c_final, c_drop_out = cache
     grads: dict = {}
     # h = dropout(final_norm(x))
     dh, _ = dropout_backward(dh, c_drop_out)
     dx, g = rms_norm_backward(dh, c_final)
     grads[f"{stack}.final_layer_norm.weight"] = g["weight"]
-    dmemory = None
-    dself_bias = None
+    dmemory = dself_bias = None
     for i in reversed(range(len(blocks))):
-        b, bc = f"{stack}.block.{i}.layer", blocks[i]
-        ff = 2 if is_decoder else 1
-        # x = x + dropout(FFN(norm(x)))
-        df, _ = dropout_backward(dx, bc["ff_drop"])
-        dn, g = ffn_backward(df, bc["ff"])
-        add_grads(grads, g, f"{b}.{ff}.DenseReluDense")
-        dn, g = rms_norm_backward(dn, bc["lnf"])
-        grads[f"{b}.{ff}.layer_norm.weight"] = g["weight"]
-        dx = dx + dn
-        if is_decoder:
-            # x = x + dropout(EncDecAttention(norm(x), memory))
-            da, _ = dropout_backward(dx, bc["ca_drop"])
-            (dn, dm, _), g = attention_backward(da, bc["ca"])
-            add_grads(grads, g, f"{b}.1.EncDecAttention")
+        dx, dm, dbias, layer_grads = block_backward(dx, blocks[i])
+        _add_block_grads(grads, stack, i, layer_grads)
+        if dm is not None:
             dmemory = dm if dmemory is None else dmemory + dm
-            dn, g = rms_norm_backward(dn, bc["ln1"])
-            grads[f"{b}.1.layer_norm.weight"] = g["weight"]
-            dx = dx + dn
-        # x = x + dropout(SelfAttention(norm(x)))
-        da, _ = dropout_backward(dx, bc["sa_drop"])
-        (dn, _, dbias), g = attention_backward(da, bc["sa"])  # self-attention: dn is the whole input grad
-        add_grads(grads, g, f"{b}.0.SelfAttention")
         dself_bias = dbias if dself_bias is None else dself_bias + dbias
-        dn, g = rms_norm_backward(dn, bc["ln0"])
-        grads[f"{b}.0.layer_norm.weight"] = g["weight"]
-        dx = dx + dn
     # self_bias = position_bias + mask: the mask is constant
     _, g = position_bias_backward(dself_bias, c_pos)
-    grads[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = g[
-        "relative_attention_bias"]
+    add_grads(grads, g, f"{stack}.block.0.layer.0.SelfAttention")
     # x = dropout(shared[ids])
     dx, _ = dropout_backward(dx, c_drop_in)
     _, g = embedding_backward(dx, c_emb)

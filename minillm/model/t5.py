@@ -234,12 +234,6 @@ class T5:
         """A copy with every parameter cast to dtype."""
         return T5(self.config, {k: v.astype(dtype) for k, v in self.params.items()})
 
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Decode as transformers' ``generate`` does; see ``minillm.generation``."""
-        from minillm.generation import generate
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-
 
 def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):
     """(B, T) -> (B, T): [start, labels[:, :-1]] with -100 replaced by pad."""

@@ -3,25 +3,38 @@
     op_forward(x, params, ...) -> (out, cache)
     op_backward(dout, cache)   -> (dx, grads)        grads keyed like params
 
+Where the forward keeps a cache, an inference form (generation's decode step)
+computes the same output with the same kernel and keeps none: ``rms_norm``,
+``softmax``, ``relu`` / ``gelu_new`` / ``silu``, ``attention_core``, ``ffn``.
+
 Shapes: B batch, S source length, T target length, C d_model, H heads,
 D d_kv, F d_ff, V vocab.
 """
 
 from minillm.ops.activations import (
     ACTIVATIONS,
+    FUNCTIONS,
+    gelu_new,
     gelu_new_backward,
     gelu_new_forward,
+    relu,
     relu_backward,
     relu_forward,
+    silu,
     silu_backward,
     silu_forward,
 )
 from minillm.ops.attention import (
     additive_mask,
-    attention_backward,
-    attention_forward,
+    attention_core,
+    attention_core_backward,
+    attention_core_forward,
     causal_keep,
+    cross_attention_backward,
+    cross_attention_forward,
     padding_keep,
+    self_attention_backward,
+    self_attention_forward,
 )
 from minillm.ops.cross_entropy import (
     IGNORE_INDEX,
@@ -34,15 +47,15 @@ from minillm.ops.cross_entropy import (
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.embedding import embedding_backward, embedding_forward
 from minillm.ops.entropy import entropy_backward, entropy_forward
-from minillm.ops.ffn import ffn_backward, ffn_forward
+from minillm.ops.ffn import ffn, ffn_backward, ffn_forward
 from minillm.ops.linear import linear_backward, linear_forward
-from minillm.ops.norm import rms_norm_backward, rms_norm_forward
+from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward
 from minillm.ops.position_bias import (
     position_bias_backward,
     position_bias_forward,
     position_buckets,
     relative_position_bucket,
 )
-from minillm.ops.softmax import softmax_backward, softmax_forward
+from minillm.ops.softmax import softmax, softmax_backward, softmax_forward
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,4 +1,4 @@
-"""Elementwise activations T5 uses, each a forward/backward pair.
+"""Elementwise activations T5 uses, each a forward/backward pair and an inference form.
 
     relu(x)     = max(x, 0)
     gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (the tanh form)
@@ -7,9 +7,10 @@
 
 Shapes are unchanged: x (...) -> y (...). They take no params. Every forward's
 cache is the derivative dy/dx itself, so every backward is dx = dy * cache
-(the gated FFN fuses that product with its gate's). ``ACTIVATIONS``
-maps a name to its (forward, backward) pair; ``FUNCTIONS`` to the bare function,
-for inference.
+(the gated FFN fuses that product with its gate's). The inference forms
+(``relu``, ``gelu_new``, ``silu``) compute y with the forward's own kernel and
+skip the derivative. ``ACTIVATIONS`` maps a name to its (forward, backward)
+pair; ``FUNCTIONS`` to its inference form (generation).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
 
 
+def relu(x):
+    """max(x, 0) for inference: x (...) -> (...)."""
+    return get_xp(x).maximum(x, 0)
+
+
 def relu_forward(x, params=None):
-    xp = get_xp(x)
-    return xp.maximum(x, 0), x > 0
+    return relu(x), x > 0
 
 
 def relu_backward(dy, cache):
@@ -96,26 +101,32 @@ def gelu_new_backward(dy, cache):
     return dy * cache, {}
 
 
-def silu_forward(x, params=None):
+def _sigmoid(x):
+    """s = sigmoid(x) = 1 / (1 + exp(-x)), a new array (x's shape)."""
     xp = get_xp(x)
     with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives s = 0, as it should
-        s = 1.0 / (1.0 + xp.exp(-x))
+        s = xp.exp(-x)
+    s += 1.0
+    xp.reciprocal(s, out=s)
+    return s
+
+
+def silu(x):
+    """x sigmoid(x) for inference: x (...) -> (...)."""
+    y = _sigmoid(x)  # holds s for now
+    y *= x
+    return y
+
+
+def silu_forward(x, params=None):
+    s = _sigmoid(x)
     # y = x s(x)  =>  dy/dx = s + x s (1 - s), kept as the cache
-    return x * s, s * (1.0 + x * (1.0 - s))
+    return s * x, s * (1.0 + x * (1.0 - s))
 
 
 def silu_backward(dy, cache):
     # y = silu(x)  =>  dx = dy * dy/dx, the derivative the forward kept
     return dy * cache, {}
-
-
-def relu(x):
-    return get_xp(x).maximum(x, 0)
-
-
-def silu(x):
-    with np.errstate(over="ignore"):  # x / inf = 0 for x << 0
-        return x / (1.0 + get_xp(x).exp(-x))
 
 
 ACTIVATIONS = {
@@ -125,4 +136,4 @@ ACTIVATIONS = {
 }
 
 FUNCTIONS = {"relu": relu, "gelu_new": gelu_new, "silu": silu}
-"""The activations alone, for inference (generation): no cache, no derivative."""
+"""The activations' inference forms (generation): the forward's kernel, no derivative."""

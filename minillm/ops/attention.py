@@ -4,12 +4,17 @@
     A = softmax(scale * q k^T + bias)                (B, H, T, S)
     out = concat_h(dropout(A) v) W_o^T
 
-x is the query input (B, T, C); m the key/value input (B, S, C): m is x for
-self-attention and the encoder output ("memory") for cross-attention.
-``bias`` is added to the scores before the softmax and broadcasts to
-(B, H, T, S): T5's relative position bias plus the additive masks.
-``scale`` defaults to 1/sqrt(D) (the Transformer's scaled dot product); T5
-passes 1.0, since its initialisation folds the scale into W_q.
+Two ops share one core (the scores, softmax, dropout and context, on heads):
+
+    self_attention_forward(x, params)             m = x: one fused GEMM for [q|k|v]
+    cross_attention_forward(x, memory, params)    m = memory (B, S, C): q, then [k|v] fused
+    attention_core_forward(q, k, v)               ctx = dropout(A) v over given heads
+    attention_core(q, k, v)                       the same for inference (cached k, v), no cache
+
+x is the query input (B, T, C). ``bias`` is added to the scores before the
+softmax and broadcasts to (B, H, T, S): T5's relative position bias plus the
+additive masks. ``scale`` defaults to 1/sqrt(D) (the Transformer's scaled dot
+product); T5 passes 1.0, since its initialisation folds the scale into W_q.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import math
 
 from minillm.backend import get_xp
 from minillm.ops.dropout import dropout_backward, dropout_forward
-from minillm.ops.softmax import softmax_backward, softmax_forward
+from minillm.ops.softmax import softmax, softmax_backward, softmax_forward
 
 
 def project(t, w):
@@ -39,40 +44,58 @@ def merge_heads(t):
     return t.transpose(0, 2, 1, 3).reshape(B, L, H * D)  # (B, L, H*D)
 
 
-def attention_forward(x, m, params, *, n_heads, bias=None, scale=None, dropout=0.0, rng=None):
-    """Multi-head attention of queries from x over keys/values from m.
+def project_heads(t, w, n_heads, parts):
+    """[a|b|..] = t [W_a|W_b|..]^T in one GEMM, split into ``parts`` heads arrays.
 
-    x: (B, T, C), m: (B, S, C), bias: broadcastable to (B, H, T, S) or None.
-    params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
-    Pass the same array as x and m for self-attention.
+    t: (B, L, C), w: (parts*H*D, C) -> parts x (B, H, L, D).
     """
-    xp = get_xp(x)
-    HD = params["q"].shape[0]
-    if scale is None:
-        scale = 1.0 / math.sqrt(HD // n_heads)
-    # One GEMM for every projection that reads the same input (wider GEMMs run
-    # closer to BLAS's peak): [q|k|v] = x [W_q|W_k|W_v]^T for self-attention,
-    # [k|v] = m [W_k|W_v]^T for cross-attention.
-    if m is x:
-        w_in = xp.concatenate([params["q"], params["k"], params["v"]])  # (3*H*D, C)
-        q, k, v = xp.split(project(x, w_in), 3, axis=-1)  # 3 x (B, T, H*D)
-    else:
-        w_in = xp.concatenate([params["k"], params["v"]])  # (2*H*D, C)
-        q = project(x, params["q"])  # (B, T, H*D)
-        k, v = xp.split(project(m, w_in), 2, axis=-1)  # 2 x (B, S, H*D)
-    q, k, v = (split_heads(t, n_heads) for t in (q, k, v))  # (B, H, T|S, D)
+    fused = get_xp(t).split(project(t, w), parts, axis=-1)  # parts x (B, L, H*D)
+    return [split_heads(a, n_heads) for a in fused]  # (B, H, L, D)
+
+
+def fused_weight(params, names):
+    """[W_a; W_b; ...] (n*H*D, C): the projections that read one input, for one wider GEMM.
+
+    Wider GEMMs run closer to BLAS's peak than several narrow ones.
+    """
+    xp = get_xp(params[names[0]])
+    return xp.concatenate([params[n] for n in names])  # (n*H*D, C)
+
+
+# ------------------------------------------------------------------ the core, on heads
+
+
+def _scores(q, k, bias, scale):
+    """scale * q k^T + bias: q (B, H, T, D), k (B, H, S, D) -> (B, H, T, S)."""
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
     if scale != 1.0:
         scores *= scale
     if bias is not None:
         scores += bias
-    a, _ = softmax_forward(scores)  # (B, H, T, S)
+    return scores
+
+
+def attention_core_forward(q, k, v, *, bias=None, scale=1.0, dropout=0.0, rng=None):
+    """ctx = dropout(softmax(scale * q k^T + bias)) v.
+
+    q: (B, H, T, D), k, v: (B, H, S, D), bias: broadcastable to (B, H, T, S) or None.
+    Returns ctx (B, H, T, D). Cache: q, k, v, the probabilities A and dropout(A).
+    """
+    a, _ = softmax_forward(_scores(q, k, bias, scale))  # (B, H, T, S)
     a_drop, drop_cache = dropout_forward(a, p=dropout, rng=rng)
-    ctx = merge_heads(a_drop @ v)  # (B, T, H*D)
-    out = project(ctx, params["o"])  # (B, T, C)
+    ctx = a_drop @ v  # (B, H, T, D)
     bias_shape = None if bias is None else bias.shape
-    cache = (x, m, q, k, v, a, a_drop, drop_cache, ctx, params, w_in, scale, bias_shape)
-    return out, cache
+    return ctx, (q, k, v, a, a_drop, drop_cache, scale, bias_shape)
+
+
+def attention_core(q, k, v, *, bias=None, scale=1.0):
+    """softmax(scale * q k^T + bias) v for inference: no dropout, no cache.
+
+    q: (N, H, T, D), k, v: (N, H, S, D) (the decoder's cached keys and values) -> (N, H, T, D).
+    """
+    scores = _scores(q, k, bias, scale)  # (N, H, T, S)
+    a = softmax(scores, out=scores)  # (N, H, T, S), in the scores' memory
+    return a @ v  # (N, H, T, D)
 
 
 def _sum_to_shape(t, shape):
@@ -81,19 +104,9 @@ def _sum_to_shape(t, shape):
     return t.sum(axis=axes, keepdims=True) if axes else t
 
 
-def attention_backward(dout, cache):
-    """dout: (B, T, C) -> ((dx (B,T,C), dm (B,S,C) or None, dbias or None), grads).
-
-    For self-attention (the same array passed as x and m) dx holds the whole
-    input gradient and dm is None. dbias has the shape of the bias passed in.
-    """
-    x, m, q, k, v, a, a_drop, drop_cache, ctx, params, w_in, scale, bias_shape = cache
-    xp = get_xp(dout)
-    B, H, T, D = q.shape
-    S = k.shape[2]
-    # out = ctx W_o^T
-    d_o = dout.reshape(-1, dout.shape[-1]).T @ ctx.reshape(-1, ctx.shape[-1])  # (C, H*D)
-    dctx = split_heads(project(dout, params["o"].T), H)  # (B, H, T, D)
+def attention_core_backward(dctx, cache):
+    """dctx: (B, H, T, D) -> (dq, dk, dv, dbias): dbias has the bias's shape (None without one)."""
+    q, k, v, a, a_drop, drop_cache, scale, bias_shape = cache
     # ctx = a_drop v
     da_drop = dctx @ v.transpose(0, 1, 3, 2)  # (B, H, T, S)
     dv = a_drop.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, D)
@@ -106,25 +119,102 @@ def attention_backward(dout, cache):
         dscores = dscores * scale
     dq = dscores @ k  # (B, H, T, D)
     dk = dscores.transpose(0, 1, 3, 2) @ q  # (B, H, S, D)
-    # [q|k|v] = x W_in^T (self) or [k|v] = m W_in^T (cross): one GEMM each way.
-    # The head gradients are written straight into the fused (.., n*H*D) buffer.
-    heads = [dq, dk, dv] if m is x else [dk, dv]
-    L = T if m is x else S
-    d_in = xp.empty((B, L, len(heads), H, D), dtype=dout.dtype)  # (B, L, n, H, D)
-    for i, g in enumerate(heads):
+    return dq, dk, dv, dbias
+
+
+# ------------------------------------------------------------------ the projections
+
+
+def _resolve_scale(scale, params, n_heads):
+    return 1.0 / math.sqrt(params["q"].shape[0] // n_heads) if scale is None else scale
+
+
+def _fused_input_backward(head_grads, src, w_in):
+    """[a|b|..] = src W_in^T  =>  (d_src (B, L, C), dW_in (n*H*D, C)), one GEMM each way.
+
+    head_grads: the n head gradients (B, H, L, D), written straight into one
+    (B, L, n, H, D) buffer so that [da|db|..] is a single (B*L, n*H*D) matrix.
+    """
+    xp = get_xp(src)
+    B, H, L, D = head_grads[0].shape
+    d_in = xp.empty((B, L, len(head_grads), H, D), dtype=src.dtype)  # (B, L, n, H, D)
+    for i, g in enumerate(head_grads):
         d_in[:, :, i] = g.transpose(0, 2, 1, 3)  # (B, L, H, D)
-    d_in = d_in.reshape(B * L, len(heads) * H * D)  # (B*L, n*H*D)
-    src = x if m is x else m
+    d_in = d_in.reshape(B * L, len(head_grads) * H * D)  # (B*L, n*H*D)
     dw_in = d_in.T @ src.reshape(B * L, -1)  # (n*H*D, C)
     d_src = (d_in @ w_in).reshape(src.shape)  # (B, L, C)
-    HD = H * D
-    if m is x:
-        grads = {"q": dw_in[:HD], "k": dw_in[HD:2 * HD], "v": dw_in[2 * HD:], "o": d_o}
-        return (d_src, None, dbias), grads
-    dq2 = merge_heads(dq).reshape(B * T, HD)  # (B*T, H*D)
-    grads = {"q": dq2.T @ x.reshape(B * T, -1), "k": dw_in[:HD], "v": dw_in[HD:], "o": d_o}
-    dx = (dq2 @ params["q"]).reshape(x.shape)  # (B, T, C)
-    return (dx, d_src, dbias), grads
+    return d_src, dw_in
+
+
+def _output_backward(dout, ctx, w_o, n_heads):
+    """out = ctx W_o^T  =>  (dctx on heads (B, H, T, D), dW_o (C, H*D)); ctx: (B, T, H*D)."""
+    d_o = dout.reshape(-1, dout.shape[-1]).T @ ctx.reshape(-1, ctx.shape[-1])  # (C, H*D)
+    dctx = split_heads(project(dout, w_o.T), n_heads)  # (B, H, T, D)
+    return dctx, d_o
+
+
+def self_attention_forward(x, params, *, n_heads, bias=None, scale=None, dropout=0.0, rng=None):
+    """Multi-head self-attention: queries, keys and values all from x.
+
+    x: (B, T, C), bias: broadcastable to (B, H, T, T) or None.
+    params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
+    """
+    scale = _resolve_scale(scale, params, n_heads)
+    w_qkv = fused_weight(params, "qkv")  # (3*H*D, C)
+    q, k, v = project_heads(x, w_qkv, n_heads, 3)  # [q|k|v] = x [W_q|W_k|W_v]^T, each (B, H, T, D)
+    ctx, core = attention_core_forward(q, k, v, bias=bias, scale=scale, dropout=dropout, rng=rng)
+    ctx = merge_heads(ctx)  # (B, T, H*D)
+    out = project(ctx, params["o"])  # (B, T, C)
+    return out, (x, w_qkv, core, ctx, params["o"])
+
+
+def self_attention_backward(dout, cache):
+    """dout: (B, T, C) -> ((dx (B, T, C), dbias or None), grads {"q", "k", "v", "o"})."""
+    x, w_qkv, core, ctx, w_o = cache
+    H = core[0].shape[1]
+    dctx, d_o = _output_backward(dout, ctx, w_o, H)
+    dq, dk, dv, dbias = attention_core_backward(dctx, core)
+    # [q|k|v] = x W_qkv^T
+    dx, dw = _fused_input_backward([dq, dk, dv], x, w_qkv)
+    HD = dw.shape[0] // 3
+    return (dx, dbias), {"q": dw[:HD], "k": dw[HD:2 * HD], "v": dw[2 * HD:], "o": d_o}
+
+
+def cross_attention_forward(x, memory, params, *, n_heads, bias=None, scale=None, dropout=0.0,
+                            rng=None):
+    """Multi-head attention of queries from x over keys and values from memory.
+
+    x: (B, T, C), memory: (B, S, C), bias: broadcastable to (B, H, T, S) or None.
+    params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
+    """
+    scale = _resolve_scale(scale, params, n_heads)
+    w_kv = fused_weight(params, "kv")  # (2*H*D, C)
+    q = split_heads(project(x, params["q"]), n_heads)  # (B, H, T, D)
+    k, v = project_heads(memory, w_kv, n_heads, 2)  # [k|v] = memory [W_k|W_v]^T, each (B, H, S, D)
+    ctx, core = attention_core_forward(q, k, v, bias=bias, scale=scale, dropout=dropout, rng=rng)
+    ctx = merge_heads(ctx)  # (B, T, H*D)
+    out = project(ctx, params["o"])  # (B, T, C)
+    return out, (x, memory, params["q"], w_kv, core, ctx, params["o"])
+
+
+def cross_attention_backward(dout, cache):
+    """dout: (B, T, C) -> ((dx (B, T, C), dmemory (B, S, C), dbias or None), grads keyed like params)."""
+    x, memory, w_q, w_kv, core, ctx, w_o = cache
+    B, T, _ = x.shape
+    H = core[0].shape[1]
+    dctx, d_o = _output_backward(dout, ctx, w_o, H)
+    dq, dk, dv, dbias = attention_core_backward(dctx, core)
+    # [k|v] = memory W_kv^T
+    dmemory, dw_kv = _fused_input_backward([dk, dv], memory, w_kv)
+    # q = x W_q^T
+    dq2 = merge_heads(dq).reshape(B * T, -1)  # (B*T, H*D)
+    dx = (dq2 @ w_q).reshape(x.shape)  # (B, T, C)
+    HD = w_q.shape[0]
+    grads = {"q": dq2.T @ x.reshape(B * T, -1), "k": dw_kv[:HD], "v": dw_kv[HD:], "o": d_o}
+    return (dx, dmemory, dbias), grads
+
+
+# ------------------------------------------------------------------ masks
 
 
 def additive_mask(keep, dtype):

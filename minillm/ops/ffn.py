@@ -5,13 +5,16 @@
 
 x: (B, L, C) -> y: (B, L, C); W_i, W_i0, W_i1: (F, C), W_o: (C, F).
 params: {"wi", "wo"} or {"wi_0", "wi_1", "wo"}, the names transformers uses.
-The gated form runs W_i0 and W_i1 as one GEMM of width 2F each way.
+The gated form runs W_i0 and W_i1 as one GEMM of width 2F each way: x times
+``input_weight(params)``, [W_i0; W_i1]. ``ffn`` is the inference form over those
+weights laid out once (transposed, for generation's one-token steps), no dropout
+and no cache.
 """
 
 from __future__ import annotations
 
 from minillm.backend import as_rows, blockwise, get_xp
-from minillm.ops.activations import ACTIVATIONS
+from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.linear import linear_backward, linear_forward
 
@@ -32,14 +35,34 @@ def _gate_backward_block(dh, g, q, dh0, dh1):
     xp.multiply(dh, q, out=dh0)
 
 
+def input_weight(params):
+    """What x is multiplied by: W_i (F, C), or [W_i0; W_i1] (2F, C) when gated (one GEMM, not two)."""
+    if "wi_0" not in params:
+        return params["wi"]
+    return get_xp(params["wi_0"]).concatenate([params["wi_0"], params["wi_1"]])  # (2F, C)
+
+
+def ffn(x, w_in, w_out, *, act="relu", gated=False):
+    """y = W_o act(W_i x), or W_o (act(W_i0 x) * W_i1 x) when gated, for inference.
+
+    x: (N, C); w_in: input_weight(params)^T, (C, F) or (C, 2F); w_out: W_o^T (F, C) -> y (N, C).
+    """
+    h = x @ w_in  # (N, F) or (N, 2F) = [h0|h1]
+    if gated:
+        F = h.shape[-1] // 2
+        g = FUNCTIONS[act](h[:, :F])  # act(h0)
+        g *= h[:, F:]  # h = act(h0) * h1
+        return g @ w_out  # (N, C)
+    return FUNCTIONS[act](h) @ w_out  # (N, C)
+
+
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
     act_fwd, _ = ACTIVATIONS[act]
     xp = get_xp(x)
     gated = "wi_0" in params
     if gated:
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
-        w_in = xp.concatenate([params["wi_0"], params["wi_1"]])  # (2F, C)
-        h01, c01 = linear_forward(x, {"weight": w_in})  # (B, L, 2F)
+        h01, c01 = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
         F = params["wi_0"].shape[0]
         h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
         g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)

@@ -4,7 +4,8 @@
     y = w * (x * r)
 
 This is ``T5LayerNorm`` exactly (eps inside the square root, biased mean).
-Forward and backward run row block by row block (``blockwise``).
+Forward and backward run row block by row block (``blockwise``); ``rms_norm``
+is the inference form: the same kernel called once, keeping no xhat or r.
 """
 
 from __future__ import annotations
@@ -12,23 +13,34 @@ from __future__ import annotations
 from minillm.backend import as_rows, blockwise, get_xp
 
 
-def _rms_norm_block(x, w, eps, y, xhat, r):
+def _rms_norm_block(x, w, eps, y, xhat):
+    """y = w * xhat, xhat = x * r, r = 1 / sqrt(mean(x^2) + eps), over rows x (..., C); returns r (..., 1).
+
+    y's memory holds x^2 first; xhat may be y itself (inference keeps no xhat).
+    The mean is written sum / C: the same number as ``mean`` (which divides the
+    same sum), without its Python wrapper, which costs more than the sum for a few rows.
+    """
     xp = get_xp(x)
-    xp.multiply(x, x, out=y)  # y as scratch: x^2
-    r[:] = 1.0 / xp.sqrt(y.mean(axis=-1, keepdims=True) + eps)  # (n, 1)
+    x2 = xp.multiply(x, x, out=y)  # (..., C) x^2, in y's memory
+    r = 1.0 / xp.sqrt(x2.sum(axis=-1, keepdims=True) / x.shape[-1] + eps)  # (..., 1)
     xp.multiply(x, r, out=xhat)
     xp.multiply(xhat, w, out=y)
+    return r
+
+
+def _rms_norm_forward_block(x, w, eps, y, xhat, r):
+    r[:] = _rms_norm_block(x, w, eps, y, xhat)
 
 
 def _rms_norm_backward_block(dy, xhat, r, w, dx):
     xp = get_xp(dy)
     # y = w * xhat  =>  dxhat = dy * w
-    xp.multiply(dy, w, out=dx)  # dx holds dxhat
+    dxhat = xp.multiply(dy, w, out=dx)  # (n, C), in dx's memory
     # xhat = x * r, r = (mean(x^2) + eps)^(-1/2)
     #   =>  dx = r * (dxhat - xhat * mean(dxhat * xhat))
-    mean = (dx * xhat).mean(axis=-1, keepdims=True)  # (n, 1)
-    dx -= xhat * mean
-    dx *= r
+    mean = (dxhat * xhat).mean(axis=-1, keepdims=True)  # (n, 1)
+    dxhat -= xhat * mean
+    dxhat *= r  # now dx
 
 
 def rms_norm_forward(x, params, eps=1e-6):
@@ -38,9 +50,19 @@ def rms_norm_forward(x, params, eps=1e-6):
     y = xp.empty(x.shape, dtype=x.dtype)  # C-contiguous, so as_rows gives views
     xhat = xp.empty(x.shape, dtype=x.dtype)
     r = xp.empty((*x.shape[:-1], 1), dtype=x.dtype)
-    blockwise(lambda xb, yb, hb, rb: _rms_norm_block(xb, w, eps, yb, hb, rb),
+    blockwise(lambda xb, yb, hb, rb: _rms_norm_forward_block(xb, w, eps, yb, hb, rb),
               as_rows(x), as_rows(y), as_rows(xhat), as_rows(r))
     return y, (xhat, r, w)
+
+
+def rms_norm(x, weight, eps=1e-6):
+    """y = w * x / sqrt(mean(x^2) + eps) for inference: x (..., C), weight (C,) -> (..., C).
+
+    ``rms_norm_forward``'s kernel, called once over every row, without the cache.
+    """
+    y = get_xp(x).empty(x.shape, dtype=x.dtype)
+    _rms_norm_block(x, weight, eps, y, y)  # xhat lives in y, then y = w * xhat
+    return y
 
 
 def rms_norm_backward(dy, cache):

@@ -3,7 +3,9 @@
     y_i = exp(x_i - max x) / sum_j exp(x_j - max x)
 
 Both passes run row block by row block (``blockwise``): each
-block's chain of passes stays in the L2 cache.
+block's chain of passes stays in the L2 cache. ``softmax`` is the inference
+form: the same kernel, called once over the rows (a decode step's scores are
+a few rows; the loop would cost more than it saves).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from minillm.backend import as_rows, blockwise, get_xp
 
 
 def _softmax_block(x, y):
+    """y = softmax(x) over the last axis; y may be x itself."""
     xp = get_xp(x)
     xp.subtract(x, x.max(axis=-1, keepdims=True), out=y)  # x - max x
     xp.exp(y, out=y)
@@ -33,6 +36,16 @@ def softmax_forward(x, params=None):
     y = xp.empty(x.shape, dtype=x.dtype)  # C-contiguous, so its rows are a view
     blockwise(_softmax_block, as_rows(x), as_rows(y))
     return y, y
+
+
+def softmax(x, out=None):
+    """x: (..., N) -> y: (..., N), as ``softmax_forward``, for inference: one kernel call, no cache.
+
+    out: the array y is written to (default a new one; x itself computes in place).
+    """
+    y = get_xp(x).empty(x.shape, dtype=x.dtype) if out is None else out
+    _softmax_block(x, y)
+    return y
 
 
 def softmax_backward(dy, cache):
