@@ -189,3 +189,16 @@ def test_killed_writer_leaves_a_loadable_consistent_checkpoint(tmp_path, delay):
     step = state["step"]
     assert step >= 1 and opt_state["t"] == step
     assert all(np.all(v == step) for v in model.params.values())
+
+
+def test_a_state_of_another_version_is_refused_in_one_line(tmp_path, tokenizer):
+    """Version 1 runs drew other random streams: resuming one would not continue it, so it is refused."""
+    model = minillm.T5.init(minillm.T5Config(vocab_size=tokenizer.vocab_size, d_model=8, d_kv=4,
+                                             num_heads=2, d_ff=16, num_layers=1), np.random.default_rng(0))
+    ckpt.save_checkpoint(tmp_path, model, tokenizer, AdamW(), {"step": 0})
+    path = tmp_path / ckpt.STATE_NAME
+    state = json.loads(path.read_text())
+    assert state["version"] == 2
+    path.write_text(json.dumps({**state, "version": 1}))
+    with pytest.raises(ValueError, match=r"trainer_state.json: trainer state version 1, this minillm reads"):
+        ckpt.read_state(tmp_path)

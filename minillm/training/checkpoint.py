@@ -48,7 +48,9 @@ TOKENIZER_NAME = "tokenizer.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 BEST_DIR = "best"
 STATE_FORMAT = "minillm-trainer-state"
-STATE_VERSION = 1
+# 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
+# dropout streams than it started with, so it is refused rather than silently changed).
+STATE_VERSION = 2
 FILE_MODE = 0o644
 
 
