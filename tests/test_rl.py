@@ -52,6 +52,20 @@ def test_sampled_labels_cut_after_the_first_eos():
                                                            [3, 1, -100, -100]])
 
 
+def test_samples_follow_the_sampling_stream_of_the_seed():
+    """The same seed draws the same k samples per prompt; another seed draws others."""
+    from minillm import seeds
+    from minillm.evaluation import sample_outputs
+
+    model = tiny_model(vocab=11, seed=5)
+    ids = np.random.default_rng(0).integers(2, 11, size=(3, 5))
+    draw = lambda seed: sample_outputs(model, ids, None, 4, seeds.generator(seed, "sampling"), 6)
+    a, b, c = draw(0), draw(0), draw(1)
+    assert a.shape[0] == 12
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
 def test_advantages():
     r = np.array([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
     b = rloo_baseline(r)
