@@ -6,8 +6,8 @@
 x: (B, L, C) -> y: (B, L, C); W_i, W_i0, W_i1: (F, C), W_o: (C, F).
 params: {"wi", "wo"} or {"wi_0", "wi_1", "wo"}, the names transformers uses.
 The gated form runs W_i0 and W_i1 as one GEMM of width 2F each way: x times
-``input_weight(params)``, [W_i0; W_i1]. ``ffn`` is the inference form over those
-weights laid out once (transposed, for generation's one-token steps), no dropout
+``input_weight(params)``, [W_i0; W_i1]. ``ffn`` is the inference form over that
+weight laid out once (transposed, for generation's one-token steps), no dropout
 and no cache.
 """
 
@@ -43,17 +43,18 @@ def input_weight(params):
 
 
 def ffn(x, w_in, w_out, *, act="relu", gated=False):
-    """y = W_o act(W_i x), or W_o (act(W_i0 x) * W_i1 x) when gated, for inference.
+    """y = W_o act(W_i x), or W_o (act(W_i0 x) * W_i1 x) when gated, for inference (a few rows).
 
-    x: (N, C); w_in: input_weight(params)^T, (C, F) or (C, 2F); w_out: W_o^T (F, C) -> y (N, C).
+    x: (N, C); w_in: input_weight(params)^T, (C, F) or (C, 2F); w_out: W_o (C, F) as stored
+    -> y (N, C). y = h W_o^T is computed as (W_o h^T)^T, which needs no transposed copy of W_o.
     """
     h = x @ w_in  # (N, F) or (N, 2F) = [h0|h1]
     if gated:
         F = h.shape[-1] // 2
         g = FUNCTIONS[act](h[:, :F])  # act(h0)
         g *= h[:, F:]  # h = act(h0) * h1
-        return g @ w_out  # (N, C)
-    return FUNCTIONS[act](h) @ w_out  # (N, C)
+        return (w_out @ g.T).T  # (C, F) @ (F, N) -> (N, C)
+    return (w_out @ FUNCTIONS[act](h).T).T  # (N, C)
 
 
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
