@@ -149,7 +149,7 @@ def run_fit(tokenizer, encoded, out, steps=8, stop_after=None, resume=False, plo
         model, _, opt_state, s = ckpt.load_checkpoint(out)
         opt = ScaledAdamW.from_config(config)
         opt.load_state_dict(opt_state)
-        state = TrainState(s["step"], s["epoch"], s["batch_in_epoch"], s["rng_state"], s["best"])
+        state = TrainState.from_saved(s)
     else:
         model, opt, state = make_model(tokenizer, dropout=0.1), None, None
     result = fit(model, tokenizer, encoded, config, str(out), eval_examples=EXAMPLES[:6],

@@ -43,6 +43,28 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or inf; the run stopped before updating."""
 
 
+@dataclasses.dataclass
+class RunState:
+    """Everything that changes in a run besides the parameters and the optimizer moments.
+
+    step: optimizer steps done; (epoch, batch_in_epoch): the data position after
+    them; rng_state: the step's Generator state; best: the best evaluation's entry
+    and its step. An algorithm adds its own fields in a subclass (REINFORCE's EMA
+    baseline).
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    rng_state: dict | None = None
+    best: dict | None = None
+
+    @classmethod
+    def from_saved(cls, saved: dict):
+        """This state from a checkpoint's trainer_state.json (its fields; the rest is the loop's)."""
+        return cls(**{f.name: saved.get(f.name) for f in dataclasses.fields(cls)})
+
+
 class Trainer:
     """One algorithm's part of a run: its step, its evaluation, what "better" means.
 

@@ -33,7 +33,7 @@ from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.training import checkpoint as ckpt
-from minillm.training.loop import Trainer, TrainingDiverged, run
+from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
 from minillm.training.run_folder import JSONSettings, restore_generator
 
@@ -112,15 +112,10 @@ class RLConfig(JSONSettings):
 
 
 @dataclass
-class RLState:
-    """Everything that changes in a run besides the parameters and the AdamW moments."""
+class RLState(RunState):
+    """REINFORCE's run state: the EMA baseline besides; ``best`` is {"reward", "step"}."""
 
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    rng_state: dict | None = None
     ema: float | None = None
-    best: dict | None = None  # {"reward", "step"}
 
 
 def prompt_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

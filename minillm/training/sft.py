@@ -42,7 +42,7 @@ from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
-from minillm.training.loop import Trainer, TrainingDiverged, run
+from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.run_folder import JSONSettings, restore_generator
 
 
@@ -104,14 +104,8 @@ class TrainConfig(JSONSettings):
 
 
 @dataclass
-class TrainState:
-    """Everything that changes during a run besides the parameters and the moments."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    rng_state: dict | None = None
-    best: dict | None = None  # {"exact_match", "loss", "step"}
+class TrainState(RunState):
+    """SFT's run state; ``best`` is {"exact_match", "loss", "step"}."""
 
 
 # --------------------------------------------------------------------------- one step

@@ -196,10 +196,7 @@ def _resume(s: RLSettings, log: Log) -> _Run:
                                    device=s.device)
     optimizer = AdamW(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     optimizer.load_state_dict(opt_state)
-    state = RLState(step=state_json["step"], epoch=state_json["epoch"],
-                    batch_in_epoch=state_json["batch_in_epoch"],
-                    rng_state=state_json["rng_state"], ema=state_json.get("ema"),
-                    best=state_json.get("best"))
+    state = RLState.from_saved(state_json)
     check_not_finished(s.out, state.step, cfg.steps)
     log(f"resuming {s.out} at step {state.step} of {cfg.steps}")
     return _Run(info, cfg, reward, train_ex, held, policy, reference, tokenizer, optimizer, state)

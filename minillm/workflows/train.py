@@ -207,9 +207,7 @@ def _resume(s: TrainSettings, log: Log) -> _Run:
     model, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
     optimizer = ScaledAdamW.from_config(cfg)
     optimizer.load_state_dict(opt_state)
-    state = TrainState(step=state_json["step"], epoch=state_json["epoch"],
-                       batch_in_epoch=state_json["batch_in_epoch"],
-                       rng_state=state_json["rng_state"], best=state_json.get("best"))
+    state = TrainState.from_saved(state_json)
     check_not_finished(s.out, state.step, cfg.steps)
     log(f"resuming {s.out} at step {state.step} of {cfg.steps}")
     return _Run(info, cfg, train_ex, held, model, tokenizer, optimizer, state)
