@@ -18,6 +18,8 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from minillm.backend import as_rows, blockwise, get_xp
 
 
@@ -153,6 +155,39 @@ def global_norm(grads: dict) -> float:
     for g in grads.values():
         total += float((g * g).sum())
     return math.sqrt(total)
+
+
+def first_nonfinite(arrays: dict) -> str | None:
+    """The name of the first array holding a NaN or an inf; None when every entry is finite.
+
+    All finite  <=>  isfinite(max(a)) and isfinite(min(a)) for every array a (max and
+    min propagate NaN; an inf is itself the max or the min): two reductions per
+    array, no temporary array, one host sync in all (the flags are combined on the
+    arrays' device first). Only on failure are the arrays visited again for the name.
+    """
+    if not arrays:
+        return None
+    ok = True
+    with np.errstate(invalid="ignore"):
+        for a in arrays.values():
+            if a.size:
+                xp = get_xp(a)
+                ok = ok & xp.isfinite(a.max()) & xp.isfinite(a.min())
+    if bool(ok):
+        return None
+    with np.errstate(invalid="ignore"):
+        return next(name for name, a in arrays.items()
+                    if a.size and not (math.isfinite(float(a.max())) and math.isfinite(float(a.min()))))
+
+
+def nonfinite_state(params: dict, optimizer: AdamW | ScaledAdamW) -> str | None:
+    """What first holds a NaN or an inf after an update: "parameter NAME" or "AdamW moment
+    m.NAME" / "v.NAME"; None when the parameters and the moments are all finite."""
+    name = first_nonfinite(params)
+    if name is not None:
+        return f"parameter {name}"
+    name = first_nonfinite(optimizer.state_dict()["arrays"])
+    return None if name is None else f"AdamW moment {name}"
 
 
 def clip_grad_norm(grads: dict, max_norm: float) -> float:

@@ -155,6 +155,9 @@ class _Recorder:
         self.grads = {k: v.copy() for k, v in grads.items()}
         return params
 
+    def state_dict(self):  # no moments (rl_step checks an optimizer's moments after the update)
+        return {"t": 0, "arrays": {}}
+
 
 class _IdsTokenizer:
     eos_token_id = 1

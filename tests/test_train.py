@@ -212,6 +212,56 @@ def test_divergence_keeps_the_last_good_checkpoint(tokenizer, encoded, tmp_path,
     assert not os.path.exists(tmp_path / ckpt.STAGING)
 
 
+def test_an_update_that_goes_inf_is_caught_after_it(tokenizer, encoded):
+    """A finite loss and gradient, but lr 1e38: the parameters come out inf; the step says so."""
+    model = make_model(tokenizer)
+    with pytest.raises(TrainingDiverged, match=r"step 1: after the update .* is not finite"):
+        train_step(model, ScaledAdamW(), [collate(encoded, np.arange(4))], 0,
+                   TrainConfig(steps=1, lr=1e38, warmup_steps=0), 1, None)
+
+
+@pytest.mark.parametrize("where", ["params", "moments"])
+def test_a_non_finite_update_is_never_checkpointed(tokenizer, encoded, tmp_path, monkeypatch, where):
+    """The last step's update writes an inf (into a parameter, or into an AdamW moment): the run stops;
+    the checkpoint of step 4 and best/ stay finite, load, and resume to the end."""
+    real = ScaledAdamW.step
+
+    def goes_inf(self, params, grads, lr):
+        real(self, params, grads, lr)
+        if self.t == 8:  # the last step, which evaluates and saves
+            target = params if where == "params" else self.main.v
+            next(iter(target.values())).flat[0] = np.inf
+        return params
+
+    monkeypatch.setattr(ScaledAdamW, "step", goes_inf)
+    with pytest.raises(TrainingDiverged, match=r"step 8: after the update .*checkpoint \(step 4\)"):
+        run_fit(tokenizer, encoded, tmp_path, steps=8)
+    state = ckpt.read_state(tmp_path)
+    assert state["step"] == 4 and state["best"]["step"] == 4
+    for folder in (tmp_path, tmp_path / ckpt.BEST_DIR):
+        assert all(np.isfinite(v).all() for v in minillm.from_pretrained(folder).params.values())
+    _, _, opt_state, _ = ckpt.load_checkpoint(tmp_path)
+    assert all(np.isfinite(v).all() for v in opt_state["arrays"].values())
+    monkeypatch.setattr(ScaledAdamW, "step", real)
+    _, res = run_fit(tokenizer, encoded, tmp_path, steps=8, resume=True)
+    assert res["step"] == 8 and not res["stopped_early"]
+
+
+def test_nonfinite_state_names_the_array():
+    from minillm.optim import first_nonfinite, nonfinite_state
+
+    params = {"a": np.ones((3, 4), np.float32), "b": np.zeros(5), "empty": np.zeros((0, 2))}
+    opt = AdamW()
+    opt.step(params, {k: np.ones_like(v) for k, v in params.items()})
+    assert first_nonfinite(params) is None and nonfinite_state(params, opt) is None
+    for bad in (np.nan, np.inf, -np.inf):
+        p = {k: v.copy() for k, v in params.items()}
+        p["b"][3] = bad
+        assert first_nonfinite(p) == "b" and nonfinite_state(p, opt) == "parameter b"
+    opt.v["a"][2, 1] = np.nan
+    assert nonfinite_state(params, opt) == "AdamW moment v.a"
+
+
 def test_generator_state_round_trips_and_a_foreign_one_is_named():
     from minillm import seeds
     from minillm.training.run_folder import restore_generator

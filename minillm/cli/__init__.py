@@ -3,8 +3,9 @@
 Each subcommand module defines ``add_parser(subparsers)`` (which registers its
 parser and sets ``func``) and a ``run(args)`` that turns the arguments into the
 command's settings, calls its workflow (:mod:`minillm.workflows`) and prints
-the result. Errors the workflow raises (ValueError, FileNotFoundError, a
-diverged run) become one line on stderr and exit status 2.
+the result. Errors the workflow raises (ValueError, FileNotFoundError) become one
+line on stderr and exit status 2; a diverged run (TrainingDiverged), one line
+and exit status 1.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError, TrainingDiverged) as e:
+    except TrainingDiverged as e:  # not bad input: the run failed, its last checkpoint kept
+        print(f"minillm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"minillm {args.command}: error: {msg}", file=sys.stderr)
         return 2

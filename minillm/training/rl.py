@@ -31,7 +31,7 @@ from minillm.data.examples import Example
 from minillm.evaluation import decode_labels, evaluate_policy, prompt_batch, sample_outputs, token_logprobs
 from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
 from minillm.training import checkpoint as ckpt
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
@@ -141,7 +141,9 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
 
     Samples k outputs per prompt with ``rng``, scores them, forms the advantages,
     and updates ``policy`` in place. Raises RewardError for a failing reward,
-    TrainingDiverged (before the update) for a non-finite loss or gradient.
+    TrainingDiverged for a non-finite loss or gradient (before the update) or a
+    parameter or AdamW moment the update made non-finite (after it: the policy
+    is then changed, and must not be checkpointed).
     Returns (stats dict, the new EMA baseline).
     """
     k = config.k
@@ -168,7 +170,12 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
         raise TrainingDiverged(f"step {step + 1}: loss {loss}, gradient norm {norm} (not finite)")
     lr = lr_schedule(step, lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps,
                      kind=config.schedule, min_lr_ratio=config.min_lr_ratio)
-    optimizer.step(policy.params, grads, lr)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        optimizer.step(policy.params, grads, lr)
+    bad = nonfinite_state(policy.params, optimizer)
+    if bad is not None:  # the policy is updated in place: the run must not save it
+        raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
+                               "finite (NaN or inf)")
     n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
     stats = {
         "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),

@@ -41,7 +41,7 @@ from minillm.data.examples import Example
 from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule, nonfinite_state
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.run_folder import JSONSettings, restore_generator
 
@@ -150,7 +150,12 @@ def on_model_device(model, batch: dict) -> dict:
 
 def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[dict], step: int,
                config: TrainConfig, total_steps: int, rng) -> dict[str, float]:
-    """One optimizer step (``step`` is 0-based); raises TrainingDiverged before a bad update.
+    """One optimizer step (``step`` is 0-based); TrainingDiverged when it goes non-finite.
+
+    A non-finite loss or gradient is caught before the update; a parameter or
+    AdamW moment that the update made NaN or inf, after it (the model is then
+    already changed in place, so the caller must not checkpoint it; the run loop
+    does not).
 
     The micro-batches may be host arrays; they are moved to the model's device
     here. Returns {"loss", "lr", "grad_norm", "tokens"} (Python numbers; tokens:
@@ -168,7 +173,12 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
-    optimizer.step(model.params, grads, lr)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        optimizer.step(model.params, grads, lr)
+    bad = nonfinite_state(model.params, optimizer)
+    if bad is not None:  # the model is updated in place: the run must not save it
+        raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
+                               "finite (NaN or inf)")
     return {"loss": float(loss), "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 
