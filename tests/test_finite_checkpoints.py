@@ -4,6 +4,7 @@ one line, and its last checkpoint and best/ as they were (finite, loadable, resu
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -90,3 +91,18 @@ def test_rl_lr_1e38_exits_1_keeping_a_finite_checkpoint_and_best(start_dir, tmp_
     before = folder_digest(out)
     assert _diverges(["rl", "--resume", "--out", str(out), "--no-progress"], capsys) == line
     assert folder_digest(out) == before
+
+
+@pytest.mark.parametrize("flag,value,words", [
+    ("--weight-decay", "nan", "weight_decay must be a finite number >= 0, got nan"),
+    ("--position-bias-lr-scale", "inf", "position_bias_lr_scale must be a finite number > 0, got inf"),
+    ("--lr", "nan", "lr must be .*, got nan"),  # (the workflow's own check may come first)
+])
+def test_train_refuses_a_non_finite_setting_in_one_line_touching_nothing(tmp_path, capsys, flag,
+                                                                        value, words):
+    (tmp_path / "keep.txt").write_text("x")
+    before = folder_digest(tmp_path)
+    assert main(["train", "--preset", "tiny", flag, value, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(f"minillm train: error: .*{words}", lines[0]), lines
+    assert folder_digest(tmp_path) == before and not (tmp_path / "run").exists()

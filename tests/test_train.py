@@ -262,6 +262,73 @@ def test_nonfinite_state_names_the_array():
     assert nonfinite_state(params, opt) == "AdamW moment v.a"
 
 
+NAN, INF = float("nan"), float("inf")
+BAD_COMMON = [  # (field, value, the message's words): every number finite, ints not bools
+    ("lr", NAN, "lr must be a finite number > 0"), ("lr", 0.0, "lr must"), ("lr", INF, "lr must"),
+    ("lr", True, "lr must"), ("lr", "1e-3", "lr must"),
+    ("weight_decay", NAN, "weight_decay must be a finite number >= 0"),
+    ("weight_decay", -0.1, "weight_decay must"),
+    ("betas", (0.9, NAN), r"betas\[1\] must be a number in \[0, 1\)"),
+    ("betas", (1.0, 0.999), r"betas\[0\] must"), ("betas", ("a", "b"), r"betas\[0\] must"),
+    ("betas", (0.9,), "betas must be two numbers"), ("betas", "ab", r"betas(\[0\])? must"),
+    ("eps", 0.0, "eps must"), ("eps", INF, "eps must"),
+    ("max_grad_norm", INF, "max_grad_norm must"), ("max_grad_norm", NAN, "max_grad_norm must"),
+    ("min_lr_ratio", 1.5, r"min_lr_ratio must be a number in \[0, 1\]"),
+    ("min_lr_ratio", NAN, "min_lr_ratio must"),
+    ("schedule", "step", "schedule must be one of cosine, linear, constant"),
+    ("steps", True, "steps must be a positive integer"), ("steps", 20.5, "steps must"),
+    ("steps", 0, "steps must"), ("batch_size", False, "batch_size must"),
+    ("warmup_steps", -1, "warmup_steps must be an integer >= 0"), ("seed", True, "seed must"),
+    ("eval_every", 2.0, "eval_every must"), ("save_every", True, "save_every must"),
+    ("save_every", -2, "save_every must"), ("log_every", INF, "log_every must"),
+]
+
+
+@pytest.mark.parametrize("field,value,words", BAD_COMMON + [
+    ("position_bias_lr_scale", INF, "position_bias_lr_scale must be a finite number > 0"),
+    ("position_bias_lr_scale", NAN, "position_bias_lr_scale must"),
+    ("position_bias_lr_scale", 0.0, "position_bias_lr_scale must"),
+    ("label_smoothing", NAN, r"label_smoothing must be a number in \[0, 1\)"),
+    ("label_smoothing", 1.0, "label_smoothing must"),
+    ("grad_accum", True, "grad_accum must"), ("max_new_tokens", 0, "max_new_tokens must"),
+])
+def test_train_config_refuses_each_bad_field_in_one_line(field, value, words):
+    with pytest.raises(ValueError, match=words) as e:
+        TrainConfig(**{field: value})
+    assert "\n" not in str(e.value) and field.split("[")[0] in str(e.value)
+    with pytest.raises(ValueError, match=words):  # as trainer_state.json gives it back
+        TrainConfig.from_dict({**TrainConfig().to_dict(), field: value})
+
+
+@pytest.mark.parametrize("field,value,words", BAD_COMMON + [
+    ("kl_coef", NAN, "kl_coef must be a finite number >= 0"), ("kl_coef", INF, "kl_coef must"),
+    ("entropy_coef", -1.0, "entropy_coef must"), ("ema_decay", NAN, "ema_decay must"),
+    ("ema_decay", 1.0, "ema_decay must"), ("temperature", INF, "temperature must"),
+    ("temperature", 0.0, "temperature must"), ("top_p", NAN, "top_p must"),
+    ("top_p", 0.0, "top_p must"), ("top_k", True, "top_k must"), ("top_k", -1, "top_k must"),
+    ("k", True, "k must"), ("whiten", 1, "whiten must be true or false"),
+    ("baseline", "mean", "baseline must be one of"), ("baseline", 3, "baseline must be one of"),
+])
+def test_rl_config_refuses_each_bad_field_in_one_line(field, value, words):
+    from minillm.training.rl import RLConfig
+
+    with pytest.raises(ValueError, match=words) as e:
+        RLConfig(**{field: value})
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=words):
+        RLConfig.from_dict({**RLConfig().to_dict(), field: value})
+
+
+def test_configs_accept_their_defaults_and_edges():
+    from minillm.training.rl import RLConfig
+
+    TrainConfig(lr=1e38, warmup_steps=0, weight_decay=0, betas=(0.0, 0.0), min_lr_ratio=1.0,
+                save_every=0, label_smoothing=0.5, position_bias_lr_scale=30)
+    RLConfig(lr=1, kl_coef=0, whiten=True, top_p=1, ema_decay=0, baseline="none", k=1)
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    assert RLConfig.from_dict(RLConfig().to_dict()) == RLConfig()
+
+
 def test_generator_state_round_trips_and_a_foreign_one_is_named():
     from minillm import seeds
     from minillm.training.run_folder import restore_generator

@@ -33,6 +33,7 @@ from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
 from minillm.training import checkpoint as ckpt
+from minillm.training.checks import check_bool, check_choice, check_number, check_optimizer, check_run_counts
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
 from minillm.training.run_folder import JSONSettings, restore_generator
@@ -79,36 +80,19 @@ class RLConfig(JSONSettings):
     log_every: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "k", "max_new_tokens", "eval_batch_size", "log_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup_steps", "eval_every", "seed", "top_k"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        if self.save_every is not None and self.save_every < 0:
-            raise ValueError(f"save_every must be non-negative, got {self.save_every}")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        """Every field's type and range (one line naming the field): :mod:`.checks`."""
+        check_run_counts(self, ("steps", "batch_size", "k", "max_new_tokens", "eval_batch_size",
+                                "log_every"), ("warmup_steps", "eval_every", "seed", "top_k"))
+        check_optimizer(self)
+        check_choice("baseline", self.baseline, BASELINES)
         if self.baseline == "rloo" and self.k < 2:
             raise ValueError("the rloo baseline needs k >= 2 samples per prompt")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
-        for name in ("kl_coef", "entropy_coef", "weight_decay"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        check_number("ema_decay", self.ema_decay, low=0, high=1, high_open=True)
+        check_bool("whiten", self.whiten)
+        for name in ("kl_coef", "entropy_coef"):
+            check_number(name, getattr(self, name), low=0)
+        check_number("temperature", self.temperature, low=0, low_open=True)
+        check_number("top_p", self.top_p, low=0, high=1, low_open=True)
 
 
 @dataclass

@@ -42,6 +42,7 @@ from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.training.checks import check_number, check_optimizer, check_run_counts
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.run_folder import JSONSettings, restore_generator
 
@@ -80,27 +81,12 @@ class TrainConfig(JSONSettings):
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens",
-                     "log_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup_steps", "eval_every", "seed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        if self.save_every is not None and self.save_every < 0:
-            raise ValueError(f"save_every must be non-negative, got {self.save_every}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not self.position_bias_lr_scale > 0:
-            raise ValueError(f"position_bias_lr_scale must be positive, got {self.position_bias_lr_scale!r}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        """Every field's type and range (one line naming the field): :mod:`.checks`."""
+        check_run_counts(self, ("steps", "batch_size", "grad_accum", "eval_batch_size",
+                                "max_new_tokens", "log_every"), ("warmup_steps", "eval_every", "seed"))
+        check_optimizer(self)
+        check_number("position_bias_lr_scale", self.position_bias_lr_scale, low=0, low_open=True)
+        check_number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
 
 @dataclass
