@@ -157,6 +157,34 @@ def test_code_verifier_is_semantic():
     assert task.verify(ex, "(x + 3) * y // 0") == 0.0
 
 
+@pytest.mark.parametrize("target", ["(x + 3) *", "w + 1", "x // (y - y)", "__import__('os')", ""])
+def test_code_verifier_reports_a_reference_that_does_not_evaluate(target):
+    """Before, such a reference was skipped on every assignment and any output scored 1.0."""
+    task = TASKS["code_expression"]
+    ex = Example("Write it.\ntake x, add 3", target, task=task.name)
+    for output in ("x + 3", "anything", target):
+        with pytest.raises(ValueError, match="code_expression example 'Write it.\\\\ntake x, add 3': "
+                                             "the reference .* does not evaluate") as e:
+            task.verify(ex, output)
+        assert repr(target) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_code_verifier_skips_only_the_assignments_where_the_reference_fails():
+    """x // y fails where y = 0 but not elsewhere: compared on the rest, not an error."""
+    task = TASKS["code_expression"]
+    ex = Example("divide", "x // y", task=task.name)
+    assert task.verify(ex, "x // y") == 1.0 and task.verify(ex, "x * y") == 0.0
+
+
+def test_the_verify_reward_reports_a_bad_reference_with_the_sample():
+    from minillm.evaluation.rewards import RewardError, get_reward, score_outputs
+
+    ex = Example("Write it.\ntake x", "x +", task="code_expression")
+    with pytest.raises(RewardError, match=r"'x \+' does not evaluate") as e:
+        score_outputs(get_reward("verify"), [ex], ["x"])
+    assert "\n" not in str(e.value)
+
+
 def test_safe_eval_computes():
     assert safe_eval("(x + 3) * y", {"x": 1, "y": 2}) == 8
     assert safe_eval("-x // 2 % 3", {"x": 5}) == (-5 // 2) % 3

@@ -60,21 +60,29 @@ def equivalent(output: str, reference: str, rng: np.random.Generator) -> bool:
     """True when both expressions agree on ``N_ASSIGNMENTS`` random integer assignments.
 
     The output may only use :data:`VARIABLES`; anything else (or any evaluation
-    error in the output) makes it not equivalent.
+    error in the output) makes it not equivalent. An assignment where the
+    reference itself fails (it divides by a variable that is 0 there) is skipped;
+    a reference that fails on every assignment is not an answer to compare with:
+    ValueError (a data error, never a reward of 1.0 for any output).
     """
     lo, hi = VALUE_RANGE
+    compared, error = 0, None
     for _ in range(N_ASSIGNMENTS):
         env = {v: int(rng.integers(lo, hi + 1)) for v in VARIABLES}
         try:
             want = safe_eval(reference, env)
-        except SafeEvalError:
-            continue  # e.g. the reference divides by a variable that is 0 here
+        except SafeEvalError as e:
+            error = e
+            continue
+        compared += 1
         try:
             got = safe_eval(output, env)
         except SafeEvalError:
             return False
         if isinstance(got, bool) or got != want:
             return False
+    if compared == 0:
+        raise ValueError(f"the reference {reference!r} does not evaluate ({error})")
     return True
 
 
@@ -104,6 +112,13 @@ class CodeExpression(Task):
         return Instance(key=expr, input=describe(start, steps), target=expr)
 
     def verify(self, example: Example, output: str) -> float:
-        """1.0 when ``output`` computes the same integers as the target (semantic check)."""
+        """1.0 when ``output`` computes the same integers as the target (semantic check).
+
+        A target that does not evaluate is a data error: ValueError naming the example.
+        """
         seed = int.from_bytes(hashlib.blake2b(example.target.encode(), digest_size=8).digest())
-        return float(equivalent(output, example.target, np.random.default_rng(seed)))
+        try:
+            return float(equivalent(output, example.target, np.random.default_rng(seed)))
+        except ValueError as e:
+            raise ValueError(f"{self.name} example {example.prompt!r}: {e}; "
+                             "its target must be an integer expression of x, y, z") from None
