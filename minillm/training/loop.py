@@ -11,10 +11,12 @@ One run, from a fresh start or resumed from its state::
                  every save_every steps, at the last step and at stop_after: checkpoint
     at the end:  (SFT) loss.png
 
-A non-finite loss or gradient stops the run before the update (TrainingDiverged,
-the last checkpoint kept); Ctrl-C leaves the last checkpoint and says how to
-resume. A checkpoint holds the state (step, data position, the Generator of the
-step, the best evaluation, the trainer's extras) and the optimizer moments, so a
+A non-finite loss or gradient (before the update), or a parameter or AdamW moment
+the update made non-finite (after it), stops the run: the step raises
+TrainingDiverged and nothing of that step is saved, so the last checkpoint and
+best/ stay finite. Ctrl-C leaves the last checkpoint and says how to resume. A
+checkpoint holds the state (step, data position, the Generator of the step, the
+best evaluation, the trainer's extras) and the optimizer moments, so a
 resumed run is bit-for-bit the uninterrupted one; metrics records written after
 the checkpoint a run resumes from are dropped.
 """
@@ -40,7 +42,7 @@ from minillm.training.run_folder import (
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or inf; the run stopped before updating."""
+    """The loss, the gradient, or (after the update) a parameter or moment became NaN or inf."""
 
 
 @dataclasses.dataclass
