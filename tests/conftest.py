@@ -123,6 +123,19 @@ def folder_digest(folder) -> dict[str, str]:
     return out
 
 
+def trainer_state(step: int, **fields) -> dict:
+    """A complete trainer state of an SFT run at ``step`` (what save_checkpoint takes), for tests.
+
+    Its settings are checked as an object only (ckpt.read_state without config classes).
+    """
+    rng = np.random.default_rng(step)
+    run = {"preset": "tiny", "data": None, "eval_data": None, "init": None, "n_train": 8,
+           "n_eval": 2, "n_eval_periodic": None, "seed": 0, "max_source_len": 16,
+           "max_target_len": 16, "data_sha256": None, "eval_data_sha256": None}
+    return {"step": step, "epoch": 0, "batch_in_epoch": 0, "rng_state": rng.bit_generator.state,
+            "best": None, "dtype": "float32", "train_config": {}, "run": run, **fields}
+
+
 # ------------------------------------------------------------------ chi-square p-values
 
 

@@ -16,7 +16,7 @@ import pytest
 import minillm
 from minillm.optim import AdamW
 from minillm.training import checkpoint as ckpt
-from tests.conftest import folder_digest
+from tests.conftest import folder_digest, trainer_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,8 +51,7 @@ def test_round_trip(tmp_path, tokenizer):
     opt = stepped_optimizer(model)
     rng = np.random.default_rng(5)
     rng.random(3)
-    state = {"step": 7, "epoch": 1, "batch_in_epoch": 3, "rng_state": rng.bit_generator.state,
-             "dtype": "float32"}
+    state = trainer_state(2, epoch=1, batch_in_epoch=3, rng_state=rng.bit_generator.state)
     ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, state)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
                  "optimizer.safetensors", "trainer_state.json"):
@@ -74,7 +73,7 @@ def test_round_trip(tmp_path, tokenizer):
     rng2 = np.random.default_rng()
     rng2.bit_generator.state = state2["rng_state"]
     np.testing.assert_array_equal(rng2.random(4), rng.random(4))
-    assert state2["step"] == 7 and state2["batch_in_epoch"] == 3
+    assert state2["step"] == 2 and state2["batch_in_epoch"] == 3
     # and as a plain Hugging Face folder
     loaded = minillm.from_pretrained(tmp_path)
     np.testing.assert_array_equal(loaded.params["shared.weight"], model.params["shared.weight"])
@@ -84,7 +83,7 @@ def test_round_trip(tmp_path, tokenizer):
 def test_interrupted_writer_leaves_previous_checkpoint(tmp_path, tokenizer, monkeypatch):
     model = small_model(tokenizer)
     opt = stepped_optimizer(model, 1)
-    ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, {"step": 1})
+    ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, trainer_state(1))
     ckpt.save_model(tmp_path / "best", model, tokenizer)
     before = folder_digest(tmp_path)
 
@@ -98,7 +97,7 @@ def test_interrupted_writer_leaves_previous_checkpoint(tmp_path, tokenizer, monk
 
     monkeypatch.setattr(ckpt, "save_tensors", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, {"step": 2})
+        ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, trainer_state(2))
     monkeypatch.setattr(ckpt, "save_tensors", real)
     assert folder_digest(tmp_path) == before
     assert ckpt.read_state(tmp_path)["step"] == 1
@@ -116,7 +115,7 @@ def test_recover_finishes_a_committed_checkpoint(tmp_path, tokenizer):
     """Killed between the commit point and the last rename: recover() rolls forward."""
     model = small_model(tokenizer)
     opt = stepped_optimizer(model, 1)
-    ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, {"step": 1})
+    ckpt.save_checkpoint(tmp_path, model, tokenizer, opt, trainer_state(1))
     model.params["shared.weight"] += 1.0
     opt = stepped_optimizer(model, 2)
     # stage step 2 and commit it, but move only the weights (a kill mid-way)
@@ -125,7 +124,7 @@ def test_recover_finishes_a_committed_checkpoint(tmp_path, tokenizer):
     ckpt.write_model_files(str(staging), model, tokenizer)
     ckpt.save_tensors(str(staging / ckpt.OPTIMIZER_NAME), opt.state_dict()["arrays"])
     (staging / ckpt.STATE_NAME).write_text(json.dumps(
-        {"format": ckpt.STATE_FORMAT, "version": ckpt.STATE_VERSION, "step": 2,
+        {"format": ckpt.STATE_FORMAT, "version": ckpt.STATE_VERSION, **trainer_state(2),
          "optimizer_t": opt.t}))
     names = sorted(os.listdir(staging))
     (staging / ckpt.COMMIT).write_text(json.dumps(names))
@@ -139,7 +138,7 @@ def test_recover_finishes_a_committed_checkpoint(tmp_path, tokenizer):
 
 def test_uncommitted_staging_is_discarded(tmp_path, tokenizer):
     model = small_model(tokenizer)
-    ckpt.save_checkpoint(tmp_path, model, tokenizer, stepped_optimizer(model, 1), {"step": 1})
+    ckpt.save_checkpoint(tmp_path, model, tokenizer, stepped_optimizer(model, 1), trainer_state(1))
     before = folder_digest(tmp_path)
     (tmp_path / ckpt.STAGING).mkdir()
     (tmp_path / ckpt.STAGING / "model.safetensors").write_bytes(b"partial")
@@ -150,6 +149,7 @@ def test_uncommitted_staging_is_discarded(tmp_path, tokenizer):
 WRITER = textwrap.dedent("""
     import sys, numpy as np, minillm
     from minillm.training import checkpoint as ckpt
+    from tests.conftest import trainer_state
     from minillm.optim import AdamW
     from minillm.data.tokenizer import Tokenizer
     tok = Tokenizer.train(["one two three", "red owl pen"] * 10, vocab_size=200)
@@ -164,7 +164,7 @@ WRITER = textwrap.dedent("""
             v[...] = step  # every weight equals the step: a torn checkpoint shows
         grads = {k: np.zeros_like(v) for k, v in model.params.items()}
         opt.step(model.params, grads, lr=0.0)
-        ckpt.save_checkpoint(sys.argv[1], model, tok, opt, {"step": step})
+        ckpt.save_checkpoint(sys.argv[1], model, tok, opt, trainer_state(step))
         if step == 1:
             print("ready", flush=True)
 """)
@@ -195,7 +195,7 @@ def test_a_state_of_another_version_is_refused_in_one_line(tmp_path, tokenizer):
     """Version 1 runs drew other random streams: resuming one would not continue it, so it is refused."""
     model = minillm.T5.init(minillm.T5Config(vocab_size=tokenizer.vocab_size, d_model=8, d_kv=4,
                                              num_heads=2, d_ff=16, num_layers=1), np.random.default_rng(0))
-    ckpt.save_checkpoint(tmp_path, model, tokenizer, AdamW(), {"step": 0})
+    ckpt.save_checkpoint(tmp_path, model, tokenizer, AdamW(), trainer_state(0))
     path = tmp_path / ckpt.STATE_NAME
     state = json.loads(path.read_text())
     assert state["version"] == 2

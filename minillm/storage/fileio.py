@@ -36,12 +36,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically write a UTF-8 text file."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+def write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    """Atomically write a UTF-8 text file (permissions ``mode`` when given; else mkstemp's 0600)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` that refuses NaN and Infinity and turns every failure into one ValueError.
+
+    Deep nesting (RecursionError) and a bad document both become ValueError with a
+    short reason, for the caller to prefix with the file (and line).
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document in ``path``; every failure is one ValueError naming the file.
+
+    FileNotFoundError when it is missing; ValueError for a folder, unreadable
+    bytes, bytes that are not UTF-8, invalid JSON, NaN/Infinity or nesting too deep.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"{path}: missing")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: a folder, not a JSON file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return parse_json(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

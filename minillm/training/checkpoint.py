@@ -213,22 +213,17 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
     return os.path.exists(os.path.join(folder, STATE_NAME))
 
 
-def read_state(folder: str | os.PathLike) -> dict:
-    """The trainer state JSON of a run folder (ValueError if unreadable or foreign)."""
+def read_state(folder: str | os.PathLike, config_classes: dict | None = None) -> dict:
+    """The trainer state JSON of a run folder, every field checked (:mod:`.state_file`).
+
+    ``config_classes`` ({"train_config": TrainConfig, "rl_config": RLConfig}) check the
+    saved settings too. FileNotFoundError when missing; ValueError, one line naming the
+    file and the field, for anything else wrong.
+    """
+    from minillm.training.state_file import read_trainer_state
+
     path = os.path.join(os.fspath(folder), STATE_NAME)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: missing (not a minillm run folder, or no checkpoint yet)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: not a minillm trainer state")
-    if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: trainer state version {state.get('version')!r}, "
-                         f"this minillm reads {STATE_VERSION}")
-    return state
+    return read_trainer_state(path, STATE_FORMAT, STATE_VERSION, config_classes)
 
 
 def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = "cpu"):

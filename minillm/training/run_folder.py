@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 
 from minillm.storage.fileio import write_text
-from minillm.training.checkpoint import STATE_NAME, read_state
+from minillm.training.checkpoint import FILE_MODE, STATE_NAME, read_state
+from minillm.training.state_file import BIT_GENERATORS
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
-
-# The bit generators a saved Generator state may name (seeds.generator makes PCG64).
-BIT_GENERATORS = {"PCG64": np.random.PCG64}
 
 
 class JSONSettings:
@@ -86,8 +84,8 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def write_metrics(path: str, records: list[dict]) -> None:
-    """Rewrite metrics.jsonl with ``records`` (atomically)."""
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    """Rewrite metrics.jsonl with ``records`` (atomically), readable by all as the folder's files are."""
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records), mode=FILE_MODE)
 
 
 def saved_step(out_dir: str) -> str:

@@ -124,7 +124,9 @@ def read_run(out: str, kind: str) -> dict:
     """The trainer state of the run to resume in ``out`` (``kind`` "sft" or "rl")."""
     if not checkpoint.has_checkpoint(out):
         raise FileNotFoundError(f"{out}: no checkpoint to resume (trainer_state.json missing)")
-    state = checkpoint.read_state(out)
+    from minillm.training import RLConfig, TrainConfig
+
+    state = checkpoint.read_state(out, {"train_config": TrainConfig, "rl_config": RLConfig})
     if kind == "rl" and state.get("kind") != "rl":
         raise SettingsError(f"{out} holds a minillm train run, not an rl run")
     return state

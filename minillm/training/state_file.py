@@ -1,0 +1,288 @@
+"""The schema of trainer_state.json: one reader that checks every field, each error one line.
+
+    state = read_trainer_state(path, fmt, version, {"train_config": TrainConfig})
+
+A run folder is data: every field a resumed run uses is checked here for its type
+and range before anything else happens, and every failure is a ValueError naming
+the file and the field (``.../trainer_state.json: step: expected an integer >= 0,
+got "abc"``). Missing and unknown keys are refused too. The fields::
+
+    format, version         the file's tag and schema version (checkpoint.STATE_FORMAT / VERSION)
+    kind                    "rl" for a REINFORCE run; absent for SFT
+    step                    optimizer steps done: 0 <= step <= the config's steps; == optimizer_t
+    epoch, batch_in_epoch   the data position after ``step`` steps (exact for the built-in data)
+    rng_state               a bit generator of :data:`BIT_GENERATORS` and its state
+    best                    null or {"step": <= step, figures: finite numbers}
+    dtype                   one of :data:`DTYPES`, as in the folder's config.json
+    train_config/rl_config  the trainer's settings: each field's type from its dataclass, then
+                            the class itself (its ``__post_init__`` checks the ranges)
+    ema                     (REINFORCE) null or a finite number
+    run                     the run's data and sizes (:data:`RUN_FIELDS`); {} for a run of the
+                            library's fit() without a workflow
+
+This module imports nothing of the training package, so the checkpoint reader
+can call it; the settings classes come in as an argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+from minillm.storage.fileio import read_json
+
+# The bit generators a saved Generator state may name (seeds.generator makes PCG64): the one
+# table a state's name is looked up in (never an attribute of numpy looked up by name).
+BIT_GENERATORS = {"PCG64": np.random.PCG64}
+DTYPES = ("float32", "float64")
+MAX_INT = 2**53  # a setting's integers are exact as JSON numbers (no sizes or steps beyond)
+CONFIG_KEYS = {None: "train_config", "rl": "rl_config"}  # by the state's "kind"
+KIND_FIELDS = {None: (), "rl": ("ema",)}  # fields a kind adds to the common ones
+COMMON = ("format", "version", "step", "epoch", "batch_in_epoch", "rng_state", "best", "dtype",
+          "run", "optimizer_t")
+_STR, _OPT_STR, _INT, _OPT_INT = (str,), (str, None), (int,), (int, None)
+# The run dict of each kind: field -> allowed types (None: null) and, for integers, the minimum.
+RUN_FIELDS = {
+    None: {"preset": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
+           "init": (_OPT_STR, None), "n_train": (_INT, 1), "n_eval": (_OPT_INT, 1),
+           "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
+           "max_target_len": (_INT, 2), "data_sha256": (_OPT_STR, None),
+           "eval_data_sha256": (_OPT_STR, None)},
+    "rl": {"start": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
+           "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
+           "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
+           "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None)},
+}
+
+
+class StateError(ValueError):
+    """A trainer_state.json that cannot be resumed: one line naming the file and the field."""
+
+
+def shown(v: Any) -> str:
+    """A value as the message shows it: JSON, cut to 60 characters."""
+    try:
+        s = json.dumps(v)
+    except (TypeError, ValueError):
+        s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Checker:
+    """The checks of one file: each failure a StateError ``path: field: what, got value``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, field: str, what: str, v: Any = None, got: bool = True) -> StateError:
+        return StateError(f"{self.path}: {field}: {what}" + (f", got {shown(v)}" if got else ""))
+
+    def int(self, field: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
+        if not is_int(v) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise self.fail(field, f"expected an integer {rng}", v)
+        return v
+
+    def keys(self, field: str, d: Any, required: tuple, optional: tuple = ()) -> dict:
+        if not isinstance(d, dict):
+            raise self.fail(field, "expected an object", d)
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise self.fail(field, f"missing key(s) {', '.join(missing)}", got=False)
+        extra = sorted(set(d) - set(required) - set(optional))
+        if extra:
+            raise self.fail(field, f"unknown key(s) {', '.join(map(str, extra))}", got=False)
+        return d
+
+    def typed(self, field: str, v: Any, allowed: tuple, lo: int | None = None) -> None:
+        if v is None and None in allowed:
+            return
+        if int in allowed and is_int(v):
+            if (lo is not None and v < lo) or abs(v) > MAX_INT:
+                raise self.fail(field, f"expected an integer in [{lo or 0}, 2**53]", v)
+            return
+        if float in allowed and is_number(v):
+            return
+        if any(t not in (None, int, float) and isinstance(v, t) and not isinstance(v, bool)
+               for t in allowed):
+            return
+        names = {None: "null", int: "an integer", float: "a finite number", str: "a string",
+                 list: "a list", bool: "true or false"}
+        if bool in allowed and isinstance(v, bool):
+            return
+        raise self.fail(field, "expected " + " or ".join(names.get(t, str(t)) for t in allowed), v)
+
+
+def _field_types(hint: Any) -> tuple:
+    """The JSON types a settings field of type ``hint`` allows (tuples are lists in JSON)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for a in typing.get_args(hint) for t in _field_types(a))
+    if hint is type(None):
+        return (None,)
+    if origin is tuple or hint is tuple:
+        return (list,)
+    return {int: (int,), float: (float,), str: (str,), bool: (bool,)}.get(hint, (hint,))
+
+
+def check_settings(c: _Checker, key: str, d: Any, cls) -> Any:
+    """``cls.from_dict(d)`` after each field's JSON type is checked against the dataclass."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    c.keys(key, d, tuple(names))
+    hints = typing.get_type_hints(cls)
+    for name in names:
+        allowed = _field_types(hints[name])
+        c.typed(f"{key}.{name}", d[name], allowed)
+        if list in allowed and isinstance(d[name], list):
+            n = len(typing.get_args(hints[name]))
+            if len(d[name]) != n or not all(is_number(x) for x in d[name]):
+                raise c.fail(f"{key}.{name}", f"expected a list of {n} finite numbers", d[name])
+    try:
+        return cls.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise c.fail(key, str(e), got=False) from None
+
+
+def check_rng_state(c: _Checker, s: Any) -> None:
+    """A PCG64 state as ``bit_generator.state`` gives it, restorable from :data:`BIT_GENERATORS`."""
+    c.keys("rng_state", s, ("bit_generator", "state", "has_uint32", "uinteger"))
+    if not isinstance(s["bit_generator"], str) or s["bit_generator"] not in BIT_GENERATORS:
+        raise c.fail("rng_state.bit_generator", f"expected one of {', '.join(BIT_GENERATORS)}",
+                     s["bit_generator"])
+    inner = c.keys("rng_state.state", s["state"], ("state", "inc"))
+    c.int("rng_state.state.state", inner["state"], 0, 2**128 - 1)
+    c.int("rng_state.state.inc", inner["inc"], 0, 2**128 - 1)
+    if inner["inc"] % 2 == 0:
+        raise c.fail("rng_state.state.inc", "expected an odd integer", inner["inc"])
+    c.int("rng_state.has_uint32", s["has_uint32"], 0, 1)
+    c.int("rng_state.uinteger", s["uinteger"], 0, 2**32 - 1)
+    try:
+        BIT_GENERATORS[s["bit_generator"]]().state = s
+    except (ValueError, TypeError, OverflowError) as e:
+        raise c.fail("rng_state", f"not a restorable state ({e})", got=False) from None
+
+
+def check_best(c: _Checker, best: Any, step: int) -> None:
+    if best is None:
+        return
+    if not isinstance(best, dict) or "step" not in best:
+        raise c.fail("best", "expected null or an object with a step", best)
+    c.int("best.step", best["step"], 0, step)
+    for k, v in best.items():
+        if k != "step" and not is_number(v):
+            raise c.fail(f"best.{k}", "expected a finite number", v)
+
+
+def check_run(c: _Checker, run: Any, kind: str | None) -> None:
+    if run == {}:  # a run of the library's fit() without a workflow: no data of its own
+        return
+    table = RUN_FIELDS[kind]
+    c.keys("run", run, tuple(table))
+    for name, (allowed, lo) in table.items():
+        c.typed(f"run.{name}", run[name], allowed, lo)
+    if run["data"] is None and run["n_eval"] is None:
+        raise c.fail("run.n_eval", "expected an integer >= 1 with the built-in data", None)
+    for key in ("data", "eval_data"):  # an absolute path and its sha256, or neither
+        path, digest = run[key], run[f"{key}_sha256"]
+        if (path is None) != (digest is None):
+            raise c.fail(f"run.{key}_sha256", f"expected {'null' if path is None else 'a sha256'} "
+                         f"with run.{key} {shown(path)}", digest)
+        if path is not None and not os.path.isabs(path):
+            raise c.fail(f"run.{key}", "expected an absolute path", path)
+        if digest is not None and (len(digest) != 64 or set(digest) - set("0123456789abcdef")):
+            raise c.fail(f"run.{key}_sha256", "expected 64 hex digits", digest)
+    if kind == "rl" and run["tasks"] is not None and not all(isinstance(t, str) for t in run["tasks"]):
+        raise c.fail("run.tasks", "expected null or a list of strings", run["tasks"])
+
+
+def check_position(c: _Checker, state: dict, config, run: dict, kind: str | None) -> None:
+    """epoch and batch_in_epoch: where ``step`` steps leave the data.
+
+    With the built-in data (``run.data`` null: ``n_train`` examples) the position is
+    computed and must match; with a data file, only bounds (the workflow knows the size).
+    """
+    step = state["step"]
+    per_step = getattr(config, "grad_accum", 1)  # SFT: grad_accum micro-batches; RL: one batch
+    consumed = step * per_step
+    epoch = c.int("epoch", state["epoch"], 0, consumed)
+    batch = c.int("batch_in_epoch", state["batch_in_epoch"], 0, consumed)
+    n = run.get("n_train")
+    if run.get("data") is not None or not is_int(n):
+        return
+    bs = config.batch_size
+    per_epoch = -(-n // bs) if kind is None else (n // bs if n > bs else 1)
+    if batch >= per_epoch or epoch * per_epoch + batch != consumed:
+        raise c.fail("epoch, batch_in_epoch",
+                     f"({epoch}, {batch}) is not where {step} steps of {per_step} batch(es) of "
+                     f"{bs} leave {n} examples ({per_epoch} batches an epoch)", got=False)
+
+
+def check_dtype(c: _Checker, dtype: Any) -> None:
+    if dtype not in DTYPES:
+        raise c.fail("dtype", f"expected one of {', '.join(DTYPES)}", dtype)
+    cfg_path = os.path.join(os.path.dirname(c.path), "config.json")
+    try:
+        saved = read_json(cfg_path).get("dtype")
+    except (OSError, ValueError, AttributeError):
+        return  # the model reader reports a bad config.json itself
+    if saved is not None and saved != dtype:
+        raise c.fail("dtype", f"the model in config.json is {shown(saved)}", dtype)
+
+
+def check_state(path: str, state: Any, fmt: str, version: int, config_classes=None) -> dict:
+    """Every field of a decoded trainer_state.json (see the module docstring); ``state`` back.
+
+    ``config_classes``: {"train_config": TrainConfig, "rl_config": RLConfig}; without
+    one for the state's kind, the settings are checked as an object only.
+    """
+    c = _Checker(path)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise StateError(f"{path}: not a minillm trainer state (format is not {fmt!r})")
+    if state.get("version") != version:
+        raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
+                         f"this minillm reads {version}")
+    kind = state.get("kind")
+    if kind not in CONFIG_KEYS:
+        raise c.fail("kind", "expected \"rl\" or no kind (SFT)", kind)
+    key = CONFIG_KEYS[kind]
+    c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]), ("kind",) if kind else ())
+    cls = (config_classes or {}).get(key)
+    if not isinstance(state[key], dict):
+        raise c.fail(key, "expected an object", state[key])
+    config = check_settings(c, key, state[key], cls) if cls else None
+    steps = getattr(config, "steps", None) if cls else None
+    step = c.int("step", state["step"], 0, steps)
+    if state["optimizer_t"] != step or not is_int(state["optimizer_t"]):
+        raise c.fail("optimizer_t", f"expected the step ({step})", state["optimizer_t"])
+    check_run(c, state["run"], kind)
+    if cls:
+        check_position(c, state, config, state["run"], kind)
+    check_rng_state(c, state["rng_state"])
+    check_best(c, state["best"], step)
+    check_dtype(c, state["dtype"])
+    if kind == "rl" and state["ema"] is not None and not is_number(state["ema"]):
+        raise c.fail("ema", "expected null or a finite number", state["ema"])
+    return state
+
+
+def read_trainer_state(path: str, fmt: str, version: int, config_classes=None) -> dict:
+    """Read and check a trainer_state.json (:func:`check_state`); every error one line."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: missing (not a minillm run folder, or no checkpoint yet)")
+    return check_state(path, read_json(path), fmt, version, config_classes)
