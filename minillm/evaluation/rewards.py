@@ -14,7 +14,9 @@ where ``example`` is the :class:`~minillm.data.Example` the prompt came from
 
 and any user function given as ``"module:function"`` (importable, e.g. from the
 current folder), called as ``function(prompt, output, reference) -> float`` with
-``reference`` the example's target string.
+``reference`` the example's target string. A name saved in a run folder is resolved
+by :func:`builtin_reward` only (a fixed table; nothing imported): resuming a run with
+a user reward takes its name from the command line again.
 
 A reward that raises, or returns something that is not a finite real number, is
 reported: :func:`score_outputs` raises :class:`RewardError` naming the reward, the
@@ -124,25 +126,44 @@ def user_reward(spec: str) -> Callable[[Example, str], float]:
     return score
 
 
+# The built-in rewards by name: the fixed table a name saved in a run folder is looked up in.
+BUILTIN_REWARDS = {"exact_match": exact_match_reward, "bleu": bleu_reward,
+                   "rouge_l": rouge_l_reward, "verify": verify_reward}
+
+
+def is_builtin_reward(name: str) -> bool:
+    """Whether ``name`` is a built-in reward (a name of :data:`BUILTIN_REWARDS`, or task:NAME)."""
+    return name in BUILTIN_REWARDS or name.startswith("task:")
+
+
+def builtin_reward(name: str) -> Reward:
+    """The built-in reward ``name``, from the fixed table; ValueError for any other name.
+
+    Nothing is imported: a resumed run resolves the reward its folder names with this,
+    so a folder can never make minillm import a module (``user_reward`` is for names
+    given on the command line).
+    """
+    if name in BUILTIN_REWARDS:
+        return Reward(name, BUILTIN_REWARDS[name])
+    if name.startswith("task:"):
+        return Reward(name, task_reward(name[len("task:"):]))
+    raise ValueError(f"unknown reward {name!r}; use one of {', '.join(BUILTIN)}, task:NAME "
+                     "(a built-in task's verifier) or module:function")
+
+
 def get_reward(name: str | Reward | Callable) -> Reward:
     """The reward called ``name`` (see the module docstring); a Reward or a callable passes through.
 
-    A plain callable is taken as ``f(example, output) -> float``.
+    A plain callable is taken as ``f(example, output) -> float``. A ``module:function``
+    name is imported (:func:`user_reward`): give it only names from the command line.
     """
     if isinstance(name, Reward):
         return name
     if callable(name):
         return Reward(getattr(name, "__name__", "reward"), name)
-    table = {"exact_match": exact_match_reward, "bleu": bleu_reward, "rouge_l": rouge_l_reward,
-             "verify": verify_reward}
-    if name in table:
-        return Reward(name, table[name])
-    if name.startswith("task:"):
-        return Reward(name, task_reward(name[len("task:"):]))
-    if ":" in name:
+    if not is_builtin_reward(name) and ":" in name:
         return Reward(name, user_reward(name))
-    raise ValueError(f"unknown reward {name!r}; use one of {', '.join(BUILTIN)}, task:NAME "
-                     "(a built-in task's verifier) or module:function")
+    return builtin_reward(name)
 
 
 # ----------------------------------------------------------------------- scoring
@@ -176,6 +197,7 @@ def score_outputs(reward: Reward, examples: Sequence[Example], outputs: Sequence
 
 
 __all__ = [
-    "BUILTIN", "Reward", "RewardError", "bleu_reward", "exact_match_reward", "get_reward",
-    "rouge_l_reward", "score_outputs", "task_reward", "user_reward", "verify_reward",
+    "BUILTIN", "BUILTIN_REWARDS", "Reward", "RewardError", "bleu_reward", "builtin_reward",
+    "exact_match_reward", "get_reward", "is_builtin_reward", "rouge_l_reward", "score_outputs",
+    "task_reward", "user_reward", "verify_reward",
 ]

@@ -13,123 +13,114 @@ checkpoint, and ``best/`` the best one::
       metrics.jsonl  loss.png                                     the run's log (trainer.py)
       best/  config.json model.safetensors generation_config.json tokenizer.json ...
 
-Each checkpoint is committed as a unit with a small journal:
-
-1. every file is written into ``DIR/.staging/`` (each write itself atomic);
-2. ``.staging/COMMIT`` (the list of names) is written atomically: the commit point;
-3. each staged file is renamed over its counterpart in ``DIR`` (``os.replace``);
-4. ``.staging/`` is removed.
-
-A process killed before step 2 leaves ``DIR`` untouched (the staging is discarded
-by :func:`recover`); killed after it, :func:`recover` finishes the renames. At any
-moment each file in ``DIR`` is complete (old or new), so the folder stays loadable;
-after :func:`recover` it is also consistent (weights, moments and state of one step).
+Each checkpoint is committed as a unit by the journal of :mod:`minillm.training.journal`
+(files staged in ``DIR/.staging/``, then ``.staging/COMMIT``, the commit point, then the
+renames). A process killed before the commit point leaves ``DIR`` untouched; killed after
+it, :func:`recover` finishes the renames. At any moment each file in ``DIR`` is complete
+(old or new), so the folder stays loadable; after :func:`recover` it is also consistent
+(weights, moments and state of one step). The journal is data: only plain file names of
+the folder, naming regular files, are moved; nothing outside the folder is touched.
 No pickle: tensors go through safetensors, everything else is JSON.
+
+``best/`` is committed after the checkpoint whose state names it, with its step in
+``best/best_step.json``. A kill between the two commits leaves a state whose best
+step is its own step, and the checkpoint's model is that best model: :func:`recover`
+copies it into ``best/``, so after recovery ``best/`` always holds the state's best.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import stat
 from typing import Any
 
 import numpy as np
 
 from minillm.storage.fileio import atomic_path, write_json
+from minillm.training.journal import (  # noqa: F401 - COMMIT, FILE_MODE, STAGING: the folder's names
+    COMMIT,
+    FILE_MODE,
+    STAGING,
+    note,
+    recover_journal,
+    staged_commit,
+)
 
-STAGING = ".staging"
-COMMIT = "COMMIT"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 BEST_DIR = "best"
+BEST_STEP_NAME = "best_step.json"  # in best/: {"step": N}, the step whose model best/ holds
+# The Hugging Face files of a model folder (what write_model_files writes)
+MODEL_FILES = ("config.json", "model.safetensors", GENERATION_CONFIG_NAME, TOKENIZER_NAME,
+               "tokenizer_config.json")
 STATE_FORMAT = "minillm-trainer-state"
 # 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
 # dropout streams than it started with, so it is refused rather than silently changed).
 STATE_VERSION = 2
-FILE_MODE = 0o644
 
 
-# ----------------------------------------------------------------------- the journal
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the renames in ``folder`` durable (where the OS allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def staged_commit(folder: str | os.PathLike) -> Iterator[str]:
-    """Yield a staging folder; files written there replace those of ``folder`` as one unit.
-
-    See the module docstring for the journal. An exception inside the block (or a
-    kill) leaves ``folder`` as it was. ``trainer_state.json`` is moved last.
-    """
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    recover(folder)  # an earlier interrupted commit first
-    staging = os.path.join(folder, STAGING)
-    os.makedirs(staging)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    names = sorted(n for n in os.listdir(staging) if not n.startswith("."))
-    for n in names:  # temp files are created 0600; a model folder is for everyone to read
-        os.chmod(os.path.join(staging, n), FILE_MODE)
-    names.sort(key=lambda n: n == STATE_NAME)  # the state names the step: move it last
-    write_json(os.path.join(staging, COMMIT), names)  # the commit point
-    _finish(folder)
-
-
-def _finish(folder: str) -> None:
-    """Steps 3-4: move the staged files named in COMMIT into place, drop the staging."""
-    staging = os.path.join(folder, STAGING)
-    with open(os.path.join(staging, COMMIT), encoding="utf-8") as f:
-        names = json.load(f)
-    for name in names:
-        src = os.path.join(staging, name)
-        if os.path.exists(src):  # absent: already moved before an interruption
-            os.replace(src, os.path.join(folder, name))
-    _fsync_dir(folder)
-    shutil.rmtree(staging)
+# ----------------------------------------------------------------------- recovery
 
 
 def recover(folder: str | os.PathLike) -> None:
     """Finish a committed but interrupted checkpoint in ``folder``; discard an uncommitted one.
 
-    Also recovers ``folder/best``. Safe to call on any folder (a no-op without staging).
+    Also recovers ``folder/best`` (not through a symlink), and puts the
+    checkpoint's model into best/ when the state names it as the best and best/
+    does not hold it yet (a kill between the two commits). Safe to call on any
+    folder (a no-op without staging).
     """
     folder = os.fspath(folder)
-    for f in (folder, os.path.join(folder, BEST_DIR)):
-        staging = os.path.join(f, STAGING)
-        if not os.path.isdir(staging):
-            continue
-        try:
-            committed = os.path.exists(os.path.join(staging, COMMIT))
-            if committed:
-                with open(os.path.join(staging, COMMIT), encoding="utf-8") as fh:
-                    json.load(fh)
-        except (OSError, ValueError):
-            committed = False
-        if committed:
-            _finish(f)
-        else:
-            shutil.rmtree(staging)
+    recover_journal(folder)
+    best = os.path.join(folder, BEST_DIR)
+    if os.path.isdir(best) and not os.path.islink(best):
+        recover_journal(best)
+    _reconcile_best(folder)
+
+
+def _read_step(path: str, *keys: tuple[str, ...]) -> list[int | None]:
+    """The integers at each key path of the JSON object in ``path`` (None where absent or not one)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return [None] * len(keys)
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return [None] * len(keys)
+    out = []
+    for key in keys:
+        v = doc
+        for k in key:
+            v = v.get(k) if isinstance(v, dict) else None
+        out.append(v if isinstance(v, int) and not isinstance(v, bool) else None)
+    return out
+
+
+def best_step(folder: str | os.PathLike) -> int | None:
+    """The step whose model ``folder/best`` holds (None: no best/, or one without best_step.json)."""
+    return _read_step(os.path.join(os.fspath(folder), BEST_DIR, BEST_STEP_NAME), ("step",))[0]
+
+
+def _reconcile_best(folder: str) -> None:
+    """best/ := the checkpoint's model, when the state's best is its own step and best/ lags."""
+    step, best = _read_step(os.path.join(folder, STATE_NAME), ("step",), ("best", "step"))
+    if step is None or best != step or best_step(folder) == step:
+        return  # (a state that does not read is reported by whoever resumes it)
+    sources = [os.path.join(folder, n) for n in MODEL_FILES]
+    if not all(os.path.lexists(p) and stat.S_ISREG(os.lstat(p).st_mode) for p in sources):
+        return
+    best_dir = os.path.join(folder, BEST_DIR)
+    if os.path.islink(best_dir):
+        return
+    with staged_commit(best_dir) as staging:
+        for name, src in zip(MODEL_FILES, sources, strict=True):
+            shutil.copyfile(src, os.path.join(staging, name))
+        write_json(os.path.join(staging, BEST_STEP_NAME), {"step": step})
+    note(f"{best_dir} now holds the model of the best step, {step} (its commit was interrupted)")
 
 
 # ----------------------------------------------------------------------- the writers
@@ -180,10 +171,15 @@ def save_tensors(path: str, tensors: dict, metadata: dict[str, str] | None = Non
         save_file(arrays, tmp, metadata=metadata)
 
 
-def save_model(folder: str | os.PathLike, model, tokenizer) -> None:
-    """Commit a Hugging Face folder (config, weights, generation config, tokenizer)."""
+def save_model(folder: str | os.PathLike, model, tokenizer, step: int | None = None) -> None:
+    """Commit a Hugging Face folder (config, weights, generation config, tokenizer).
+
+    ``step``: the model is a run's best, of that step (written as best_step.json).
+    """
     with staged_commit(folder) as staging:
         write_model_files(staging, model, tokenizer)
+        if step is not None:
+            write_json(os.path.join(staging, BEST_STEP_NAME), {"step": int(step)})
 
 
 def save_checkpoint(folder: str | os.PathLike, model, tokenizer, optimizer, state: dict) -> None:
@@ -194,7 +190,7 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, optimizer, stat
     """
     opt = optimizer.state_dict()
     full = {"format": STATE_FORMAT, "version": STATE_VERSION, **state, "optimizer_t": int(opt["t"])}
-    with staged_commit(folder) as staging:
+    with staged_commit(folder, last=STATE_NAME) as staging:
         write_model_files(staging, model, tokenizer)
         save_tensors(os.path.join(staging, OPTIMIZER_NAME), opt["arrays"],
                      {"step": str(full.get("step", ""))})
@@ -233,11 +229,10 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     defaults to the dtype the run trained in. The model and the moments are put
     on ``device`` ('cpu' or 'cuda'), whichever device the run was saved from.
     """
-    from safetensors.numpy import load_file
-
     from minillm.backend import to_device
     from minillm.data.tokenizer import Tokenizer
     from minillm.model.t5 import T5
+    from minillm.training.state_file import read_optimizer
 
     folder = os.fspath(folder)
     recover(folder)
@@ -245,9 +240,6 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     dtype = dtype or state.get("dtype", "float32")
     model = T5.from_pretrained(folder, dtype=dtype, device=device)
     tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME))
-    opt_path = os.path.join(folder, OPTIMIZER_NAME)
-    if not os.path.exists(opt_path):
-        raise FileNotFoundError(f"{opt_path}: missing (the optimizer state is needed to resume)")
-    arrays = load_file(opt_path)
+    arrays = read_optimizer(os.path.join(folder, OPTIMIZER_NAME), model.params, state["optimizer_t"])
     arrays = {k: to_device(np.ascontiguousarray(v, dtype=dtype), device) for k, v in arrays.items()}
     return model, tokenizer, {"t": int(state["optimizer_t"]), "arrays": arrays}, state

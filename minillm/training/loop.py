@@ -118,14 +118,20 @@ class Trainer:
 
 
 def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
-    """Commit the last checkpoint (and with ``improved``, the model into best/)."""
+    """Commit the last checkpoint (and with ``improved``, the model into best/, with its step).
+
+    best/ is committed after the checkpoint whose state names it: a kill between the
+    two leaves a checkpoint that is the best model, which ``checkpoint.recover`` puts
+    into best/ (see :mod:`minillm.training.checkpoint`).
+    """
     trainer.state.rng_state = trainer.rng.bit_generator.state
     payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}}
     ckpt.save_checkpoint(out_dir, trainer.model, trainer.tokenizer, trainer.optimizer, payload)
     if improved:
-        ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), trainer.model, trainer.tokenizer)
+        ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), trainer.model, trainer.tokenizer,
+                        step=trainer.state.step)
 
 
 def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tuple[dict | None, bool]:

@@ -2,23 +2,32 @@
 
 A run folder (``minillm train --out DIR``, ``minillm rl --out DIR``) is described
 in :mod:`minillm.training.checkpoint`. The helpers here check what a run is
-given before the folder is touched, load the run's data from the ``run`` dict
-saved in its trainer state (so ``--resume`` reloads exactly the same data), and
-clear a folder for ``--overwrite``.
+given before the folder is touched, hold the folder's lock for the run's life
+(one process per run folder), load the run's data from the ``run`` dict saved
+in its trainer state (so ``--resume`` reloads exactly the same data), and clear
+a folder for ``--overwrite``.
+
+A run folder is data. On resume nothing it names is imported or called; the one
+thing outside it that it names is its data: ``run.data`` / ``run.eval_data``, the
+absolute paths of the JSONL files the run started with. They are read again only
+when they are regular files whose sha256 is the one saved beside them (a folder
+can thus make minillm read only a file whose content it already knows).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from minillm.data import Example, encode_examples, load_jsonl, split_held_out
 from minillm.data.tasks import TASKS, builtin_dataset
+from minillm.storage.lock import folder_lock
 from minillm.training import METRICS_NAME, PLOT_NAME, checkpoint
 
 Log = Callable[[str], None]
@@ -86,13 +95,25 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def check_same_file(path: str | None, digest: str | None, name: str) -> None:
-    """On resume: the data file ``path`` still exists and still has the ``digest`` it started with."""
+def check_same_file(path: Any, digest: Any, name: str) -> None:
+    """On resume: the data file ``path`` is still a regular file with the ``digest`` it started with.
+
+    ``path`` comes from the run folder (trainer_state.json), so it is data: it must be
+    an absolute path naming a regular file (not a device, a FIFO or a folder), and the
+    file is read only to hash it; it is trained on only when its sha256 is the saved one.
+    """
     if path is None:
         return
-    if not os.path.exists(path):
+    where = f"{checkpoint.STATE_NAME}: run.{name}"
+    if not isinstance(path, str) or "\0" in path or not os.path.isabs(path):
+        raise ValueError(f"{where} is {path!r}, not the absolute path of a data file")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"{where}_sha256 is {digest!r}, not the sha256 of {path}")
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: missing ({flag(name)} of the run being resumed)")
-    if digest and file_digest(path) != digest:
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file ({flag(name)} of the run being resumed)")
+    if file_digest(path) != digest:
         raise SettingsError(f"{path} changed since the run started ({flag(name)}); "
                             "resuming would not continue the same run")
 
@@ -113,11 +134,64 @@ def data_sources(settings) -> dict[str, Any]:
     return run
 
 
-def check_new_run(out: str, overwrite: bool) -> None:
-    """A new run may not silently replace the one already in ``out``."""
-    if checkpoint.has_checkpoint(out) and not overwrite:
+# What a run writes before its first checkpoint commits: a folder holding only these is no
+# one else's (e.g. a run killed at its start), and a new run may go into it.
+LEFTOVERS = {".lock", checkpoint.STAGING, checkpoint.BEST_DIR, "reference", METRICS_NAME, PLOT_NAME}
+
+
+def _same_or_inside(inner: str, outer: str) -> bool:
+    inner, outer = os.path.realpath(inner), os.path.realpath(outer)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def holds_run(out: str) -> bool:
+    """``out`` holds a minillm run (its trainer state, or a committed first checkpoint), read only."""
+    return (os.path.lexists(os.path.join(out, checkpoint.STATE_NAME))
+            or os.path.lexists(os.path.join(out, checkpoint.STAGING, checkpoint.COMMIT)))
+
+
+def check_out(out: str, resume: bool, overwrite: bool, start: str | None = None,
+              start_name: str = "--init") -> None:
+    """The run folder ``out`` may take this run; nothing is written (called again under the lock).
+
+    Refused: ``out`` naming a file; ``out`` that is the start folder ``start`` or holds
+    it (even with --overwrite, which would delete it); with --resume, a folder without
+    a run; else, without --overwrite, a folder holding a run or anything a run does
+    not write (a Hugging Face folder, say).
+    """
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise SettingsError(f"--out {out} is a file, not a run folder")
+    if start is not None and os.path.isdir(out) and _same_or_inside(start, out):
+        raise SettingsError(f"--out must differ from {start_name} and not contain it ({out} holds "
+                            f"{start}); a run there would overwrite its starting model")
+    if resume:
+        if not (os.path.isdir(out) and holds_run(out)):
+            raise FileNotFoundError(f"{out}: no checkpoint to resume (trainer_state.json missing)")
+        return
+    if overwrite or not os.path.isdir(out):
+        return
+    if holds_run(out):
         raise SettingsError(f"{out} already holds a run; pass --resume to continue it, "
                             "--overwrite to start over, or another --out")
+    foreign = sorted(set(os.listdir(out)) - LEFTOVERS)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SettingsError(f"{out} is not a minillm run folder (it holds {shown}); pass "
+                            "--overwrite to write a run into it (replacing a model there), "
+                            "or another --out")
+
+
+@contextlib.contextmanager
+def run_folder(out: str, resume: bool, overwrite: bool, start: str | None = None,
+               start_name: str = "--init") -> Iterator[None]:
+    """Hold ``out``'s lock for the run's life, checking the folder again once it is held.
+
+    One process per run folder: a second ``train`` or ``rl`` on it is refused in one
+    line naming the holder's process id (:func:`minillm.storage.lock.folder_lock`).
+    """
+    with folder_lock(out):
+        check_out(out, resume, overwrite, start, start_name)
+        yield
 
 
 def read_run(out: str, kind: str) -> dict:
@@ -153,7 +227,7 @@ def warn_ignored(settings, names: Sequence[str], command: str, log: Log) -> None
 
 
 def clear_run(out: str) -> None:
-    """Remove what a previous run wrote in ``out`` (only the files a run writes)."""
+    """Remove what a previous run wrote in ``out`` (only the files a run writes; not the lock)."""
     ck = checkpoint
     names = ("config.json", "model.safetensors", ck.GENERATION_CONFIG_NAME, ck.TOKENIZER_NAME,
              "tokenizer_config.json", ck.OPTIMIZER_NAME, ck.STATE_NAME, METRICS_NAME, PLOT_NAME)

@@ -10,8 +10,11 @@ to None ("not given": :class:`minillm.training.RLConfig`'s default, or on resume
 the run's own). ``dir`` is the starting model (a Hugging Face T5 folder with
 tokenizer.json, e.g. an SFT run folder); it is also the frozen reference of the
 KL penalty, copied into ``out/reference``. Everything is checked before the run
-folder is touched; :mod:`minillm.training.reinforce` has the estimator,
-:mod:`minillm.evaluation.rewards` the rewards.
+folder is touched, and the folder's lock is held for the run's life (one process
+per run folder). A resumed run imports nothing its folder names: a user reward
+(``module:function``) must be given again with ``--reward``.
+:mod:`minillm.training.reinforce` has the estimator, :mod:`minillm.evaluation.rewards`
+the rewards.
 
 Random streams (:mod:`minillm.seeds`, under ``seed``): "rl_data" (not SFT's
 "sft_data") and "eval_data" for the built-in suite, "held_out" for ``--data``;
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from minillm.evaluation.rewards import get_reward
+from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_builtin_reward
 from minillm.optim import AdamW
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
 from minillm.training.reinforce import BASELINES
@@ -36,8 +39,8 @@ from minillm.workflows.common import (
     SettingsError,
     check_device,
     check_folder,
-    check_new_run,
     check_not_finished,
+    check_out,
     check_positive,
     check_run_files,
     clear_run,
@@ -46,6 +49,7 @@ from minillm.workflows.common import (
     load_run_data,
     log_to_stderr,
     read_run,
+    run_folder,
     warn_ignored,
 )
 
@@ -153,7 +157,22 @@ def rl(settings: RLSettings, log: Log = log_to_stderr) -> RLResult:
     if s.resume and s.overwrite:
         raise SettingsError("--resume and --overwrite contradict each other")
     check_device(s.device)
-    run = _resume(s, log) if s.resume else _start(s)
+    if not s.resume and s.dir is None:
+        raise SettingsError("give the starting model folder DIR (or --resume)")
+    folder = (s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
+    if not s.resume:
+        check_folder(s.dir, "DIR is a Hugging Face T5 folder", "DIR needs the model's tokenizer.json")
+    check_out(*folder)
+    if s.resume:
+        with run_folder(*folder):  # the lock first: the state read is the one the run continues
+            return _rl(s, _resume(s, log), log, t0)
+    run = _start(s)  # reads the data and the models, imports the reward; writes nothing
+    with run_folder(*folder):  # taken before --overwrite clears the folder
+        return _rl(s, run, log, t0)
+
+
+def _rl(s: RLSettings, run: _Run, log: Log, t0: float) -> RLResult:
+    """Tune ``run`` (the folder's lock held) and evaluate."""
     cfg = run.config
     _check_reward(run.reward, list(run.train) + list(run.held))
     max_source_len = run.info["max_source_len"]
@@ -183,14 +202,14 @@ def _resume(s: RLSettings, log: Log) -> _Run:
 
     state_json = read_run(s.out, "rl")
     info = state_json["run"]
+    reward = _resumed_reward(s.out, info.get("reward"), s.reward)  # before anything else is read
     cfg = RLConfig.from_dict(state_json["rl_config"])
     warn_ignored(s, [n for n in CONFIG_FIELDS if n != "steps"]
-                 + ["data", "eval_data", "tasks", "reward"], "rl", log)
+                 + ["data", "eval_data", "tasks"], "rl", log)
     if s.steps is not None:
         cfg = RLConfig.from_dict({**cfg.to_dict(), "steps": s.steps})
     check_run_files(info)
     train_ex, held = _load_data(info)
-    reward = get_reward(info["reward"])
     policy, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
     reference = T5.from_pretrained(os.path.join(s.out, REFERENCE_DIR), dtype=str(policy.dtype),
                                    device=s.device)
@@ -208,13 +227,8 @@ def _start(s: RLSettings) -> _Run:
     from minillm.data.tokenizer import Tokenizer, check_vocab
     from minillm.model import T5
 
-    if s.dir is None:
-        raise SettingsError("give the starting model folder DIR (or --resume)")
     tok_path = check_folder(s.dir, "DIR is a Hugging Face T5 folder",
                             "DIR needs the model's tokenizer.json")
-    check_new_run(s.out, s.overwrite)
-    if os.path.abspath(s.out) == os.path.abspath(s.dir):
-        raise SettingsError("--out must differ from DIR (DIR is the frozen reference)")
     reward_name = "verify" if s.data is None and s.reward is None else s.reward
     if reward_name is None:
         raise SettingsError("--reward is required with --data (exact_match, bleu, rouge_l, verify, "
@@ -235,6 +249,26 @@ def _start(s: RLSettings) -> _Run:
     check_vocab(tokenizer, policy.config.vocab_size)
     reference = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
     return _Run(info, cfg, reward, train_ex, held, policy, reference, tokenizer)
+
+
+def _resumed_reward(out: str, saved: Any, given: str | None) -> Reward:
+    """The reward of the run being resumed: nothing the folder names is imported.
+
+    A built-in reward resolves from the fixed table (:func:`builtin_reward`). A user
+    reward (``module:function``) is imported only when the command line names it again
+    (``--reward``, equal to the saved name); ``--reward`` given otherwise must equal it too.
+    """
+    if not isinstance(saved, str):
+        raise ValueError(f"{out}: {checkpoint.STATE_NAME}: run.reward is {saved!r}, not a reward name")
+    if given is not None and given != saved:
+        raise SettingsError(f"{out} was tuned with --reward {saved!r}; --resume continues with it, "
+                            f"not {given!r}")
+    if is_builtin_reward(saved):
+        return builtin_reward(saved)
+    if given is None:
+        raise SettingsError(f"{out} was tuned with the user reward {saved!r}; --resume imports it "
+                            f"only when the command line names it: pass --reward {saved!r}")
+    return get_reward(given)
 
 
 def _load_data(info: dict[str, Any]):

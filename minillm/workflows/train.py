@@ -6,9 +6,10 @@
 
 :class:`TrainSettings` has one field per ``minillm train`` flag, with the same
 name and default. :func:`train` checks everything (data, preset, vocabulary,
-settings, device) before the run folder is touched, so bad input never damages
-it; then it builds the data, the tokenizer and the model (or resumes them from
-the folder), trains with :func:`minillm.training.fit` and evaluates at the end.
+settings, device, the run folder) before the run folder is touched, so bad input
+never damages it; then it builds the data, the tokenizer and the model (or
+resumes them from the folder), takes the folder's lock (one process per run
+folder, held to the end), trains with :func:`minillm.training.fit` and evaluates.
 The run folder is described in :mod:`minillm.training.checkpoint`.
 
 Random streams (:mod:`minillm.seeds`, all under the one ``seed``): "sft_data" and
@@ -33,8 +34,8 @@ from minillm.workflows.common import (
     builtin_verifiers,
     check_device,
     check_folder,
-    check_new_run,
     check_not_finished,
+    check_out,
     check_positive,
     check_run_files,
     clear_run,
@@ -45,6 +46,7 @@ from minillm.workflows.common import (
     load_run_data,
     log_to_stderr,
     read_run,
+    run_folder,
     warn_ignored,
 )
 from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
@@ -168,7 +170,18 @@ def train(settings: TrainSettings, log: Log = log_to_stderr) -> TrainResult:
     s = settings
     check_settings(s)
     check_device(s.device)
-    run = _resume(s, log) if s.resume else _start(s)
+    folder = (s.out, s.resume, s.overwrite, s.init, "--init")
+    check_out(*folder)
+    if s.resume:
+        with run_folder(*folder):  # the lock first: the state read is the one the run continues
+            return _train(s, _resume(s, log), log, t0)
+    run = _start(s)  # reads the data and builds the model; writes nothing
+    with run_folder(*folder):  # taken before --overwrite clears the folder
+        return _train(s, run, log, t0)
+
+
+def _train(s: TrainSettings, run: _Run, log: Log, t0: float) -> TrainResult:
+    """Train ``run`` (the folder's lock held) and evaluate at the end."""
     info, cfg = run.info, run.config
     train_enc = encode(run.train, run.tokenizer, info["max_source_len"], info["max_target_len"],
                        "training", log)
@@ -216,7 +229,6 @@ def _resume(s: TrainSettings, log: Log) -> _Run:
 def _start(s: TrainSettings) -> _Run:
     """A new run: the preset overridden by the settings given, its data, tokenizer and model."""
     preset = get_preset(s.preset)
-    check_new_run(s.out, s.overwrite)
     seed = 0 if s.seed is None else s.seed
     info = {
         "preset": preset.name,
