@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ _PASSTHROUGH_KEYS = {
     "no_repeat_ngram_size", "decoder_start_token_id_", "_attn_implementation_autoset",
     "use_return_dict", "num_labels",
 }
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,14 @@ class T5Config:
                              f"relative_attention_num_buckets // 2 = {half}")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise ValueError(f"config field 'dropout_rate' must be in [0, 1), got {self.dropout_rate!r}")
-        if not float(self.layer_norm_epsilon) > 0:
-            raise ValueError("config field 'layer_norm_epsilon' must be > 0")
+        for name in ("layer_norm_epsilon", "initializer_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
+                raise ValueError(f"config field {name!r} must be a finite number > 0, got {v!r}")
+        for name in ("tie_word_embeddings", "scale_decoder_outputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config field {name!r} must be true or false, "
+                                 f"got {getattr(self, name)!r}")
         parts = self.feed_forward_proj.split("-") if isinstance(self.feed_forward_proj, str) else []
         if not parts or (len(parts) > 1 and parts[0] != "gated") or len(parts) > 2:
             raise ValueError(
@@ -139,6 +150,35 @@ class T5Config:
                 raise ValueError(
                     f"config field {name!r} = {v!r} is not a token id below vocab_size={self.vocab_size}"
                 )
+
+        self.check_fits_memory()
+
+    def num_parameters(self) -> int:
+        """The parameter count the shapes give (C, D, H, F, V; L and L' layers), before any allocation.
+
+        shared V*C (+ lm_head V*C untied); per encoder layer q,k,v,o 4*C*H*D, the FFN
+        (2 or 3)*C*F, 2 norms; per decoder layer 8*C*H*D, the FFN, 3 norms; the two
+        position tables buckets*H; two final norms.
+        """
+        c, hd, f = self.d_model, self.inner_dim, self.d_ff
+        ffn = (3 if self.is_gated_act else 2) * c * f
+        embed = self.vocab_size * c * (1 if self.tie_word_embeddings else 2)
+        enc = self.num_layers * (4 * c * hd + ffn + 2 * c)
+        dec = self.num_decoder_layers * (8 * c * hd + ffn + 3 * c)
+        return embed + enc + dec + 2 * self.relative_attention_num_buckets * self.num_heads + 2 * c
+
+    def check_fits_memory(self, itemsize: int = 4) -> None:
+        """ValueError when the parameters alone (``itemsize`` bytes each) exceed the machine's memory."""
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf (Windows)
+            return
+        need = self.num_parameters() * itemsize
+        if need > memory:
+            raise ValueError(f"{self.num_parameters():,} parameters ({need / 2**30:.1f} GiB) "
+                             f"do not fit in this machine's {memory / 2**30:.1f} GiB of memory "
+                             f"(num_layers {self.num_layers}, d_model {self.d_model}, "
+                             f"d_ff {self.d_ff}, vocab_size {self.vocab_size})")
 
     # ---------------------------------------------------------------------- I/O
     @classmethod
@@ -201,11 +241,19 @@ class T5Config:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> T5Config:
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: a folder, not a config.json")
         try:
             with open(path, encoding="utf-8") as f:
-                d = json.load(f)
+                d = json.load(f, parse_constant=_refuse_constant)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to read") from None
+        except ValueError as e:  # NaN / Infinity
+            raise ValueError(f"{path}: {e}") from None
         return cls.from_dict(d, source=path)
 
     def replace(self, **changes: Any) -> T5Config:

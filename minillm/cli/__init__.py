@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import sys
 
 # Subcommand modules, in the order --help lists them.
@@ -42,8 +43,38 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors in one line (``minillm train: error: ...``), exit 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def finite(text: str) -> float:
+    """A flag's number: a float that is finite (``inf`` and ``nan`` are refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def check_argv(argv: list[str]) -> str | None:
+    """The one-line complaint about an argument that is not valid UTF-8 (None when all are)."""
+    for i, a in enumerate(argv, start=1):
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = a.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            return f"minillm: error: argument {i} ({shown!r}) is not valid UTF-8"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="minillm",
         description="A pure-NumPy T5: train (SFT), tune (REINFORCE), generate, evaluate.",
     )
@@ -54,8 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    bad = check_argv(argv)
+    if bad:  # before parsing: nothing is read or written for an argument that is not text
+        print(bad, file=sys.stderr)
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad flag already said in one line (2)
+        return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from minillm.cli import settings_from
+from minillm.cli import finite, settings_from
 from minillm.workflows import EvalSettings, evaluate
 
 
@@ -36,11 +36,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-source-len", type=int, default=256)
     p.add_argument("--max-new-tokens", type=int, default=64, help="also the target truncation length")
     p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--length-penalty", type=finite, default=1.0)
     p.add_argument("--do-sample", action="store_true")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=finite, default=1.0)
     p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-p", type=finite, default=1.0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

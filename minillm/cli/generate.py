@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minillm.cli import settings_from
+from minillm.cli import finite, settings_from
 from minillm.workflows import GenerateSettings
-from minillm.workflows.generate import OPTIONS, iter_generate
+from minillm.workflows.generate import DEFAULT_MAX_SOURCE_LEN, OPTIONS, iter_generate
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,13 +36,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="prompts (default: one per line from stdin)")
     g = p.add_argument_group("decoding (default: DIR/generation_config.json, else transformers')")
     for dest, kind in OPTIONS.items():
-        g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None)
+        g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite if kind is float else kind,
+                       default=None)
     g.add_argument("--do-sample", action="store_true", default=None,
                    help="sample instead of greedy / beam search")
     g.add_argument("--early-stopping", choices=["true", "false", "never"], default=None,
                    help="beam search stopping rule")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    p.add_argument("--max-source-len", type=int, default=DEFAULT_MAX_SOURCE_LEN,
+                   help="prompts are cut to this many tokens, </s> kept (default %(default)s; "
+                        "the count is printed)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: run on a GPU through CuPy (the gpu extra)")

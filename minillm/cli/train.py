@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from minillm.cli import say, settings_from
+from minillm.cli import finite, say, settings_from
 from minillm.workflows import TrainSettings, format_eval, train
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT
@@ -74,7 +74,7 @@ def _data_flags(g) -> None:
 def _training_flags(t) -> None:
     """The trainer's settings (None by default: the preset's)."""
     t.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    t.add_argument("--epochs", type=float, default=None,
+    t.add_argument("--epochs", type=finite, default=None,
                    help="train for this many passes over the data instead of --steps")
     t.add_argument("--batch-size", type=int, default=None, help="examples per micro-batch")
     t.add_argument("--grad-accum", type=int, default=None,

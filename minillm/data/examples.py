@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minillm.storage.fileio import atomic_path
+from minillm.storage.fileio import atomic_path, parse_json
 
 # Alpaca prompt template: the instruction alone when ``input`` is empty, else
 # instruction, newline, input. The built-in tasks use the same template.
@@ -95,15 +95,22 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
     examples is an error too.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a JSONL file")
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, line {lineno}: not UTF-8 text (byte {e.start} of the "
+                                 "line)") from None
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: malformed JSON: {e.msg}") from None
+                obj = parse_json(line)
+            except ValueError as e:
+                raise ValueError(f"{path}, line {lineno}: malformed JSON: {e}") from None
             try:
                 examples.append(_parse_record(obj))
             except ValueError as e:

@@ -116,7 +116,16 @@ class Tokenizer:
 
         ``special_tokens`` may rename ``pad_token``, ``eos_token`` or ``unk_token``.
         """
-        return cls(HFTokenizer.from_file(str(path)), **special_tokens)
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise (ValueError if os.path.isdir(path) else FileNotFoundError)(
+                f"{path}: missing (a tokenizer.json is needed)")
+        try:
+            backend = HFTokenizer.from_file(path)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for a bad file
+            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise ValueError(f"{path}: not a readable tokenizer.json ({reason})") from None
+        return cls(backend, **special_tokens)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace)."""

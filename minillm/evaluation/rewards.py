@@ -112,6 +112,9 @@ def user_reward(spec: str) -> Callable[[Example, str], float]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({e})") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
+        raise ValueError(f"reward {spec!r}: importing module {module_name!r} failed "
+                         f"({type(e).__name__}: {e})") from None
     fn = module
     for part in attr.split("."):
         if not hasattr(fn, part):

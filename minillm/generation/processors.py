@@ -25,6 +25,9 @@ import numpy as np
 
 from minillm.backend import get_xp
 
+# The longest output generate() sizes its buffers for: (B * beams, H, 1 + L, D) per layer.
+MAX_NEW_TOKENS = 65_536
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -58,6 +61,8 @@ def check_settings(config, max_new_tokens, min_new_tokens, do_sample, temperatur
         return int(v)
 
     max_new_tokens = int_at_least("max_new_tokens", max_new_tokens, 1)
+    if max_new_tokens > MAX_NEW_TOKENS:  # checked before the KV cache's buffers are sized
+        raise ValueError(f"max_new_tokens must be at most {MAX_NEW_TOKENS:,}, got {max_new_tokens:,}")
     min_new_tokens = int_at_least("min_new_tokens", min_new_tokens, 0)
     num_beams = int_at_least("num_beams", num_beams, 1)
     num_return_sequences = int_at_least("num_return_sequences", num_return_sequences, 1)

@@ -8,22 +8,25 @@ the tensors fit the config is the model's schema
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from minillm.backend import to_numpy
 from minillm.config import T5Config
-from minillm.storage.fileio import atomic_path, write_json
+from minillm.storage.fileio import atomic_path, read_json, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file; a missing, truncated or garbage file is one line naming it."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
+    if not os.path.isfile(path):
+        raise (ValueError if os.path.isdir(path) else FileNotFoundError)(f"{path}: missing")
 
     try:
         return load_file(path)
@@ -37,16 +40,18 @@ def _read_weights(folder: str) -> dict[str, np.ndarray]:
     single = os.path.join(folder, WEIGHTS_NAME)
     index = os.path.join(folder, WEIGHTS_INDEX_NAME)
     if os.path.exists(single):
-        return _read_safetensors(single)
+        return read_safetensors(single)
     if os.path.exists(index):  # a sharded checkpoint
         try:
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            weight_map = read_json(index)["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{index}: not a safetensors index ({e})") from None
         tensors: dict[str, np.ndarray] = {}
-        for shard in sorted(set(weight_map.values())):
-            tensors.update(_read_safetensors(os.path.join(folder, shard)))
+        for shard in shards:
+            if not isinstance(shard, str) or os.path.basename(shard) != shard or shard in ("", "..", "."):
+                raise ValueError(f"{index}: shard {shard!r} is not a file name in the folder")
+            tensors.update(read_safetensors(os.path.join(folder, shard)))
         return tensors
     raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (minillm reads safetensors weights only)")
 
@@ -62,7 +67,7 @@ def read_pretrained(path: str | os.PathLike) -> tuple[T5Config, dict[str, np.nda
     cfg_path = os.path.join(folder, CONFIG_NAME)
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: missing")
-    config = T5Config.from_json_file(cfg_path)
+    config = T5Config.from_dict(read_json(cfg_path), source=cfg_path)
     return config, _read_weights(folder), os.path.join(folder, WEIGHTS_NAME)
 
 

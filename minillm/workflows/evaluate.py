@@ -19,6 +19,7 @@ same seed (the sizes differ: ``n`` here, the preset's ``n_eval`` there);
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,22 @@ class EvalSettings:
     no_progress: bool = False
 
 
+def check_settings(s: EvalSettings) -> None:
+    """ValueError naming the flag, before anything is read or written."""
+    for name in ("n", "batch_size", "max_new_tokens", "num_beams"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
+    if s.max_source_len < 2:
+        raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    if s.predictions is not None:
+        folder = os.path.dirname(os.path.abspath(s.predictions))
+        if os.path.isdir(s.predictions) or s.predictions.endswith(os.sep):
+            raise ValueError(f"--predictions {s.predictions}: a folder; give a file to write "
+                             "(e.g. predictions.jsonl)")
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--predictions {s.predictions}: no folder {folder} to write it in")
+
+
 def evaluate(settings: EvalSettings) -> dict[str, Any]:
     """Evaluate the folder ``settings.dir``; write ``settings.predictions`` (JSONL) when given.
 
@@ -64,6 +81,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     from minillm.model import T5
 
     s = settings
+    check_settings(s)
     check_device(s.device)
     tok_path = check_folder(s.dir, "", "minillm eval needs the folder's tokenizer")
     if s.data is not None:

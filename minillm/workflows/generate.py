@@ -16,7 +16,6 @@ Sampling draws on the "generate" stream of :mod:`minillm.seeds`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,8 +25,10 @@ import numpy as np
 
 from minillm import seeds
 from minillm.backend import to_numpy
+from minillm.data.batching import _truncate
 from minillm.generation import generate as generate_ids
-from minillm.workflows.common import check_device, check_folder
+from minillm.storage.fileio import read_json
+from minillm.workflows.common import Log, check_device, check_folder, log_to_stderr
 
 # settings that are generate() keywords of the same name (None: not given), and their types
 OPTIONS = {
@@ -38,6 +39,9 @@ OPTIONS = {
 # generation_config.json keys read as defaults (others are ignored)
 FILE_KEYS = (*OPTIONS, "do_sample", "early_stopping", "eos_token_id", "pad_token_id",
              "max_length", "min_length")
+FILE_TYPES = {"do_sample": bool, "early_stopping": bool, "eos_token_id": int, "pad_token_id": int,
+              "max_length": int, "min_length": int}
+DEFAULT_MAX_SOURCE_LEN = 512  # T5's model_max_length (tokenizer_config.json)
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,29 @@ class GenerateSettings:
     early_stopping: bool | str | None = None  # True, False or "never" (the CLI's "true"/"false" too)
     seed: int = 0
     batch_size: int = 16
+    max_source_len: int = DEFAULT_MAX_SOURCE_LEN
     dtype: str = "float32"
     device: str = "cpu"
+
+
+def read_generation_config(path: str) -> dict[str, Any]:
+    """The keys of :data:`FILE_KEYS` a generation_config.json sets; a bad file or key is one line."""
+    file_cfg = read_json(path)
+    if not isinstance(file_cfg, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(file_cfg).__name__}")
+    opts = {k: file_cfg[k] for k in FILE_KEYS if file_cfg.get(k) is not None}
+    for k, v in opts.items():
+        want = FILE_TYPES.get(k, OPTIONS.get(k))
+        ok = (isinstance(v, bool) if want is bool else
+              isinstance(v, int) and not isinstance(v, bool) if want is int else
+              isinstance(v, int | float) and not isinstance(v, bool) if want is float else True)
+        if k == "eos_token_id" and isinstance(v, list):
+            ok = bool(v) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+        if k == "early_stopping":
+            ok = isinstance(v, bool) or v == "never"
+        if not ok:
+            raise ValueError(f"{path}: {k}: expected {getattr(want, '__name__', want)}, got {v!r}")
+    return opts
 
 
 def generation_options(settings: GenerateSettings) -> dict[str, Any]:
@@ -70,12 +95,7 @@ def generation_options(settings: GenerateSettings) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     path = os.path.join(s.dir, "generation_config.json")
     if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                file_cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        opts = {k: file_cfg[k] for k in FILE_KEYS if file_cfg.get(k) is not None}
+        opts = read_generation_config(path)
         # max_length / min_length count the decoder start token; *_new_tokens do not
         if "max_length" in opts:
             length = opts.pop("max_length")
@@ -95,15 +115,15 @@ def generation_options(settings: GenerateSettings) -> dict[str, Any]:
     return opts
 
 
-def generate(settings: GenerateSettings) -> list[str]:
+def generate(settings: GenerateSettings, log: Log = log_to_stderr) -> list[str]:
     """The decoded outputs for ``settings.prompts``: ``num_return_sequences`` per prompt, in order.
 
     ValueError / FileNotFoundError (one line) for a bad folder, device or option.
     """
-    return list(iter_generate(settings))
+    return list(iter_generate(settings, log))
 
 
-def iter_generate(settings: GenerateSettings) -> Iterator[str]:
+def iter_generate(settings: GenerateSettings, log: Log = log_to_stderr) -> Iterator[str]:
     """:func:`generate`, yielding each batch's outputs as soon as it is decoded.
 
     ``settings.prompts`` may be any iterable (stdin's lines): it is read once,
@@ -118,6 +138,8 @@ def iter_generate(settings: GenerateSettings) -> Iterator[str]:
                             "minillm generate tokenizes with it")
     if s.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {s.batch_size}")
+    if s.max_source_len < 2:
+        raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
     opts = generation_options(s)
     tokenizer = Tokenizer.from_file(tok_path)
     model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
@@ -126,6 +148,11 @@ def iter_generate(settings: GenerateSettings) -> Iterator[str]:
     eos = set(eos) if isinstance(eos, list) else {eos}
     rng = seeds.generator(s.seed, "generate") if opts.get("do_sample") else None
     encoded = [tokenizer.encode(p, add_eos=True) for p in s.prompts]
+    cut = [_truncate(ids, s.max_source_len, tokenizer.eos_token_id) for ids in encoded]
+    encoded = [ids for ids, _ in cut]
+    if any(t for _, t in cut):
+        log(f"minillm generate: truncated {sum(t for _, t in cut)} of {len(cut)} prompts to "
+            f"--max-source-len {s.max_source_len} tokens")
     for ids in encoded:
         if max(ids, default=0) >= cfg.vocab_size:
             raise ValueError(f"the tokenizer gives id {max(ids)}, beyond the model's vocab_size "
