@@ -6,6 +6,7 @@
     rl.py          the REINFORCE trainer: RLConfig, rl_step, fit_rl
     run_folder.py  metrics.jsonl, loss.png, the settings and Generator in trainer_state.json
     checkpoint.py  the checkpoint files, committed atomically
+    journal.py     the journal that commits a set of files as one unit, and its recovery
     plot.py        the loss curve
 """
 

@@ -10,8 +10,10 @@ checkpoint, and ``best/`` the best one::
       optimizer.safetensors                                       AdamW moments ("m.NAME", "v.NAME")
       trainer_state.json                                          step, data position, RNG state,
                                                                   settings, best score
-      metrics.jsonl  loss.png                                     the run's log (trainer.py)
-      best/  config.json model.safetensors generation_config.json tokenizer.json ...
+      metrics.jsonl  loss.png                                     the run's log (run_folder.py)
+      best/  config.json model.safetensors ... best_step.json     the best model, and its step
+      .lock                                                       one process at a time
+                                                                  (minillm.storage.lock)
 
 Each checkpoint is committed as a unit by the journal of :mod:`minillm.training.journal`
 (files staged in ``DIR/.staging/``, then ``.staging/COMMIT``, the commit point, then the
