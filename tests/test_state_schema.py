@@ -158,3 +158,24 @@ def test_garbage_state_files_are_one_line(runs, capsys):
 def test_every_mutation_is_refused_in_one_line_or_resumes_bit_for_bit(runs, capsys, data):
     path, op, text = data.draw(mutations(saved_state(runs)))
     resume_with(runs, capsys, text)
+
+
+def test_a_data_file_run_s_position_is_checked_against_the_file(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"say {i}", "output": f"{i}"}) + "\n"
+                            for i in range(40)))
+    out = str(tmp_path / "run")
+    assert main(["train", "--preset", "tiny", "--data", str(data), "--steps", "4", "--batch-size",
+                 "4", "--stop-after", "2", "--out", out, "--no-progress", "--no-plot"]) == 0
+    path = os.path.join(out, STATE)
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    assert (state["epoch"], state["batch_in_epoch"]) == (0, 2)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**state, "epoch": 1, "batch_in_epoch": 0}, f)  # within the bounds, not the data
+    before = folder_digest(str(tmp_path))
+    capsys.readouterr()
+    assert main(["train", "--out", out, "--resume", "--no-progress", "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and path in err[0] and "epoch, batch_in_epoch" in err[0], err
+    assert folder_digest(str(tmp_path)) == before

@@ -212,25 +212,33 @@ def check_run(c: _Checker, run: Any, kind: str | None) -> None:
 
 
 def check_position(c: _Checker, state: dict, config, run: dict, kind: str | None) -> None:
-    """epoch and batch_in_epoch: where ``step`` steps leave the data.
-
-    With the built-in data (``run.data`` null: ``n_train`` examples) the position is
-    computed and must match; with a data file, only bounds (the workflow knows the size).
-    """
-    step = state["step"]
+    """epoch and batch_in_epoch within ``step`` steps; exact with the built-in data (``n_train``)."""
     per_step = getattr(config, "grad_accum", 1)  # SFT: grad_accum micro-batches; RL: one batch
-    consumed = step * per_step
-    epoch = c.int("epoch", state["epoch"], 0, consumed)
-    batch = c.int("batch_in_epoch", state["batch_in_epoch"], 0, consumed)
-    n = run.get("n_train")
-    if run.get("data") is not None or not is_int(n):
-        return
+    consumed = state["step"] * per_step
+    c.int("epoch", state["epoch"], 0, consumed)
+    c.int("batch_in_epoch", state["batch_in_epoch"], 0, consumed)
+    if run.get("data") is None and is_int(run.get("n_train")):
+        _exact_position(c, state, config, run["n_train"], kind)
+
+
+def _exact_position(c: _Checker, state: dict, config, n: int, kind: str | None) -> None:
+    step, epoch, batch = state["step"], state["epoch"], state["batch_in_epoch"]
+    per_step = getattr(config, "grad_accum", 1)
     bs = config.batch_size
     per_epoch = -(-n // bs) if kind is None else (n // bs if n > bs else 1)
-    if batch >= per_epoch or epoch * per_epoch + batch != consumed:
+    if batch >= per_epoch or epoch * per_epoch + batch != step * per_step:
         raise c.fail("epoch, batch_in_epoch",
                      f"({epoch}, {batch}) is not where {step} steps of {per_step} batch(es) of "
                      f"{bs} leave {n} examples ({per_epoch} batches an epoch)", got=False)
+
+
+def check_data_position(path: str, state: dict, config, n: int) -> None:
+    """On resume, once the run's ``n`` training examples are loaded: the data position is exact.
+
+    (:func:`check_state` already did this for the built-in data; a data file's size is known
+    only after it is read.) ``path`` is the trainer_state.json, for the message.
+    """
+    _exact_position(_Checker(path), state, config, n, state.get("kind"))
 
 
 def check_dtype(c: _Checker, dtype: Any) -> None:

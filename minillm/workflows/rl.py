@@ -34,6 +34,7 @@ from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_bu
 from minillm.optim import AdamW
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
 from minillm.training.reinforce import BASELINES
+from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
     SettingsError,
@@ -210,6 +211,7 @@ def _resume(s: RLSettings, log: Log) -> _Run:
         cfg = RLConfig.from_dict({**cfg.to_dict(), "steps": s.steps})
     check_run_files(info)
     train_ex, held = _load_data(info)
+    check_data_position(os.path.join(s.out, checkpoint.STATE_NAME), state_json, cfg, len(train_ex))
     policy, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
     reference = T5.from_pretrained(os.path.join(s.out, REFERENCE_DIR), dtype=str(policy.dtype),
                                    device=s.device)

@@ -28,6 +28,7 @@ from minillm import seeds
 from minillm.data import Example, num_batches
 from minillm.optim import ScaledAdamW
 from minillm.training import TrainConfig, TrainState, checkpoint, fit
+from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
     SettingsError,
@@ -217,6 +218,7 @@ def _resume(s: TrainSettings, log: Log) -> _Run:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": s.steps})
     check_run_files(info)
     train_ex, held = load_run_data(info, "sft_data")
+    check_data_position(os.path.join(s.out, checkpoint.STATE_NAME), state_json, cfg, len(train_ex))
     model, tokenizer, opt_state, _ = checkpoint.load_checkpoint(s.out, device=s.device)
     optimizer = ScaledAdamW.from_config(cfg)
     optimizer.load_state_dict(opt_state)
