@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 
@@ -179,3 +180,32 @@ def test_a_data_file_run_s_position_is_checked_against_the_file(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and path in err[0] and "epoch, batch_in_epoch" in err[0], err
     assert folder_digest(str(tmp_path)) == before
+
+
+def test_an_rl_state_is_checked_by_its_own_schema(runs):
+    from minillm.training import RLConfig, TrainConfig
+    from minillm.training import checkpoint as ckpt
+    from minillm.training.state_file import StateError, check_state
+
+    sft = saved_state(runs)
+    run = {"start": "/tmp/start", "data": None, "eval_data": None, "tasks": ["qa"],
+           "reward": "verify", "n_train": 64, "n_eval": 8, "seed": 0, "max_source_len": 64,
+           "data_sha256": None, "eval_data_sha256": None}
+    cfg = RLConfig(batch_size=4, steps=4).to_dict()
+    state = {**{k: v for k, v in sft.items() if k != "train_config"}, "kind": "rl", "rl_config": cfg,
+             "ema": None, "run": run, "epoch": 0, "batch_in_epoch": 2}
+    path = os.path.join(runs[0], STATE)
+    classes = {"train_config": TrainConfig, "rl_config": RLConfig}
+
+    def check(s):
+        return check_state(path, s, ckpt.STATE_FORMAT, ckpt.STATE_VERSION, classes)
+
+    assert check(state) is state
+    for bad, field in [({"ema": "abc"}, "ema"), ({"ema": math.inf}, "ema"),
+                       ({"run": {**run, "tasks": [1]}}, "run.tasks"),
+                       ({"run": {**run, "reward": None}}, "run.reward"),
+                       ({"rl_config": {**cfg, "k": 1.5}}, "rl_config.k"),
+                       ({"epoch": 1, "batch_in_epoch": 0}, "epoch, batch_in_epoch"),
+                       ({"train_config": sft["train_config"]}, "unknown key(s) train_config")]:
+        with pytest.raises(StateError, match=re.escape(field)):
+            check({**state, **bad})

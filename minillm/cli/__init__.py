@@ -69,7 +69,7 @@ def check_argv(argv: list[str]) -> str | None:
             a.encode("utf-8")
         except UnicodeEncodeError:
             shown = a.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-            return f"minillm: error: argument {i} ({shown!r}) is not valid UTF-8"
+            return f"minillm: error: argument {i} ('{shown}') is not valid UTF-8"
     return None
 
 
