@@ -234,7 +234,7 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     from minillm.backend import to_device
     from minillm.data.tokenizer import Tokenizer
     from minillm.model.t5 import T5
-    from minillm.training.state_file import read_optimizer
+    from minillm.training.optimizer_file import read_optimizer
 
     folder = os.fspath(folder)
     recover(folder)

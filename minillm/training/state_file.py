@@ -295,30 +295,3 @@ def read_trainer_state(path: str, fmt: str, version: int, config_classes=None) -
         raise FileNotFoundError(f"{path}: missing (not a minillm run folder, or no checkpoint yet)")
     return check_state(path, read_json(path), fmt, version, config_classes)
 
-
-def read_optimizer(path: str, params: dict, t: int) -> dict[str, np.ndarray]:
-    """The AdamW moments of optimizer.safetensors, checked against the model's ``params``.
-
-    After ``t`` > 0 steps: "m.NAME" and "v.NAME" for every parameter, each with its
-    parameter's shape, finite (v also >= 0), and nothing else; at step 0, none. A
-    missing, truncated or garbage file is one line naming it.
-    """
-    from minillm.storage.hf import read_safetensors
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: missing (the optimizer state is needed to resume)")
-    arrays = read_safetensors(path)
-    want = {f"{p}.{k}": tuple(v.shape) for k, v in params.items() for p in "mv"} if t else {}
-    missing, extra = sorted(set(want) - set(arrays)), sorted(set(arrays) - set(want))
-    if missing or extra:
-        what = (f"missing moment(s) {', '.join(missing[:3])}" if missing
-                else f"unknown tensor(s) {', '.join(extra[:3])}")
-        more = len(missing or extra) - 3
-        raise StateError(f"{path}: {what}{f' and {more} more' if more > 0 else ''} "
-                         f"(after {t} steps, one m and one v per parameter)")
-    for name, a in arrays.items():
-        if tuple(a.shape) != want[name]:
-            raise StateError(f"{path}: {name}: shape {tuple(a.shape)}, its parameter's is {want[name]}")
-        if a.dtype.kind != "f" or not np.isfinite(a).all() or (name[0] == "v" and (a < 0).any()):
-            raise StateError(f"{path}: {name}: not finite (or a negative second moment)")
-    return arrays
