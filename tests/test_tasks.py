@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from minillm.data import Example
+from minillm.data import Example, load_jsonl
 from minillm.data.tasks import TASKS, builtin_dataset, english_words, french_words, instance_split
 from minillm.data.tasks.codegen import build_expression, describe
 from minillm.data.tasks.safe_eval import SafeEvalError, safe_eval
@@ -174,6 +176,17 @@ def test_code_verifier_skips_only_the_assignments_where_the_reference_fails():
     task = TASKS["code_expression"]
     ex = Example("divide", "x // y", task=task.name)
     assert task.verify(ex, "x // y") == 1.0 and task.verify(ex, "x * y") == 0.0
+
+
+def test_a_bad_reference_from_a_jsonl_file_names_its_line(tmp_path):
+    path = tmp_path / "code.jsonl"
+    path.write_text('{"prompt": "take x", "completion": "x + 1", "task": "code_expression"}\n'
+                    '{"prompt": "take y", "completion": "y +", "task": "code_expression"}\n')
+    good, bad = load_jsonl(path)
+    assert TASKS["code_expression"].verify(good, "1 + x") == 1.0
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, line 2: code_expression example "
+                                         r"'take y': the reference 'y \+' does not evaluate"):
+        TASKS["code_expression"].verify(bad, "y")
 
 
 def test_the_verify_reward_reports_a_bad_reference_with_the_sample():

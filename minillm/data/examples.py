@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,13 +27,15 @@ class Example:
     """One instruction example: the model reads ``prompt`` and should write ``target``.
 
     ``task`` names the built-in task (or any label from the JSONL ``task`` field);
-    ``reference`` is optional extra information a verifier may use.
+    ``reference`` is optional extra information a verifier may use; ``origin``
+    says where the example came from ("train.jsonl, line 12"), for error messages.
     """
 
     prompt: str
     target: str
     task: str | None = None
     reference: Any = field(default=None, compare=False)
+    origin: str | None = field(default=None, compare=False)
 
 
 def format_prompt(instruction: str, input: str | None = None) -> str:
@@ -112,7 +115,7 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
             except ValueError as e:
                 raise ValueError(f"{path}, line {lineno}: malformed JSON: {e}") from None
             try:
-                examples.append(_parse_record(obj))
+                examples.append(dataclasses.replace(_parse_record(obj), origin=f"{path}, line {lineno}"))
             except ValueError as e:
                 raise ValueError(f"{path}, line {lineno}: {e}") from None
     if not examples:

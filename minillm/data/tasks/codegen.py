@@ -114,11 +114,13 @@ class CodeExpression(Task):
     def verify(self, example: Example, output: str) -> float:
         """1.0 when ``output`` computes the same integers as the target (semantic check).
 
-        A target that does not evaluate is a data error: ValueError naming the example.
+        A target that does not evaluate is a data error: ValueError naming the example
+        (and its file and line when it came from a JSONL file).
         """
         seed = int.from_bytes(hashlib.blake2b(example.target.encode(), digest_size=8).digest())
         try:
             return float(equivalent(output, example.target, np.random.default_rng(seed)))
         except ValueError as e:
-            raise ValueError(f"{self.name} example {example.prompt!r}: {e}; "
+            where = f"{example.origin}: " if example.origin else ""
+            raise ValueError(f"{where}{self.name} example {example.prompt!r}: {e}; "
                              "its target must be an integer expression of x, y, z") from None
