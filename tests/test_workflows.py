@@ -136,6 +136,19 @@ def test_generate_is_tokenize_generate_decode(tiny_run):
     assert got == expected
 
 
+def test_cli_generate_takes_prompts_after_flags(tiny_run, capsys):
+    """``minillm generate DIR --max-new-tokens 6 P1 P2``: argparse alone would refuse P1 P2."""
+    from minillm.cli import main
+
+    out, _ = tiny_run
+    prompts = ["Reverse the order of the words.\nred owl pen", "Sort the words alphabetically.\nb a"]
+    assert main(["generate", str(out), "--max-new-tokens", "6", *prompts]) == 0
+    expected = [t.replace("\n", "\\n") for p in prompts for t in _by_hand(out, p, max_new_tokens=6)]
+    assert capsys.readouterr().out.splitlines() == expected
+    assert main(["generate", str(out), "--max-new-tokens", "6", "--bogus", "x"]) == 2
+    assert capsys.readouterr().err.strip() == "minillm: error: unrecognized arguments: --bogus x"
+
+
 def test_generate_samples_on_the_generate_stream(tiny_run):
     out, _ = tiny_run
     prompt = "Uppercase the text.\nred owl"

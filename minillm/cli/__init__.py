@@ -92,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "command", None) == "generate" and not any(
+                a.startswith("-") for a in extra):
+            # argparse cannot put a PROMPT... positional after flags (``generate DIR --top-k 5 "hi"``)
+            args.prompts = [*args.prompts, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help (0), or a bad flag already said in one line (2)
         return int(e.code or 0)
     if not getattr(args, "func", None):
