@@ -20,14 +20,6 @@ import sys
 COMMANDS = ["train", "generate", "eval", "rl", "data"]
 
 
-class CLIError(Exception):
-    """An error in the arguments themselves, reported in one line with exit status 2.
-
-    Everything a command checks beyond parsing is the workflow's to check
-    (:mod:`minillm.workflows`): its ValueError / FileNotFoundError is reported the same way.
-    """
-
-
 def settings_from(cls, args: argparse.Namespace, **given):
     """The settings dataclass ``cls`` from parsed ``args``: each field from the flag of its name.
 
@@ -113,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:  # not bad input: the run failed, its last checkpoint kept
         print(f"minillm {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"minillm {args.command}: error: {msg}", file=sys.stderr)
         return 2

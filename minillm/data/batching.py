@@ -64,7 +64,7 @@ class EncodeStats:
         )
 
 
-def _truncate(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+def truncate(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
     """Keep the first ``max_len - 1`` tokens and the final ``</s>`` when too long."""
     if len(ids) <= max_len:
         return ids, False
@@ -86,8 +86,8 @@ def encode_examples(
     raw_tgt = tokenizer.encode_batch([ex.target for ex in examples])
     sources, targets, cut_s, cut_t = [], [], 0, 0
     for s, t in zip(raw_src, raw_tgt, strict=True):
-        s, ts = _truncate(s, max_source_len, eos)
-        t, tt = _truncate(t, max_target_len, eos)
+        s, ts = truncate(s, max_source_len, eos)
+        t, tt = truncate(t, max_target_len, eos)
         sources.append(np.asarray(s, dtype=np.int64))
         targets.append(np.asarray(t, dtype=np.int64))
         cut_s += ts

@@ -25,7 +25,7 @@ import numpy as np
 
 from minillm import seeds
 from minillm.backend import to_numpy
-from minillm.data.batching import _truncate
+from minillm.data.batching import truncate
 from minillm.generation import generate as generate_ids
 from minillm.storage.fileio import read_json
 from minillm.workflows.common import Log, check_device, check_folder, log_to_stderr
@@ -148,7 +148,7 @@ def iter_generate(settings: GenerateSettings, log: Log = log_to_stderr) -> Itera
     eos = set(eos) if isinstance(eos, list) else {eos}
     rng = seeds.generator(s.seed, "generate") if opts.get("do_sample") else None
     encoded = [tokenizer.encode(p, add_eos=True) for p in s.prompts]
-    cut = [_truncate(ids, s.max_source_len, tokenizer.eos_token_id) for ids in encoded]
+    cut = [truncate(ids, s.max_source_len, tokenizer.eos_token_id) for ids in encoded]
     encoded = [ids for ids, _ in cut]
     if any(t for _, t in cut):
         log(f"minillm generate: truncated {sum(t for _, t in cut)} of {len(cut)} prompts to "
