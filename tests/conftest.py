@@ -112,6 +112,26 @@ def word_tokenizer(path, words) -> None:
     tok.save(str(path))
 
 
+def start_folder(folder, tasks, n_examples: int = 300) -> pathlib.Path:
+    """Write a small starting model folder (random weights) with a tokenizer for built-in ``tasks``.
+
+    The tokenizer is trained on ``n_examples`` of those tasks and all their phrasings;
+    the model is a 1+1-layer, d_model 16 T5. For the trainers' and the CLI's run-folder tests.
+    """
+    from minillm.data.tasks import TASKS, builtin_dataset
+    from minillm.data.tokenizer import Tokenizer
+    from minillm.training import checkpoint
+
+    ex = builtin_dataset(n_examples, seed=0, tasks=tasks)
+    phrasings = [p for t in tasks for p in TASKS[t].instructions + TASKS[t].heldout_instructions]
+    tok = Tokenizer.train([e.prompt for e in ex] + [e.target for e in ex] + phrasings, vocab_size=160)
+    config = minillm.T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, num_heads=2, d_ff=32,
+                              num_layers=1, num_decoder_layers=1, dropout_rate=0.0,
+                              relative_attention_num_buckets=8)
+    checkpoint.save_model(folder, minillm.T5.init(config, np.random.default_rng(0)), tok)
+    return pathlib.Path(folder)
+
+
 def folder_digest(folder) -> dict[str, str]:
     """{relative path: sha256} of every file under ``folder``."""
     out = {}

@@ -13,7 +13,7 @@ import pytest
 import minillm
 from minillm.cli import main
 from minillm.training import checkpoint as ckpt
-from tests.conftest import folder_digest
+from tests.conftest import folder_digest, start_folder
 
 TASKS = ["reverse_words", "uppercase"]
 
@@ -59,19 +59,7 @@ def test_train_lr_1e38_exits_1_keeping_a_finite_checkpoint(tmp_path, capsys, ste
 @pytest.fixture(scope="module")
 def start_dir(tmp_path_factory):
     """A small starting model folder (random weights) with a tokenizer for two built-in tasks."""
-    from minillm.data.tasks import TASKS as ALL
-    from minillm.data.tasks import builtin_dataset
-    from minillm.data.tokenizer import Tokenizer
-
-    ex = builtin_dataset(300, seed=0, tasks=TASKS)
-    phrasings = [p for t in TASKS for p in ALL[t].instructions + ALL[t].heldout_instructions]
-    tok = Tokenizer.train([e.prompt for e in ex] + [e.target for e in ex] + phrasings, vocab_size=160)
-    config = minillm.T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, num_heads=2, d_ff=32,
-                              num_layers=1, num_decoder_layers=1, dropout_rate=0.0,
-                              relative_attention_num_buckets=8)
-    folder = tmp_path_factory.mktemp("start") / "sft"
-    ckpt.save_model(folder, minillm.T5.init(config, np.random.default_rng(0)), tok)
-    return folder
+    return start_folder(tmp_path_factory.mktemp("start") / "sft", TASKS)
 
 
 def test_rl_lr_1e38_exits_1_keeping_a_finite_checkpoint_and_best(start_dir, tmp_path, capsys):

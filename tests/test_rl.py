@@ -20,7 +20,7 @@ from minillm.testing import check_gradients
 from minillm.training import checkpoint as ckpt
 from minillm.training.reinforce import compute_advantages, reinforce_loss_and_grads, rloo_baseline
 from minillm.training.rl import RLConfig, rl_step
-from tests.conftest import cuda_available
+from tests.conftest import cuda_available, start_folder
 
 
 def tiny_model(vocab=11, dtype="float64", seed=0, ff="relu", tied=True, d_model=8):
@@ -288,20 +288,7 @@ TASKS = ["reverse_words", "uppercase"]
 @pytest.fixture(scope="module")
 def start_dir(tmp_path_factory):
     """A small starting model folder (random weights) with a tokenizer for two built-in tasks."""
-    from minillm.data.tasks import TASKS as ALL
-    from minillm.data.tasks import builtin_dataset
-    from minillm.data.tokenizer import Tokenizer
-
-    ex = builtin_dataset(300, seed=0, tasks=TASKS)
-    phrasings = [p for t in TASKS for p in ALL[t].instructions + ALL[t].heldout_instructions]
-    tok = Tokenizer.train([e.prompt for e in ex] + [e.target for e in ex] + phrasings, vocab_size=160)
-    config = minillm.T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, num_heads=2, d_ff=32,
-                              num_layers=1, num_decoder_layers=1, dropout_rate=0.0,
-                              relative_attention_num_buckets=8)
-    model = minillm.T5.init(config, np.random.default_rng(0))
-    folder = tmp_path_factory.mktemp("start") / "sft"
-    ckpt.save_model(folder, model, tok)
-    return folder
+    return start_folder(tmp_path_factory.mktemp("start") / "sft", TASKS)
 
 
 QUICK = ["--tasks", ",".join(TASKS), "--steps", "4", "--batch-size", "3", "--k", "2", "--n-train", "12",

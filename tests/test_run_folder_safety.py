@@ -22,7 +22,7 @@ import minillm
 from minillm.cli import main
 from minillm.storage.lock import LOCK_NAME, FolderInUse, folder_lock
 from minillm.training import checkpoint as ckpt
-from tests.conftest import folder_digest
+from tests.conftest import folder_digest, start_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -58,21 +58,8 @@ def sft_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def start_dir(tmp_path_factory):
-    """A small Hugging Face T5 folder (random weights) with a tokenizer for two built-in tasks."""
-    from minillm.data.tasks import TASKS as ALL
-    from minillm.data.tasks import builtin_dataset
-    from minillm.data.tokenizer import Tokenizer
-
-    names = TASKS.split(",")
-    ex = builtin_dataset(200, seed=0, tasks=names)
-    phrasings = [p for t in names for p in ALL[t].instructions + ALL[t].heldout_instructions]
-    tok = Tokenizer.train([e.prompt for e in ex] + [e.target for e in ex] + phrasings, vocab_size=160)
-    config = minillm.T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, num_heads=2, d_ff=32,
-                              num_layers=1, num_decoder_layers=1, dropout_rate=0.0,
-                              relative_attention_num_buckets=8)
-    folder = tmp_path_factory.mktemp("start") / "hf"
-    ckpt.save_model(folder, minillm.T5.init(config, np.random.default_rng(0)), tok)
-    return folder
+    """A small starting model folder (random weights) with a tokenizer for two built-in tasks."""
+    return start_folder(tmp_path_factory.mktemp("start") / "hf", TASKS.split(","), 200)
 
 
 @pytest.fixture()
