@@ -288,3 +288,49 @@ def test_pickle_only_folder_says_how_to_convert(folder):
     assert "pytorch_model.bin only" in message and "never pickle" in message and "\n" not in message
     assert (f"M.from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)"
             in message)
+
+
+# ------------------------------------------------------------------ --save-dtype of the trainers
+
+
+def test_save_dtype_stores_best_and_leaves_the_checkpoint(tmp_path):
+    """best/ in the save dtype when the call returns; the last checkpoint in the training dtype."""
+    from minillm.storage.safetensors_file import stored_dtypes
+    from minillm.workflows import RLSettings, TrainSettings, rl, train
+    from tests.conftest import start_folder
+
+    start = start_folder(tmp_path / "start", ["sort_words"])
+    notes = []
+    common = dict(init=str(start), out=str(tmp_path / "sft"), steps=2, n_train=16, n_eval=4,
+                  batch_size=4, eval_every=0, no_progress=True, no_plot=True, save_dtype="bfloat16")
+    first = train(TrainSettings(**common, stop_after=1), log=notes.append)
+    assert first.stopped_early and first.best is None
+    assert any("no best/ yet" in n for n in notes)
+    done = train(TrainSettings(**{**common, "init": None}, resume=True), log=notes.append)
+    assert done.best is not None
+    assert set(stored_dtypes(tmp_path / "sft" / "best" / "model.safetensors").values()) == {"BF16"}
+    assert set(stored_dtypes(tmp_path / "sft" / "model.safetensors").values()) == {"F32"}
+    best = minillm.from_pretrained(tmp_path / "sft" / "best")
+    last = minillm.from_pretrained(tmp_path / "sft")
+    assert done.best["step"] == done.step == 2  # so best/ holds the last model, rounded
+    for k, w in last.params.items():
+        assert np.array_equal(best.params[k].view(np.uint32) & 0xFFFF, np.zeros(w.shape, np.uint32))
+        assert np.abs(best.params[k] - w).max() <= np.abs(w).max() * 2.0**-8
+
+    out = rl(RLSettings(dir=str(start), out=str(tmp_path / "rl"), tasks="sort_words", steps=1,
+                        n_train=8, n_eval=4, batch_size=2, k=2, max_new_tokens=3, eval_every=0,
+                        no_progress=True, save_dtype="float16"), log=notes.append)
+    assert out.best is not None
+    assert set(stored_dtypes(tmp_path / "rl" / "best" / "model.safetensors").values()) == {"F16"}
+    assert set(stored_dtypes(tmp_path / "rl" / "reference" / "model.safetensors").values()) == {"F32"}
+    assert set(stored_dtypes(tmp_path / "rl" / "model.safetensors").values()) == {"F32"}
+
+
+def test_save_dtype_is_refused_before_the_folder_is_touched(tmp_path):
+    from minillm.workflows import RLSettings, TrainSettings, rl, train
+
+    with pytest.raises(ValueError, match="--save-dtype must be one of float32, float16, bfloat16"):
+        train(TrainSettings(out=str(tmp_path / "a"), save_dtype="float8"))
+    with pytest.raises(ValueError, match="--save-dtype must be one of"):
+        rl(RLSettings(dir=str(tmp_path), out=str(tmp_path / "b"), save_dtype="int4"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

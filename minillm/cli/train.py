@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from minillm.cli import finite, say, settings_from
+from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import TrainSettings, format_eval, train
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT
@@ -58,6 +59,11 @@ def _data_flags(g) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that already holds one")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: float32)")
+    g.add_argument("--save-dtype", choices=SAVE_DTYPES, default=None,
+                   help="store best/ in this dtype when the run stops (bfloat16: rounded to nearest "
+                   "even from float32), for transformers and the Hub; the run still trains in --dtype "
+                   "and its last checkpoint keeps it, so --resume continues exactly. Not saved with "
+                   "the run (default: --dtype)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model, its gradients and the AdamW moments live; cuda runs on a "
                    "GPU through CuPy (the gpu extra). Not saved with the run: --resume continues on "

@@ -53,6 +53,7 @@ from minillm.workflows.common import (
     run_folder,
     warn_ignored,
 )
+from minillm.workflows.train import check_save_dtype, store_best
 
 DEFAULT_OUT = os.path.join("runs", "rl")
 DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
@@ -80,6 +81,7 @@ class RLSettings:
     n_eval: int = 200
     max_source_len: int = 64
     dtype: str = "float32"
+    save_dtype: str | None = None
     device: str = "cpu"
     resume: bool = False
     overwrite: bool = False
@@ -157,6 +159,7 @@ def rl(settings: RLSettings, log: Log = log_to_stderr) -> RLResult:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
     if s.resume and s.overwrite:
         raise SettingsError("--resume and --overwrite contradict each other")
+    check_save_dtype(s.save_dtype)
     check_device(s.device)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
@@ -191,6 +194,7 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float) -> RLResult:
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
                     progress=not s.no_progress, log=log)
+    store_best(s.out, run.tokenizer, s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],
                     best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,
