@@ -9,7 +9,8 @@
 The run folder (``--out``, default runs/sft) is a Hugging Face folder plus the
 trainer state; see :mod:`minillm.training.checkpoint`. The work is
 :func:`minillm.workflows.train` (``TrainSettings`` has a field per flag); this
-module parses the flags and prints the final evaluation.
+module parses the flags and prints the final evaluation, the checkpoints and the
+pictures (loss.svg, tasks.svg).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT
 
 DTYPES = ("float32", "float64")
+PICTURES = {"loss": "loss curve", "tasks": "per-task exact match"}  # what each SVG shows
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -100,7 +102,8 @@ def _training_flags(t) -> None:
                    help="checkpoint and stop at this step (the schedule still spans --steps); "
                    "continue later with --resume")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--no-plot", action="store_true", help="do not write loss.png")
+    t.add_argument("--no-plot", action="store_true",
+                   help="do not write the pictures (loss.svg, tasks.svg in the run folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"best checkpoint: step {result.best['step']}, exact match "
               f"{result.best['exact_match']:.4f} -> {result.best_dir}")
     print(f"last checkpoint: step {result.step} -> {result.out}   ({result.seconds:.0f} s)")
+    pictures = [f"{PICTURES[k]}: {path}" for k, path in result.plots.items()]
+    if pictures:
+        print("; ".join(pictures))
     return 0

@@ -10,7 +10,7 @@ checkpoint, and ``best/`` the best one::
       optimizer.safetensors                                       AdamW moments ("m.NAME", "v.NAME")
       trainer_state.json                                          step, data position, RNG state,
                                                                   settings, best score
-      metrics.jsonl  loss.png                                     the run's log (run_folder.py)
+      metrics.jsonl  loss.svg  tasks.svg                          the run's log and its pictures
       best/  config.json model.safetensors ... best_step.json     the best model, and its step
                                                                   (stored in --save-dtype when the
                                                                   run's call returns: store_best)

@@ -28,7 +28,7 @@ from typing import Any
 from minillm.data import Example, encode_examples, load_jsonl, split_held_out
 from minillm.data.tasks import TASKS, builtin_dataset
 from minillm.storage.lock import folder_lock
-from minillm.training import METRICS_NAME, PLOT_NAME, checkpoint
+from minillm.training import METRICS_NAME, PLOT_NAMES, checkpoint
 
 Log = Callable[[str], None]
 RESUMED = "of the run being resumed"  # whose data files check_same_file names by default
@@ -140,7 +140,7 @@ def data_sources(settings) -> dict[str, Any]:
 
 # What a run writes before its first checkpoint commits: a folder holding only these is no
 # one else's (e.g. a run killed at its start), and a new run may go into it.
-LEFTOVERS = {".lock", checkpoint.STAGING, checkpoint.BEST_DIR, "reference", METRICS_NAME, PLOT_NAME}
+LEFTOVERS = {".lock", checkpoint.STAGING, checkpoint.BEST_DIR, "reference", METRICS_NAME, *PLOT_NAMES}
 
 
 def _same_or_inside(inner: str, outer: str) -> bool:
@@ -234,7 +234,7 @@ def clear_run(out: str) -> None:
     """Remove what a previous run wrote in ``out`` (only the files a run writes; not the lock)."""
     ck = checkpoint
     names = ("config.json", "model.safetensors", ck.GENERATION_CONFIG_NAME, ck.TOKENIZER_NAME,
-             "tokenizer_config.json", ck.OPTIMIZER_NAME, ck.STATE_NAME, METRICS_NAME, PLOT_NAME)
+             "tokenizer_config.json", ck.OPTIMIZER_NAME, ck.STATE_NAME, METRICS_NAME, *PLOT_NAMES)
     for name in names:
         path = os.path.join(out, name)
         if os.path.exists(path):

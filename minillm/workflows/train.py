@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from minillm import seeds
@@ -105,7 +105,8 @@ class TrainResult:
     ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate_model`'s
     dict: exact_match, per_task, ...), None when the run stopped early (``stop_after``);
     ``best``: {"step", "exact_match"} of the checkpoint in ``out/best`` (None: none yet);
-    ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call.
+    ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call; ``plots``:
+    {"loss": loss.svg, "tasks": tasks.svg} as written into ``out`` (empty with ``no_plot``).
     """
 
     out: str
@@ -116,6 +117,7 @@ class TrainResult:
     stopped_early: bool
     resumed: bool
     seconds: float
+    plots: dict[str, str] = field(default_factory=dict)
 
     @property
     def best_dir(self) -> str | None:
@@ -224,7 +226,7 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float) -> TrainResult:
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
                        stopped_early=result["stopped_early"], resumed=s.resume,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, plots=result["plots"])
 
 
 def _resume(s: TrainSettings, log: Log) -> _Run:
