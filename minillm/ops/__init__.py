@@ -50,6 +50,17 @@ from minillm.ops.entropy import entropy_backward, entropy_forward
 from minillm.ops.ffn import ffn, ffn_backward, ffn_forward
 from minillm.ops.linear import linear_backward, linear_forward
 from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward
+from minillm.ops.policy_loss import (
+    LOSS_TYPES,
+    clip_fractions,
+    clipped_surrogate_backward,
+    clipped_surrogate_forward,
+    k3_kl_backward,
+    k3_kl_forward,
+    token_mean_backward,
+    token_mean_forward,
+    token_weights,
+)
 from minillm.ops.position_bias import (
     position_bias_backward,
     position_bias_forward,
