@@ -1,8 +1,9 @@
-"""``minillm rl``: tune a T5 with REINFORCE (RLOO) against a reward function.
+"""``minillm rl``: tune a T5 with REINFORCE (RLOO, or GRPO) against a reward function.
 
     minillm rl runs/sft --out runs/rl                        # built-in suite, each task's verifier
     minillm rl runs/sft --out runs/rl --tasks sort_words --steps 150 --kl-coef 0.1
     minillm rl runs/sft --out runs/rl --data train.jsonl --reward rouge_l
+    minillm rl runs/sft --out runs/rl --algo grpo --beta 0.04 --num-iterations 4
     minillm rl runs/sft --out runs/rl --data train.jsonl --reward myreward:score
     minillm rl --out runs/rl --resume                        # continue, bit for bit
 
@@ -21,16 +22,17 @@ import argparse
 from minillm.cli import say, settings_from
 from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import RLSettings, format_policy_eval, rl
-from minillm.workflows.rl import BASELINES, DEFAULT_OUT, DEFAULTS
+from minillm.workflows.rl import ALGOS, BASELINES, DEFAULT_OUT, DEFAULTS, LOSS_TYPES, SCALE_REWARDS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``rl`` subcommand."""
     p = subparsers.add_parser(
-        "rl", help="tune a T5 with REINFORCE (RLOO) against a reward function",
+        "rl", help="tune a T5 with REINFORCE (RLOO or GRPO) against a reward function",
         description="REINFORCE with a leave-one-out baseline: sample k outputs per prompt, score "
         "them, push up the log-probability of the better ones; a KL penalty keeps the policy near "
-        "the starting model.")
+        "the starting model. --algo grpo: TRL's GRPO (group-normalised advantages, a per-token "
+        "KL in the loss); --num-iterations: clipped updates that reuse each batch of samples.")
     p.add_argument("dir", metavar="DIR", nargs="?", default=None,
                    help="the starting Hugging Face T5 folder, with tokenizer.json (not needed "
                    "with --resume)")
@@ -79,6 +81,24 @@ def _training_flags(t) -> None:
     t.add_argument("--steps", type=int, help=f"optimizer steps [{d.steps}]")
     t.add_argument("--batch-size", type=int, help=f"prompts per step [{d.batch_size}]")
     t.add_argument("--k", type=int, help=f"samples per prompt [{d.k}]")
+    t.add_argument("--algo", choices=ALGOS,
+                   help="rloo: leave-one-out advantages, the KL in the reward (--kl-coef); grpo: "
+                   "group-normalised advantages, the per-token KL in the loss (--beta), as TRL's "
+                   f"trainers [{d.algo}]")
+    t.add_argument("--num-iterations", type=int,
+                   help="updates on each step's samples (mu), the ratio pi/pi_old clipped "
+                   f"PPO-style [{d.num_iterations}]")
+    t.add_argument("--epsilon", type=float,
+                   help=f"clip the ratio to [1 - epsilon, 1 + epsilon-high] [{d.epsilon}]")
+    t.add_argument("--epsilon-high", type=float, help="the upper clip [--epsilon]")
+    t.add_argument("--beta", type=float,
+                   help=f"grpo: beta * the k3 KL exp(r) - r - 1 per token in the loss [{d.beta}]")
+    t.add_argument("--scale-rewards", choices=SCALE_REWARDS,
+                   help="grpo: divide (r - the group's mean) by the std of the group, of the batch, "
+                   f"or none [{d.scale_rewards}]")
+    t.add_argument("--loss-type", choices=LOSS_TYPES,
+                   help="grpo: average token losses per sequence then over sequences (grpo), over "
+                   f"N * max-new-tokens (dr_grpo) or over every token (dapo) [{d.loss_type}]")
     t.add_argument("--baseline", choices=BASELINES,
                    help="rloo: mean reward of the prompt's other k-1 samples; ema: moving "
                    f"average of batch means; none [{d.baseline}]")
@@ -86,7 +106,7 @@ def _training_flags(t) -> None:
     t.add_argument("--whiten", action="store_true", default=None,
                    help="normalise the advantages to mean 0, std 1 over each batch")
     t.add_argument("--kl-coef", type=float,
-                   help=f"beta in reward - beta * sum_t log(pi/pi_ref), per sequence [{d.kl_coef}]")
+                   help=f"rloo: c in reward - c * sum_t log(pi/pi_ref), per sequence [{d.kl_coef}]")
     t.add_argument("--entropy-coef", type=float,
                    help=f"bonus on the mean per-token entropy [{d.entropy_coef}]")
     t.add_argument("--lr", type=float, help=f"peak learning rate, AdamW [{d.lr}]")

@@ -66,6 +66,10 @@ STATE_FORMAT = "minillm-trainer-state"
 # 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
 # dropout streams than it started with, so it is refused rather than silently changed).
 STATE_VERSION = 2
+# 3, REINFORCE runs only: rl_config names the algorithm and its settings (algo, num_iterations,
+# epsilon, epsilon_high, beta, scale_rewards, loss_type) and optimizer_t is step * num_iterations;
+# a version-2 rl state lacks them, so it is refused in one line rather than guessed.
+STATE_VERSIONS = {None: STATE_VERSION, "rl": 3}  # by the state's "kind"
 
 
 # ----------------------------------------------------------------------- recovery
@@ -199,7 +203,8 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, optimizer, stat
     format tag and the optimizer's step count are added here.
     """
     opt = optimizer.state_dict()
-    full = {"format": STATE_FORMAT, "version": STATE_VERSION, **state, "optimizer_t": int(opt["t"])}
+    version = STATE_VERSIONS[state.get("kind")]
+    full = {"format": STATE_FORMAT, "version": version, **state, "optimizer_t": int(opt["t"])}
     with staged_commit(folder, last=STATE_NAME) as staging:
         write_model_files(staging, model, tokenizer)
         save_tensors(os.path.join(staging, OPTIMIZER_NAME), opt["arrays"],
@@ -252,7 +257,7 @@ def read_state(folder: str | os.PathLike, config_classes: dict | None = None) ->
     from minillm.training.state_file import read_trainer_state
 
     path = os.path.join(os.fspath(folder), STATE_NAME)
-    return read_trainer_state(path, STATE_FORMAT, STATE_VERSION, config_classes)
+    return read_trainer_state(path, STATE_FORMAT, STATE_VERSIONS, config_classes)
 
 
 def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = "cpu"):

@@ -83,27 +83,43 @@ def reinforce_backward(model, advantages, cache, entropy_coef: float = 0.0):
     grad loss = -(1/N) sum_i A_i grad log pi(y_i) - ...: the REINFORCE estimator
     (negated, for descent). Returns (loss, grads keyed like params, mean entropy).
     """
-    model_cache, ce_cache, labels, logp, logits = cache
+    _, _, labels, logp, logits = cache
     xp = get_xp(logits)
     N, L = labels.shape
-    dtype = logits.dtype
-    valid = (labels != IGNORE_INDEX).reshape(-1)  # (N*L,)
-    A = xp.asarray(advantages, dtype=dtype).reshape(N)  # (N,)
+    A = xp.asarray(advantages, dtype=logits.dtype).reshape(N)  # (N,)
     logp_seq = logp.sum(axis=1)  # (N,) log pi(y_i | x_i)
     loss = -float((A * logp_seq).sum()) / N
     # loss = (1/N) sum_i A_i sum_t token_loss_it  =>  d loss / d token_loss_it = A_i / N
     seed = xp.repeat(A / N, L)  # (N*L,) the same seed on every token of a sequence
+    bonus, grads, mean_entropy = seeded_backward(model, seed, cache, entropy_coef)
+    return loss - bonus, grads, mean_entropy
+
+
+def seeded_backward(model, seed, cache, entropy_coef: float = 0.0):
+    """The gradient of sum_n seed_n token_loss_n - entropy_coef * (1/n_tok) sum_n H_n, for a fixed seed.
+
+    seed (N*L,): d loss / d token_loss of each sampled token (token_loss = -log pi(y_t)),
+    seeding ``cross_entropy_backward``; every surrogate (REINFORCE, the clipped
+    ones of :mod:`minillm.training.grpo`) reaches the model through this one backward.
+    Returns (entropy_coef * mean entropy, grads keyed like params, mean entropy):
+    the bonus that the caller's loss subtracts.
+    """
+    model_cache, ce_cache, labels, _, logits = cache
+    N, L = labels.shape
+    dtype = logits.dtype
+    valid = (labels != IGNORE_INDEX).reshape(-1)  # (N*L,)
     dlogits, _ = cross_entropy_backward(seed, ce_cache)
     H, h_cache = entropy_forward(logits)  # (N*L,) reported even without the bonus
     n_tok = max(int(valid.sum()), 1)
     mean_entropy = float((H * valid).sum()) / n_tok
+    bonus = 0.0
     if entropy_coef:
-        loss -= entropy_coef * mean_entropy
+        bonus = entropy_coef * mean_entropy
         # loss -= c * (1/n_tok) sum_{i,t} valid_it H_it  =>  dH_it = -c valid_it / n_tok
         dlogits_h, _ = entropy_backward(-entropy_coef * valid.astype(dtype) / n_tok, h_cache)
         dlogits += dlogits_h
     grads = model.backward(dlogits.reshape(N, L, -1), model_cache)
-    return loss, grads, mean_entropy
+    return bonus, grads, mean_entropy
 
 
 def reinforce_loss_and_grads(model, input_ids, labels, advantages, attention_mask=None,

@@ -4,6 +4,10 @@ Each step takes the next ``batch_size`` prompts of the epoch's order, samples k
 outputs per prompt from the policy, scores them with the reward, shapes the
 rewards with the KL to the frozen reference, forms the advantages and takes one
 AdamW step on the surrogate (the estimator: :mod:`minillm.training.reinforce`).
+With ``algo`` grpo, or ``num_iterations`` mu > 1, the step forms the advantages
+and clipped surrogate of :mod:`minillm.training.grpo` instead and takes mu AdamW
+steps on its samples (all at the step's learning rate); ``steps`` counts steps of
+samples, so the optimizer's t is steps * mu.
 
 Random streams (:mod:`minillm.seeds`): the prompt order of each epoch is
 "order", the training samples "sampling", the held-out samples "eval_sampling".
@@ -33,7 +37,22 @@ from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
 from minillm.training import checkpoint as ckpt
-from minillm.training.checks import check_bool, check_choice, check_number, check_optimizer, check_run_counts
+from minillm.training.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_optimizer,
+    check_run_counts,
+)
+from minillm.training.grpo import (
+    ALGOS,
+    LOSS_TYPES,
+    SCALE_REWARDS,
+    clipped_loss_and_grads,
+    group_advantages,
+    token_kl,
+)
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
 from minillm.training.run_folder import JSONSettings, restore_generator
@@ -49,6 +68,10 @@ class RLConfig(JSONSettings):
     ``temperature`` / ``top_k`` / ``top_p``: the sampler (1.0 / 0 / 1.0 sample the
     policy itself; anything else biases the gradient). ``eval_every`` / ``save_every``
     in steps (0: only at the end; ``save_every`` None: with each evaluation).
+    ``algo`` rloo (``baseline``, ``whiten``, ``kl_coef`` in the reward) or grpo
+    (``scale_rewards``, ``beta`` * the k3 KL in the loss, ``loss_type``);
+    ``num_iterations`` updates per step of samples, clipped at ``epsilon`` /
+    ``epsilon_high`` (None: ``epsilon``): :mod:`minillm.training.grpo`.
     """
 
     _label = "RL setting"  # in error messages (a class attribute, not a field)
@@ -69,6 +92,13 @@ class RLConfig(JSONSettings):
     whiten: bool = False
     kl_coef: float = 0.1
     entropy_coef: float = 0.0
+    algo: str = "rloo"
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.04
+    scale_rewards: str = "group"
+    loss_type: str = "dapo"
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -92,6 +122,16 @@ class RLConfig(JSONSettings):
         for name in ("kl_coef", "entropy_coef"):
             check_number(name, getattr(self, name), low=0)
         check_number("temperature", self.temperature, low=0, low_open=True)
+        check_choice("algo", self.algo, ALGOS)
+        check_int("num_iterations", self.num_iterations, 1)
+        check_number("epsilon", self.epsilon, low=0)
+        if self.epsilon_high is not None:
+            check_number("epsilon_high", self.epsilon_high, low=0)
+        check_number("beta", self.beta, low=0)
+        check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.algo == "grpo" and self.k < 2:
+            raise ValueError("grpo's group advantages need k >= 2 samples per prompt")
         check_number("top_p", self.top_p, low=0, high=1, low_open=True)
 
 
@@ -144,30 +184,84 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
         logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
         ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
         kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
-        shaped = rewards - config.kl_coef * kl
-        adv, ema = compute_advantages(shaped.reshape(-1, k), config.baseline, ema,
-                                      config.ema_decay, config.whiten)
-        loss, grads, entropy = reinforce_backward(policy, adv.reshape(-1), cache,
-                                                  config.entropy_coef)
-        norm = clip_grad_norm(grads, config.max_grad_norm)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise TrainingDiverged(f"step {step + 1}: loss {loss}, gradient norm {norm} (not finite)")
+        if config.algo == "grpo":
+            adv = group_advantages(rewards.reshape(-1, k), config.scale_rewards)
+        else:
+            shaped = rewards - config.kl_coef * kl
+            adv, ema = compute_advantages(shaped.reshape(-1, k), config.baseline, ema,
+                                          config.ema_decay, config.whiten)
+        kl_token = token_kl(logp, ref_logp, labels)
     lr = lr_schedule(step, lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps,
                      kind=config.schedule, min_lr_ratio=config.min_lr_ratio)
+    if config.algo == "rloo" and config.num_iterations == 1:  # REINFORCE: rho = 1, nothing clipped
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grads, entropy = reinforce_backward(policy, adv.reshape(-1), cache,
+                                                      config.entropy_coef)
+        norm = _update(policy, optimizer, loss, grads, lr, step, config)
+        updates = {"clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0,
+                   "ratio_min": 1.0, "ratio_max": 1.0, "ratio_std": 0.0}
+    else:
+        loss, norm, entropy, updates = _clipped_updates(policy, optimizer, input_ids, mask, labels,
+                                                        logp, cache, ref_logp, adv, lr, step, config)
+    n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
+    stats = {
+        "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+        "kl": float(kl.mean()), "kl_token": kl_token, "entropy": entropy,
+        "adv_mean": float(adv.mean()), "adv_std": float(adv.std()),
+        "adv_abs_max": float(np.abs(adv).max()), **updates,
+        "output_tokens": float(n_tok.mean()), "lr": float(lr), "grad_norm": float(norm),
+    }
+    return stats, ema
+
+
+def _update(policy, optimizer: AdamW, loss: float, grads, lr: float, step: int, config: RLConfig,
+            update: str = "") -> float:
+    """Clip the gradient, check it, take the AdamW step, check the state; the gradient's norm."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = clip_grad_norm(grads, config.max_grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise TrainingDiverged(f"step {step + 1}{update}: loss {loss}, gradient norm {norm} "
+                               "(not finite)")
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         optimizer.step(policy.params, grads, lr)
     bad = nonfinite_state(policy.params, optimizer)
     if bad is not None:  # the policy is updated in place: the run must not save it
-        raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
-                               "finite (NaN or inf)")
-    n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
-    stats = {
-        "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-        "kl": float(kl.mean()), "entropy": entropy, "adv_mean": float(adv.mean()),
-        "adv_std": float(adv.std()), "adv_abs_max": float(np.abs(adv).max()),
-        "output_tokens": float(n_tok.mean()), "lr": float(lr), "grad_norm": float(norm),
-    }
-    return stats, ema
+        raise TrainingDiverged(f"step {step + 1}{update}: after the update (lr {lr:.3g}) {bad} is "
+                               "not finite (NaN or inf)")
+    return norm
+
+
+def _clipped_updates(policy, optimizer, input_ids, mask, labels, logp, cache, ref_logp, adv,
+                     lr: float, step: int, config: RLConfig):
+    """``num_iterations`` AdamW steps on the clipped surrogate of the step's samples (grpo.py).
+
+    The first reuses the sampling pass (``logp``, ``cache``: pi_old itself, rho = 1); each
+    later one runs the teacher-forced pass on the updated policy. Returns (mean loss,
+    mean gradient norm, the sampling policy's entropy, the updates' clip and ratio figures).
+    """
+    mu, k = config.num_iterations, config.k
+    logp_old = logp.copy()  # (N, L) pi_old's token log-probs, fixed for the step
+    losses, norms, clips, ratios, entropy = [], [], [], [], None
+    for i in range(mu):
+        if i:
+            with np.errstate(over="ignore", invalid="ignore"):
+                _, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grads, st = clipped_loss_and_grads(policy, cache, logp_old, ref_logp,
+                                                     adv.reshape(-1), config)
+        cache = None  # free the pass before the next one
+        norms.append(_update(policy, optimizer, loss, grads, lr, step, config,
+                             f" (update {i + 1} of {mu})" if mu > 1 else ""))
+        losses.append(loss)
+        entropy = st["entropy"] if entropy is None else entropy
+        clips.append([st["clip_frac"], st["clip_frac_low"], st["clip_frac_high"]])
+        ratios.append(st["ratio_values"])
+    clip = np.mean(clips, axis=0)
+    rho = np.concatenate(ratios)
+    updates = {"clip_frac": float(clip[0]), "clip_frac_low": float(clip[1]),
+               "clip_frac_high": float(clip[2]), "ratio_min": float(rho.min()),
+               "ratio_max": float(rho.max()), "ratio_std": float(rho.std())}
+    return float(np.mean(losses)), float(np.mean(norms)), entropy, updates
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -215,8 +309,11 @@ class RLTrainer(Trainer):
         return dict(window[-1])
 
     def postfix(self, record: dict) -> dict[str, str]:
-        return {"reward": f"{record['reward']:.3f}", "kl": f"{record['kl']:.3f}",
-                "H": f"{record['entropy']:.2f}"}
+        shown = {"reward": f"{record['reward']:.3f}", "kl": f"{record['kl']:.3f}",
+                 "H": f"{record['entropy']:.2f}"}
+        if self.config.num_iterations > 1:
+            shown["clip"] = f"{record['clip_frac']:.3f}"
+        return shown
 
     def evaluate(self, kind: str) -> dict | None:
         if not self.eval_examples:

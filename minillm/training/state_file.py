@@ -7,9 +7,11 @@ and range before anything else happens, and every failure is a ValueError naming
 the file and the field (``.../trainer_state.json: step: expected an integer >= 0,
 got "abc"``). Missing and unknown keys are refused too. The fields::
 
-    format, version         the file's tag and schema version (checkpoint.STATE_FORMAT / VERSION)
+    format, version         the file's tag and schema version (checkpoint.STATE_FORMAT /
+                            STATE_VERSIONS: one per kind)
     kind                    "rl" for a REINFORCE run; absent for SFT
-    step                    optimizer steps done: 0 <= step <= the config's steps; == optimizer_t
+    step                    steps done: 0 <= step <= the config's steps; optimizer_t is
+                            step * the config's num_iterations (1 when it has none)
     epoch, batch_in_epoch   the data position after ``step`` steps (exact for the built-in data)
     rng_state               a bit generator of :data:`BIT_GENERATORS` and its state
     best                    null or {"step": <= step, figures: finite numbers}
@@ -253,21 +255,24 @@ def check_dtype(c: _Checker, dtype: Any) -> None:
         raise c.fail("dtype", f"the model in config.json is {shown(saved)}", dtype)
 
 
-def check_state(path: str, state: Any, fmt: str, version: int, config_classes=None) -> dict:
+def check_state(path: str, state: Any, fmt: str, version: int | dict, config_classes=None) -> dict:
     """Every field of a decoded trainer_state.json (see the module docstring); ``state`` back.
 
+    ``version``: the schema version read, or one per kind ({None: SFT's, "rl": ...}).
     ``config_classes``: {"train_config": TrainConfig, "rl_config": RLConfig}; without
     one for the state's kind, the settings are checked as an object only.
     """
     c = _Checker(path)
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise StateError(f"{path}: not a minillm trainer state (format is not {fmt!r})")
-    if state.get("version") != version:
-        raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
-                         f"this minillm reads {version}")
     kind = state.get("kind")
     if kind not in CONFIG_KEYS:
         raise c.fail("kind", "expected \"rl\" or no kind (SFT)", kind)
+    want = version.get(kind) if isinstance(version, dict) else version
+    if state.get("version") != want or not is_int(state.get("version")):
+        run_kind = f" for {'an rl' if kind == 'rl' else 'a train'} run" if isinstance(version, dict) else ""
+        raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
+                         f"this minillm reads {want}{run_kind}")
     key = CONFIG_KEYS[kind]
     c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]), ("kind",) if kind else ())
     cls = (config_classes or {}).get(key)
@@ -276,8 +281,10 @@ def check_state(path: str, state: Any, fmt: str, version: int, config_classes=No
     config = check_settings(c, key, state[key], cls) if cls else None
     steps = getattr(config, "steps", None) if cls else None
     step = c.int("step", state["step"], 0, steps)
-    if state["optimizer_t"] != step or not is_int(state["optimizer_t"]):
-        raise c.fail("optimizer_t", f"expected the step ({step})", state["optimizer_t"])
+    updates = getattr(config, "num_iterations", 1) if cls else 1  # AdamW steps per step
+    if state["optimizer_t"] != step * updates or not is_int(state["optimizer_t"]):
+        what = f"the step ({step})" if updates == 1 else f"step * num_iterations ({step * updates})"
+        raise c.fail("optimizer_t", f"expected {what}", state["optimizer_t"])
     check_run(c, state["run"], kind)
     if cls:
         check_position(c, state, config, state["run"], kind)

@@ -1,4 +1,4 @@
-"""``minillm rl`` as one call: tune a T5 with REINFORCE (RLOO) against a reward function.
+"""``minillm rl`` as one call: tune a T5 with REINFORCE (RLOO, or GRPO) against a reward function.
 
     from minillm.workflows import RLSettings, rl
     result = rl(RLSettings(dir="runs/sft", out="runs/rl", tasks="sort_words", steps=150))
@@ -9,7 +9,10 @@ positional DIR), with the same name and default; the REINFORCE settings default
 to None ("not given": :class:`minillm.training.RLConfig`'s default, or on resume
 the run's own). ``dir`` is the starting model (a Hugging Face T5 folder with
 tokenizer.json, e.g. an SFT run folder); it is also the frozen reference of the
-KL penalty, copied into ``out/reference``. Everything is checked before the run
+KL penalty, copied into ``out/reference``. ``algo`` is rloo (the KL in the reward,
+``kl_coef``, and a ``baseline``) or grpo (group-normalised advantages, ``beta`` times the
+per-token KL in the loss, a ``loss_type``; :mod:`minillm.training.grpo`); a flag of the
+other algorithm is refused. Everything is checked before the run
 folder is touched, and the folder's lock is held for the run's life (one process
 per run folder). A resumed run imports nothing its folder names: a user reward
 (``module:function``) must be given again with ``--reward``.
@@ -33,6 +36,7 @@ from typing import Any
 from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_builtin_reward
 from minillm.optim import AdamW
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
+from minillm.training.grpo import ALGOS, LOSS_TYPES, SCALE_REWARDS
 from minillm.training.reinforce import BASELINES
 from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
@@ -57,13 +61,18 @@ from minillm.workflows.train import check_save_dtype, store_best
 
 DEFAULT_OUT = os.path.join("runs", "rl")
 DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
-__all__ = ["BASELINES", "DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
+__all__ = ["ALGOS", "BASELINES", "DEFAULTS", "DEFAULT_OUT", "LOSS_TYPES", "RLResult", "RLSettings",
+           "SCALE_REWARDS", "rl"]
 
 # RLSettings fields that are RLConfig fields
 CONFIG_FIELDS = ("steps", "batch_size", "k", "baseline", "ema_decay", "whiten", "kl_coef",
                  "entropy_coef", "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm",
                  "temperature", "top_k", "top_p", "max_new_tokens", "seed", "eval_every",
-                 "save_every")
+                 "save_every", "algo", "num_iterations", "epsilon", "epsilon_high", "beta",
+                 "scale_rewards", "loss_type")
+# the settings of one algorithm only: given with the other, they are refused
+ALGO_FIELDS = {"rloo": ("baseline", "ema_decay", "whiten", "kl_coef"),
+               "grpo": ("beta", "scale_rewards", "loss_type")}
 MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
 
 
@@ -88,6 +97,13 @@ class RLSettings:
     steps: int | None = None
     batch_size: int | None = None
     k: int | None = None
+    algo: str | None = None
+    num_iterations: int | None = None
+    epsilon: float | None = None
+    epsilon_high: float | None = None
+    beta: float | None = None
+    scale_rewards: str | None = None
+    loss_type: str | None = None
     baseline: str | None = None
     ema_decay: float | None = None
     whiten: bool | None = None
@@ -187,7 +203,11 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float) -> RLResult:
             clear_run(s.out)
             if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
                 shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
-        log(f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}) of {s.dir} with reward "
+        how = (f"GRPO (scale_rewards {cfg.scale_rewards}, beta {cfg.beta}, loss {cfg.loss_type}"
+               if cfg.algo == "grpo" else f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}")
+        if cfg.num_iterations > 1:
+            how += f", {cfg.num_iterations} clipped updates per step"
+        log(f"{how}) of {s.dir} with reward "
             f"{run.reward.name!r}: {len(run.train)} training and {len(run.held)} held-out prompts; "
             f"{cfg.steps} steps of {cfg.batch_size} prompts x {cfg.k} samples; run folder {s.out}")
     result = fit_rl(run.policy, run.reference, run.tokenizer, run.reward, run.train, train_enc, cfg,
@@ -241,6 +261,13 @@ def _start(s: RLSettings) -> _Run:
                             "task:NAME or module:function)")
     if s.data is not None and s.tasks is not None:
         raise SettingsError("--tasks selects built-in tasks; it does not apply to --data")
+    algo = s.algo or DEFAULTS.algo
+    other = [n for a, names in ALGO_FIELDS.items() if a != algo for n in names
+             if getattr(s, n) is not None]
+    if other:
+        flags = ", ".join("--" + n.replace("_", "-") for n in other)
+        raise SettingsError(f"{flags} {'is' if len(other) == 1 else 'are'} not a setting of "
+                            f"--algo {algo}")
     cfg = RLConfig(**{n: getattr(s, n) for n in CONFIG_FIELDS if getattr(s, n) is not None})
     reward = get_reward(reward_name)
     tasks = s.tasks.split(",") if isinstance(s.tasks, str) else s.tasks
