@@ -472,3 +472,328 @@ def test_rl_experiment_raises_held_out_reward_by_a_tenth(tmp_path):
     before, after, kl = map(float, m.groups())
     assert after - before >= 0.10, out
     assert kl < 5.0, out
+
+
+# ---------------------------------------------------------------- GRPO and clipped updates (grpo.py)
+
+
+def test_group_advantages_are_trls():
+    from minillm.training.grpo import group_advantages
+
+    r = np.array([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [1.0, 0.0, 0.0, 0.0]])
+    centred = r - r.mean(1, keepdims=True)
+    group_std = np.sqrt(((r - r.mean(1, keepdims=True)) ** 2).sum(1, keepdims=True) / 3)  # n - 1
+    np.testing.assert_allclose(group_advantages(r, "group"), centred / (group_std + 1e-4), rtol=1e-12)
+    np.testing.assert_allclose(group_advantages(r, "group")[0],
+                               np.array([0.5, -0.5, -0.5, 0.5]) / (np.sqrt(1 / 3) + 1e-4), rtol=1e-12)
+    np.testing.assert_array_equal(group_advantages(r, "group")[1], 0)  # a tied group teaches nothing
+    batch_std = np.sqrt(((r - r.mean()) ** 2).sum() / (r.size - 1))
+    np.testing.assert_allclose(group_advantages(r, "batch"), centred / (batch_std + 1e-4), rtol=1e-12)
+    np.testing.assert_allclose(group_advantages(r, "none"), centred, rtol=1e-12)
+    with pytest.raises(ValueError, match="k >= 2"):
+        group_advantages(r[:, :1])
+    with pytest.raises(ValueError, match="scale_rewards must be one of group, batch, none"):
+        group_advantages(r, "max")
+    with pytest.raises(ValueError, match="grpo's group advantages need k >= 2"):
+        RLConfig(algo="grpo", k=1, baseline="none")
+
+
+def _clipped_case(seed, algo, **config):
+    """A tiny float64 model, sampled-looking outputs, pi_old a perturbed policy (rho != 1)."""
+    from minillm.training.reinforce import reinforce_forward
+
+    rng = np.random.default_rng(seed)
+    model = tiny_model()
+    B, k, S, L, V = 2, 3, 5, 4, model.config.vocab_size
+    input_ids = rng.integers(2, V, size=(B, S))
+    mask = np.ones((B, S), dtype=np.int64)
+    mask[1, 3:] = 0
+    labels = random_outputs(rng, B * k, L, V)
+    logp, cache = reinforce_forward(model, input_ids, labels, mask, repeats=k)
+    valid = labels != -100
+    old = np.where(valid, logp + rng.uniform(-0.5, 0.5, size=logp.shape), 0.0)
+    ref = np.where(valid, logp + rng.normal(0, 0.5, size=logp.shape), 0.0)
+    adv = rng.standard_normal(B * k)
+    cfg = RLConfig(algo=algo, k=k, max_new_tokens=L, **config)
+    return rng, model, input_ids, mask, labels, old, ref, adv, cfg, cache
+
+
+@pytest.mark.parametrize("algo,extra", [
+    ("grpo", dict(loss_type="grpo", beta=0.3)), ("grpo", dict(loss_type="dr_grpo", beta=0.0)),
+    ("grpo", dict(loss_type="dapo", beta=0.7, epsilon_high=0.28, entropy_coef=0.2)),
+    ("rloo", dict(epsilon=0.3))])
+def test_clipped_surrogate_gradient_matches_finite_differences(algo, extra):
+    """d/dtheta of the clipped loss through the whole model, float64, against a loss written here."""
+    from minillm.ops import entropy_forward
+    from minillm.training.grpo import clipped_loss_and_grads
+
+    rng, model, input_ids, mask, labels, old, ref, adv, cfg, cache = _clipped_case(11, algo, **extra)
+    k = cfg.k
+    loss, analytic, stats = clipped_loss_and_grads(model, cache, old, ref, adv, cfg)
+    if algo == "rloo":  # some sequences and tokens of each kind, so both branches are checked
+        assert 0 < stats["clip_frac"] < 1 or stats["ratio_max"] > 1.3
+
+    valid = labels != -100
+    m = valid.astype(float)
+    eh = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
+
+    def surrogate(params):
+        mm = minillm.T5(model.config, params)
+        logp = token_logprobs(mm, input_ids, labels, mask, repeats=k)  # (N, L)
+        A = adv[:, None]
+        if algo == "grpo":
+            rho = np.exp(logp - old)
+            per_tok = -np.minimum(rho * A, np.clip(rho, 1 - cfg.epsilon, 1 + eh) * A)
+            per_tok += cfg.beta * (np.exp(ref - logp) - (ref - logp) - 1)
+            if cfg.loss_type == "grpo":
+                value = ((per_tok * m).sum(1) / m.sum(1)).mean()
+            elif cfg.loss_type == "dr_grpo":
+                value = (per_tok * m).sum() / (len(m) * cfg.max_new_tokens)
+            else:
+                value = (per_tok * m).sum() / m.sum()
+        else:
+            rho = np.exp((logp * m).sum(1, keepdims=True) - (old * m).sum(1, keepdims=True))
+            value = (-np.minimum(rho * A, np.clip(rho, 1 - cfg.epsilon, 1 + eh) * A)).mean()
+        logits = mm.logits(np.repeat(input_ids, k, 0), mm.shift_right(labels), np.repeat(mask, k, 0))
+        H, _ = entropy_forward(logits.reshape(-1, logits.shape[-1]))
+        return value - cfg.entropy_coef * H[valid.reshape(-1)].mean()
+
+    assert loss == pytest.approx(surrogate(model.params), rel=1e-10)
+
+    def forward(params):
+        return np.asarray(surrogate(params)), None
+
+    def backward(dout, _):
+        return (), {name: g * float(dout) for name, g in analytic.items()}
+
+    errors = check_gradients(forward, backward, (), model.params, rng, max_entries=12)
+    assert len(errors) == len(model.params)
+    assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+def test_grpo_with_one_update_and_no_beta_is_reinforce_with_the_group_advantage(loss_type):
+    """At pi_old = pi and beta = 0, GRPO's gradient is REINFORCE's with A_i scaled by N w_i, the
+    sequence's token weight (grpo: 1 / n_i; dr_grpo: 1 / max_new_tokens; dapo: N / all tokens)."""
+    from minillm.training.grpo import clipped_loss_and_grads
+    from minillm.training.reinforce import reinforce_backward, reinforce_forward
+
+    _, model, input_ids, mask, labels, _, ref, adv, cfg, cache = _clipped_case(
+        12, "grpo", loss_type=loss_type, beta=0.0)
+    logp = cache[3].copy()
+    _, grads, stats = clipped_loss_and_grads(model, cache, logp, ref, adv, cfg)
+    assert stats["clip_frac"] == 0 and stats["ratio_min"] == stats["ratio_max"] == 1.0
+    n_i = (labels != -100).sum(1)
+    N = len(labels)
+    scale = {"grpo": 1 / n_i, "dr_grpo": np.full(N, 1 / cfg.max_new_tokens),
+             "dapo": np.full(N, N / n_i.sum())}[loss_type]
+    _, cache2 = reinforce_forward(model, input_ids, labels, mask, repeats=cfg.k)
+    _, want, _ = reinforce_backward(model, adv * scale, cache2)
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-15, err_msg=name)
+    assert np.abs(want["shared.weight"]).max() > 1e-6  # not vacuous
+
+
+def test_clipped_rloo_with_one_update_is_reinforce():
+    from minillm.training.grpo import clipped_loss_and_grads
+    from minillm.training.reinforce import reinforce_backward, reinforce_forward
+
+    _, model, input_ids, mask, labels, _, ref, adv, cfg, cache = _clipped_case(13, "rloo")
+    loss, grads, _ = clipped_loss_and_grads(model, cache, cache[3].copy(), ref, adv, cfg)
+    _, cache2 = reinforce_forward(model, input_ids, labels, mask, repeats=cfg.k)
+    want_loss, want, _ = reinforce_backward(model, adv, cache2)
+    assert loss == pytest.approx(-np.mean(adv), rel=1e-12)  # rho = 1: the loss is -mean A
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-12, atol=1e-16, err_msg=name)
+
+
+def _exact_expectation(policy, prompts, outputs, texts, table, per_output):
+    """sum over prompts (their mean) and outputs y of pi(y) * per_output(x, m, row, logp_tokens)."""
+    exact = {k_: np.zeros_like(v) for k_, v in policy.params.items()}
+    for x in prompts:
+        xs = np.repeat(x[None], len(outputs), axis=0)
+        logp = token_logprobs(policy, xs, outputs)  # (M, L)
+        pi = np.exp(logp.sum(1))
+        assert pi.sum() == pytest.approx(1.0, abs=1e-12)
+        for m, row in enumerate(outputs):
+            for k_, g in per_output(x, m, row, logp[m]).items():
+                exact[k_] += pi[m] * g / len(prompts)
+    return exact
+
+
+def _token_logprob_grads(policy, x, row):
+    """grad log pi(y_t | x, y_<t) for each token t of ``row``, from the SFT path on its prefixes."""
+    n = int((row != -100).sum())
+    sums = []
+    for t in range(n + 1):  # the gradient of sum_{s < t} log pi(y_s): -t * grad(mean NLL)
+        if t == 0:
+            sums.append({k_: np.zeros_like(v) for k_, v in policy.params.items()})
+            continue
+        prefix = np.where(np.arange(len(row)) < t, row, -100)
+        _, g = policy.loss_and_grads(x[None], prefix[None])
+        sums.append({k_: -t * v for k_, v in g.items()})
+    return [{k_: sums[t + 1][k_] - sums[t][k_] for k_ in sums[0]} for t in range(n)]
+
+
+def _mean_gradient(policy, reference, optimizer_factory, reward, config, draws=150):
+    V, L = policy.config.vocab_size, config.max_new_tokens
+    prompts = [np.array([2, 3, 1]), np.array([3, 1])]
+    examples = [Example(f"p{i}", "") for i in range(len(prompts))]
+    enc = EncodedDataset(list(prompts), [np.array([1])] * 2, 0)
+    indices = np.array([0, 1] * (config.batch_size // 2))
+    rng = np.random.default_rng(6)
+    out = []
+    start = {k_: v.copy() for k_, v in policy.params.items()}
+    for step in range(draws):
+        for k_ in start:
+            policy.params[k_][...] = start[k_]
+        rec = optimizer_factory()
+        rl_step(policy, reference, rec, _IdsTokenizer(), reward, examples, enc, indices, step,
+                config, rng)
+        out.append(np.concatenate([-rec.grads[k_].ravel() for k_ in start]))  # ascent direction
+    for k_ in start:
+        policy.params[k_][...] = start[k_]
+    return prompts, np.array(out), V, L
+
+
+def _assert_mean_near(draws, exact):
+    want = np.concatenate([v.ravel() for v in exact.values()])
+    mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    live = se > 1e-12
+    z = np.abs(mean - want)[live] / se[live]
+    assert z.max() < 5.0, f"max z-score {z.max():.2f}"
+    np.testing.assert_allclose(mean[~live], want[~live], atol=1e-9)
+    assert np.linalg.norm(mean - want) < 0.15 * np.linalg.norm(want)  # the check has power
+
+
+def test_grpo_estimator_mean_approaches_its_exact_expectation():
+    """Vocab 4, at most 2 new tokens, 13 outputs. GRPO with scale_rewards none, dr_grpo, beta > 0,
+    one update: the gradient's expectation is, per prompt,
+        (1/L) [ (1 - 1/k) sum_y pi(y) R(y) grad log pi(y)
+                - beta sum_y pi(y) sum_t (1 - pi_ref(y_t)/pi(y_t)) grad log pi(y_t) ]
+    (A = r - the group mean, whose own share 1/k cancels; the k3 term's gradient at samples of pi);
+    the mean of rl_step's gradient over many batches must approach it."""
+    V, L, k, beta = 4, 2, 4, 0.5
+    policy = tiny_model(vocab=V, seed=3, d_model=8)
+    reference = tiny_model(vocab=V, seed=4, d_model=8)
+    outputs = _all_outputs(V, L)
+    texts = [" ".join(str(t) for t in row if t not in (-100, 1)) for row in outputs]
+    table = dict(zip(texts, np.random.default_rng(5).random(len(outputs)), strict=True))
+    reward = Reward("table", lambda ex, out: table[out])
+    config = RLConfig(algo="grpo", scale_rewards="none", loss_type="dr_grpo", beta=beta,
+                      batch_size=40, k=k, lr=1e-3, warmup_steps=0, max_grad_norm=1e12,
+                      max_new_tokens=L)
+    prompts, draws, _, _ = _mean_gradient(policy, reference, _Recorder, reward, config)
+
+    def per_output(x, m, row, logp_tok):
+        ref_tok = token_logprobs(reference, x[None], row[None])[0]
+        n = int((row != -100).sum())
+        _, g = policy.loss_and_grads(x[None], row[None])
+        out = {k_: (1 - 1 / k) * table[texts[m]] * (-n * v) / L for k_, v in g.items()}
+        for t, gt in enumerate(_token_logprob_grads(policy, x, row)):
+            c = beta * (1 - np.exp(ref_tok[t] - logp_tok[t])) / L
+            for k_ in out:
+                out[k_] -= c * gt[k_]
+        return out
+
+    _assert_mean_near(draws, _exact_expectation(policy, prompts, outputs, texts, table, per_output))
+
+
+class _MovingRecorder(_Recorder):
+    """Keeps the gradient of each update; the first update moves the policy to fixed new params."""
+
+    def __init__(self, new_params):
+        self.new_params, self.all = new_params, []
+
+    def step(self, params, grads, lr=None):
+        self.all.append({k_: v.copy() for k_, v in grads.items()})
+        self.grads = self.all[-1]
+        if len(self.all) == 1:
+            for k_ in params:
+                params[k_][...] = self.new_params[k_]
+        return params
+
+
+def test_second_clipped_rloo_update_estimates_the_gradient_at_the_moved_policy():
+    """num_iterations 2, no clipping in reach (epsilon 50), kl_coef 0: the second update's gradient,
+    rho-weighted samples of pi_old, has the exact policy gradient at the moved policy as its mean:
+        E_old[rho (r - b) grad log pi_new] = E_new[r grad log pi_new]   (b: the other samples)."""
+    V, L, k = 4, 2, 4
+    old_policy = tiny_model(vocab=V, seed=3, d_model=8)
+    moved = tiny_model(vocab=V, seed=3, d_model=8)
+    noise = np.random.default_rng(9)
+    for v in moved.params.values():
+        v += 0.4 * noise.standard_normal(v.shape)
+    outputs = _all_outputs(V, L)
+    texts = [" ".join(str(t) for t in row if t not in (-100, 1)) for row in outputs]
+    table = dict(zip(texts, np.random.default_rng(5).random(len(outputs)), strict=True))
+    reward = Reward("table", lambda ex, out: table[out])
+    config = RLConfig(algo="rloo", num_iterations=2, epsilon=50.0, kl_coef=0.0, batch_size=40, k=k,
+                      lr=1e-3, warmup_steps=0, max_grad_norm=1e12, max_new_tokens=L)
+    new = {k_: v.copy() for k_, v in moved.params.items()}
+    prompts, draws, _, _ = _mean_gradient(old_policy, old_policy, lambda: _MovingRecorder(new),
+                                          reward, config)
+
+    def per_output(x, m, row, logp_tok):
+        n = int((row != -100).sum())
+        _, g = moved.loss_and_grads(x[None], row[None])
+        return {k_: table[texts[m]] * (-n * v) for k_, v in g.items()}
+
+    _assert_mean_near(draws, _exact_expectation(moved, prompts, outputs, texts, table, per_output))
+
+
+GRPO_QUICK = [*QUICK, "--algo", "grpo", "--num-iterations", "2", "--beta", "0.1", "--loss-type",
+              "grpo", "--epsilon-high", "0.28", "--entropy-coef", "0.5"]  # the bonus moves the policy
+
+
+def test_cli_grpo_with_two_updates_a_step_resumes_bit_for_bit(start_dir, tmp_path, capsys):
+    from minillm.cli import main
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["rl", str(start_dir), "--out", str(full), *GRPO_QUICK]) == 0
+    assert "GRPO (scale_rewards group, beta 0.1, loss grpo, 2 clipped updates" in capsys.readouterr().err
+    state = ckpt.read_state(full)
+    assert state["version"] == 3 and state["step"] == 4 and state["optimizer_t"] == 8
+    assert state["rl_config"]["algo"] == "grpo" and state["rl_config"]["num_iterations"] == 2
+    train = [r for r in _train_records(full) if r["kind"] == "train"]
+    for key in ("kl_token", "clip_frac", "clip_frac_low", "clip_frac_high", "ratio_min",
+                "ratio_max", "ratio_std", "entropy", "reward", "kl"):
+        assert all(np.isfinite(r[key]) for r in train), key
+    assert train[0]["kl_token"] == pytest.approx(0, abs=1e-5)  # the reference is the start
+    assert any(r["ratio_std"] > 0 for r in train)  # the second update sees a moved policy
+    assert main(["rl", str(start_dir), "--out", str(part), *GRPO_QUICK, "--stop-after", "2"]) == 0
+    assert main(["rl", "--out", str(part), "--resume", "--no-progress"]) == 0
+    assert _weights(full) == _weights(part)
+    assert _train_records(full) == _train_records(part)
+
+
+def test_cli_rl_flags_of_the_other_algorithm_and_an_old_state_are_refused(start_dir, tmp_path, capsys):
+    from minillm.cli import main
+    from tests.conftest import folder_digest
+
+    out = tmp_path / "o"
+    assert main(["rl", str(start_dir), "--out", str(out), *QUICK, "--beta", "0.1"]) == 2
+    assert "--beta is not a setting of --algo rloo" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", str(out), *QUICK, "--algo", "grpo", "--baseline",
+                 "ema", "--kl-coef", "0.2"]) == 2
+    assert "--baseline, --kl-coef are not a setting of --algo grpo" in _err(capsys)
+    assert main(["rl", str(start_dir), "--out", str(out), *QUICK, "--num-iterations", "0"]) == 2
+    assert "num_iterations must be a positive integer" in _err(capsys)
+    assert not out.exists()
+
+    # a version-2 rl state (before --algo) is refused in one line, nothing touched
+    assert main(["rl", str(start_dir), "--out", str(out), *QUICK, "--stop-after", "2"]) == 0
+    path = out / "trainer_state.json"
+    state = json.loads(path.read_text())
+    old = {k: v for k, v in state.items()}
+    old["version"] = 2
+    old["rl_config"] = {k: v for k, v in state["rl_config"].items()
+                        if k not in ("algo", "num_iterations", "epsilon", "epsilon_high", "beta",
+                                     "scale_rewards", "loss_type")}
+    path.write_text(json.dumps(old))
+    before = folder_digest(out)
+    capsys.readouterr()
+    assert main(["rl", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trainer state version 2, this minillm reads 3 for an rl run" in err[0]
+    assert folder_digest(out) == before

@@ -281,7 +281,8 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
     config = check_settings(c, key, state[key], cls) if cls else None
     steps = getattr(config, "steps", None) if cls else None
     step = c.int("step", state["step"], 0, steps)
-    updates = getattr(config, "num_iterations", 1) if cls else 1  # AdamW steps per step
+    updates = state[key].get("num_iterations", 1)  # AdamW steps per step (rl_config's, checked)
+    updates = updates if is_int(updates) and updates >= 1 else 1
     if state["optimizer_t"] != step * updates or not is_int(state["optimizer_t"]):
         what = f"the step ({step})" if updates == 1 else f"step * num_iterations ({step * updates})"
         raise c.fail("optimizer_t", f"expected {what}", state["optimizer_t"])
