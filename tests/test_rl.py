@@ -797,3 +797,18 @@ def test_cli_rl_flags_of_the_other_algorithm_and_an_old_state_are_refused(start_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trainer state version 2, this minillm reads 3 for an rl run" in err[0]
     assert folder_digest(out) == before
+
+
+@pytest.mark.slow
+def test_rl_experiment_compare_writes_the_table_and_the_picture(tmp_path):
+    out = _run_example(tmp_path, "--compare", "--sft-steps", "3", "--seconds", "4", "--evals", "2",
+                       "--n-eval", "8", "--k", "2", "--batch-size", "2")
+    for label in ("RLOO mu=1", "RLOO mu=4", "GRPO mu=1"):
+        assert label in out, out
+    folder = tmp_path / "exp"
+    svg = (folder / "reward_vs_seconds.svg").read_text()
+    assert svg.startswith("<svg") and svg.count('class="series"') == 6
+    curves = json.loads((folder / "curves.json").read_text())["curves"]
+    for c in curves.values():  # each ran about its budget (its last chunk sized by its mean step)
+        assert 0.5 * 4 < c["train_seconds"] < 4 * 4 and c["seconds"][0] == 0 and len(c["reward"]) >= 2
+        assert c["seconds"] == sorted(c["seconds"])
