@@ -62,7 +62,9 @@ MODEL_FILES = ("config.json", "model.safetensors", GENERATION_CONFIG_NAME, TOKEN
 STATE_FORMAT = "minillm-trainer-state"
 # 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
 # dropout streams than it started with, so it is refused rather than silently changed).
-STATE_VERSION = 2
+# 3: dropout and REINFORCE's samples drawn per (step, micro-batch) (minillm.parallel's
+# data parallelism); rng_state is null; world_size (the ranks) is saved.
+STATE_VERSION = 3
 
 
 # ----------------------------------------------------------------------- recovery

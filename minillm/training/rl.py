@@ -5,12 +5,29 @@ outputs per prompt from the policy, scores them with the reward, shapes the
 rewards with the KL to the frozen reference, forms the advantages and takes one
 AdamW step on the surrogate (the estimator: :mod:`minillm.training.reinforce`).
 
+A step is ``grad_accum`` micro-batches of ``batch_size`` prompts (the next
+batches of the epoch's order); the advantages are formed over all of them (so
+whitening and the EMA baseline see the whole step), and each micro-batch's
+surrogate is weighted by its share of the step's sequences, so its
+policy-gradient term equals one batch of all the prompts (the entropy bonus is
+each micro-batch's token mean, weighted likewise).
+
 Random streams (:mod:`minillm.seeds`): the prompt order of each epoch is
-"order", the training samples "sampling", the held-out samples "eval_sampling".
-The trainer state (step, prompt position, the sampling Generator, the EMA
-baseline, the AdamW moments) makes ``--resume`` bit-for-bit, through the loop of
-:mod:`minillm.training.loop` as for SFT; the reference model is kept in
-``OUT/reference``. The best checkpoint has the highest held-out greedy reward.
+"order"; micro-batch k of step t samples from ``seeds.generator(seed,
+"sampling", t, k)``; the held-out samples "eval_sampling". The trainer state
+(step, prompt position, the EMA baseline, the AdamW moments) makes ``--resume``
+bit-for-bit, through the loop of :mod:`minillm.training.loop` as for SFT; the
+reference model is kept in ``OUT/reference``. The best checkpoint has the
+highest held-out greedy reward.
+
+Data parallel (``mpiexec -n R``, :mod:`minillm.parallel`): a step is
+``grad_accum * R`` micro-batches; rank r samples, scores and differentiates its
+contiguous block of them (each prompt's k samples and its leave-one-out baseline
+stay on one rank); the per-sequence rewards, KL and lengths are gathered (so every
+rank forms the same advantages and statistics), the loss and entropy summed, and
+the gradient summed in one Allreduce. R ranks with ``--batch-size b`` are one
+process with ``--batch-size b --grad-accum R``. The held-out evaluation is
+computed whole on every rank (its samples are one stream across the batches).
 """
 
 from __future__ import annotations
@@ -30,13 +47,15 @@ from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example
 from minillm.evaluation import decode_labels, evaluate_policy, prompt_batch, sample_outputs, token_logprobs
 from minillm.evaluation.rewards import Reward, score_outputs
+from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training import checkpoint as ckpt
 from minillm.training.checks import check_bool, check_choice, check_number, check_optimizer, check_run_counts
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
-from minillm.training.run_folder import JSONSettings, restore_generator
+from minillm.training.run_folder import JSONSettings
 
 REFERENCE_DIR = "reference"
 
@@ -45,7 +64,8 @@ REFERENCE_DIR = "reference"
 class RLConfig(JSONSettings):
     """The REINFORCE trainer's settings (saved in the run folder; ``--resume`` reuses them).
 
-    ``batch_size`` prompts per step, ``k`` samples per prompt (RLOO needs k >= 2).
+    ``batch_size`` prompts per micro-batch, ``grad_accum`` micro-batches per step
+    (on each rank), ``k`` samples per prompt (RLOO needs k >= 2).
     ``temperature`` / ``top_k`` / ``top_p``: the sampler (1.0 / 0 / 1.0 sample the
     policy itself; anything else biases the gradient). ``eval_every`` / ``save_every``
     in steps (0: only at the end; ``save_every`` None: with each evaluation).
@@ -55,6 +75,7 @@ class RLConfig(JSONSettings):
 
     steps: int = 200
     batch_size: int = 16
+    grad_accum: int = 1
     k: int = 8
     lr: float = 3e-4
     warmup_steps: int = 10
@@ -81,8 +102,9 @@ class RLConfig(JSONSettings):
 
     def __post_init__(self) -> None:
         """Every field's type and range (one line naming the field): :mod:`.checks`."""
-        check_run_counts(self, ("steps", "batch_size", "k", "max_new_tokens", "eval_batch_size",
-                                "log_every"), ("warmup_steps", "eval_every", "seed", "top_k"))
+        check_run_counts(self, ("steps", "batch_size", "grad_accum", "k", "max_new_tokens",
+                                "eval_batch_size", "log_every"),
+                         ("warmup_steps", "eval_every", "seed", "top_k"))
         check_optimizer(self)
         check_choice("baseline", self.baseline, BASELINES)
         if self.baseline == "rloo" and self.k < 2:
@@ -120,35 +142,75 @@ def prompt_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndar
 
 def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
             examples: Sequence[Example], encoded: EncodedDataset, indices, step: int,
-            config: RLConfig, rng: np.random.Generator, ema: float | None = None):
+            config: RLConfig, rng: np.random.Generator | None = None, ema: float | None = None,
+            world: Single = SINGLE):
     """One REINFORCE step on the prompts ``indices`` (see the module docstring).
 
-    Samples k outputs per prompt with ``rng``, scores them, forms the advantages,
-    and updates ``policy`` in place. Raises RewardError for a failing reward,
-    TrainingDiverged for a non-finite loss or gradient (before the update) or a
-    parameter or AdamW moment the update made non-finite (after it: the policy
-    is then changed, and must not be checkpointed).
+    ``indices``: one micro-batch of prompt indices, or a list of the step's
+    micro-batches (all of them: under data parallelism each rank takes its
+    ``shard``). Samples k outputs per prompt with ``rng`` (None: micro-batch j
+    draws from the "sampling" stream of (step, j)), scores them, forms the
+    advantages over the whole step, and updates ``policy`` in place. Raises
+    RewardError for a failing reward, TrainingDiverged for a non-finite loss or
+    gradient (before the update) or a parameter or AdamW moment the update made
+    non-finite (after it: the policy is then changed, and must not be
+    checkpointed); an error on one rank is raised on every rank.
     Returns (stats dict, the new EMA baseline).
     """
     k = config.k
     xp = policy.xp
-    b = prompt_batch(encoded, indices)  # host arrays
-    input_ids = xp.asarray(b["input_ids"])
-    mask = xp.asarray(b["attention_mask"])
-    labels = sample_outputs(policy, input_ids, mask, k, rng, config.max_new_tokens,
-                            config.temperature, config.top_k, config.top_p)  # (B*k, L)
-    texts = decode_labels(tokenizer, labels)
-    rewards = score_outputs(reward, [examples[int(i)] for i in indices for _ in range(k)], texts)
-
+    micro = (list(indices) if isinstance(indices, list) and all(isinstance(i, np.ndarray) for i in indices)
+             else [np.asarray(indices)])
+    sizes = [len(i) * k for i in micro]  # sequences of each micro-batch
+    ends = np.cumsum(sizes)
+    mine = shard(len(micro), world.size, world.rank)
+    local, rows, error = [], [], None
+    try:
+        for j in mine:
+            idx = micro[j]
+            b = prompt_batch(encoded, idx)  # host arrays
+            input_ids = xp.asarray(b["input_ids"])
+            mask = xp.asarray(b["attention_mask"])
+            rng_j = seeds.generator(config.seed, "sampling", step, j) if rng is None else rng
+            labels = sample_outputs(policy, input_ids, mask, k, rng_j, config.max_new_tokens,
+                                    config.temperature, config.top_k, config.top_p)  # (B*k, L)
+            texts = decode_labels(tokenizer, labels)
+            rewards = score_outputs(reward, [examples[int(i)] for i in idx for _ in range(k)], texts)
+            with np.errstate(over="ignore", invalid="ignore"):
+                logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
+                ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
+                kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
+            n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)  # (B*k,)
+            local.append((j, cache))
+            rows.append(np.stack([rewards, kl, n_tok.astype(np.float64)], axis=1))  # (B*k, 3)
+    except Exception as e:  # noqa: BLE001 - every rank raises it
+        error = e
+    world.agree(error)
+    table = world.gather_rows(np.concatenate(rows) if rows else np.zeros((0, 3)))  # (N, 3)
+    rewards, kl, n_tok = table[:, 0], table[:, 1], table[:, 2]
     with np.errstate(over="ignore", invalid="ignore"):
-        logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
-        ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
-        kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
         shaped = rewards - config.kl_coef * kl
         adv, ema = compute_advantages(shaped.reshape(-1, k), config.baseline, ema,
                                       config.ema_decay, config.whiten)
-        loss, grads, entropy = reinforce_backward(policy, adv.reshape(-1), cache,
-                                                  config.entropy_coef)
+    adv = adv.reshape(-1)  # (N,) in the order of the step's sequences
+    n_seq, n_valid = int(ends[-1]), float(n_tok.sum())
+    loss, entropy, grads, error = 0.0, 0.0, {}, None
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, cache in local:
+                lo, hi = int(ends[j]) - sizes[j], int(ends[j])
+                loss_j, g_j, entropy_j = reinforce_backward(policy, adv[lo:hi], cache,
+                                                            config.entropy_coef)
+                w = sizes[j] / n_seq  # the surrogate's mean over the step's sequences
+                loss += loss_j * w
+                add_grads(grads, g_j, weight=None if sizes[j] == n_seq else w)
+                # mean entropy over the step's sampled tokens
+                entropy += entropy_j * (float(n_tok[lo:hi].sum()) / max(n_valid, 1.0))
+    except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
+        error = e
+    loss, entropy = (float(v) for v in world.sum_or_raise([loss, entropy], error))
+    grads = allreduce_grads(world, grads, policy.params)
+    with np.errstate(over="ignore", invalid="ignore"):
         norm = clip_grad_norm(grads, config.max_grad_norm)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise TrainingDiverged(f"step {step + 1}: loss {loss}, gradient norm {norm} (not finite)")
@@ -160,7 +222,6 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
     if bad is not None:  # the policy is updated in place: the run must not save it
         raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
                                "finite (NaN or inf)")
-    n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
     stats = {
         "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
         "kl": float(kl.mean()), "entropy": entropy, "adv_mean": float(adv.mean()),
@@ -182,15 +243,15 @@ class RLTrainer(Trainer):
                  train_examples: Sequence[Example], train_data: EncodedDataset, config: RLConfig,
                  state: RLState, optimizer: AdamW | None = None,
                  eval_examples: Sequence[Example] | None = None,
-                 eval_data: EncodedDataset | None = None, run_info: dict | None = None):
+                 eval_data: EncodedDataset | None = None, run_info: dict | None = None,
+                 world: Single = SINGLE):
         if policy.device != reference.device:
             raise ValueError(f"the policy is on {policy.device} but the reference on {reference.device}")
         self.model, self.reference, self.tokenizer, self.reward = policy, reference, tokenizer, reward
         self.config, self.state, self.run_info = config, state, run_info
         self.optimizer = optimizer if optimizer is not None else AdamW(
             lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
-        self.rng = (seeds.generator(config.seed, "sampling") if state.rng_state is None
-                    else restore_generator(state.rng_state))
+        self.world = world
         self.train_examples, self.train_data = train_examples, train_data
         self.eval_examples, self.eval_data = eval_examples, eval_data
 
@@ -198,16 +259,19 @@ class RLTrainer(Trainer):
         ckpt.save_model(os.path.join(out_dir, REFERENCE_DIR), self.reference, self.tokenizer)
 
     def step(self) -> dict[str, Any]:
-        """rl_step on the next prompts of the epoch; its figures and its seconds ("step_s")."""
+        """rl_step on the next ``grad_accum`` batches of each rank; its figures and seconds ("step_s")."""
         c, s = self.config, self.state
-        order = prompt_order(len(self.train_examples), c.batch_size, c.seed, s.epoch)
         t0 = time.perf_counter()
+        micro = []
+        for _ in range(c.grad_accum * self.world.size):
+            order = prompt_order(len(self.train_examples), c.batch_size, c.seed, s.epoch)
+            micro.append(order[s.batch_in_epoch])
+            s.batch_in_epoch += 1
+            if s.batch_in_epoch == len(order):
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         stats, s.ema = rl_step(self.model, self.reference, self.optimizer, self.tokenizer,
-                               self.reward, self.train_examples, self.train_data,
-                               order[s.batch_in_epoch], s.step, c, self.rng, s.ema)
-        s.batch_in_epoch += 1
-        if s.batch_in_epoch == len(order):
-            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+                               self.reward, self.train_examples, self.train_data, micro, s.step, c,
+                               ema=s.ema, world=self.world)
         return {**stats, "step_s": time.perf_counter() - t0}
 
     def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
@@ -245,7 +309,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
            eval_examples: Sequence[Example] | None = None, eval_data: EncodedDataset | None = None,
            state: RLState | None = None, optimizer: AdamW | None = None,
            run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
-           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+           log: Callable[[str], None] | None = None, world: Single = SINGLE) -> dict[str, Any]:
     """Train ``policy`` in place with REINFORCE for ``config.steps`` steps; checkpoint into ``out_dir``.
 
     ``reference``: the frozen starting model (saved once in ``out_dir/reference``), on
@@ -257,9 +321,11 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
     the mean reward, KL, entropy and advantage statistics.
 
+    ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`).
+
     Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
     """
     trainer = RLTrainer(policy, reference, tokenizer, reward, train_examples, train_data, config,
-                        state or RLState(), optimizer, eval_examples, eval_data, run_info)
+                        state or RLState(), optimizer, eval_examples, eval_data, run_info, world)
     return run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
                log=log)

@@ -14,6 +14,12 @@ The built-in suite's eval split is drawn on the "eval_data" stream of
 :mod:`minillm.seeds`, as ``minillm train`` draws its held-out split under the
 same seed (the sizes differ: ``n`` here, the preset's ``n_eval`` there);
 ``do_sample`` draws on the "generate" stream.
+
+Under ``mpiexec -n N`` (:mod:`minillm.parallel`) every rank loads the model and
+the data, decodes every N-th length-sorted batch (the batches one process
+decodes), and the outputs and loss terms are gathered: the result equals one
+process's. Rank 0 alone writes ``predictions``. Sampled decoding (one stream
+across the batches) is not split: it is refused under N > 1.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from minillm import seeds
 from minillm.data import load_jsonl
 from minillm.evaluation import evaluate_model
+from minillm.parallel import Single, get_world
 from minillm.storage.fileio import atomic_path
 from minillm.workflows.common import builtin_verifiers, check_device, check_folder
 
@@ -71,18 +78,39 @@ def check_settings(s: EvalSettings) -> None:
             raise FileNotFoundError(f"--predictions {s.predictions}: no folder {folder} to write it in")
 
 
-def evaluate(settings: EvalSettings) -> dict[str, Any]:
+def evaluate(settings: EvalSettings, world: Single | None = None) -> dict[str, Any]:
     """Evaluate the folder ``settings.dir``; write ``settings.predictions`` (JSONL) when given.
 
     ValueError / FileNotFoundError (one line) for a bad folder, data or device.
+    ``world`` (default :func:`minillm.parallel.get_world`): the ranks split the
+    decoding; each returns the whole result.
     """
+    world = get_world() if world is None else world
+    s = settings
+    model, tokenizer, examples, verifiers, gen = world.check(_load, s, world)
+    result = evaluate_model(model, tokenizer, examples, max_source_len=s.max_source_len,
+                            max_target_len=s.max_new_tokens, batch_size=s.batch_size,
+                            progress=not s.no_progress, verifiers=verifiers, world=world, **gen)
+    outputs = result.pop("outputs")
+    if s.predictions:
+        world.check(write_predictions if world.is_root else (lambda *a: None), s.predictions,
+                    examples, outputs)
+        result["predictions"] = s.predictions
+    result["data"] = s.data or "builtin:eval"
+    return result
+
+
+def _load(s: EvalSettings, world: Single):
+    """(model, tokenizer, examples, verifiers, generation settings), everything checked."""
     from minillm.data.tasks import builtin_dataset
     from minillm.data.tokenizer import Tokenizer, check_vocab
     from minillm.model import T5
 
-    s = settings
     check_settings(s)
-    check_device(s.device)
+    if s.do_sample and world.size > 1:
+        raise ValueError("--do-sample draws one stream across the batches: it is not split over "
+                         "ranks; run it without mpiexec")
+    check_device(s.device, world)
     tok_path = check_folder(s.dir, "", "minillm eval needs the folder's tokenizer")
     if s.data is not None:
         examples, verifiers = load_jsonl(s.data), None
@@ -97,15 +125,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     if s.do_sample:
         gen.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                    rng=seeds.generator(s.seed, "generate"))
-    result = evaluate_model(model, tokenizer, examples, max_source_len=s.max_source_len,
-                            max_target_len=s.max_new_tokens, batch_size=s.batch_size,
-                            progress=not s.no_progress, verifiers=verifiers, **gen)
-    outputs = result.pop("outputs")
-    if s.predictions:
-        write_predictions(s.predictions, examples, outputs)
-        result["predictions"] = s.predictions
-    result["data"] = s.data or "builtin:eval"
-    return result
+    return model, tokenizer, examples, verifiers, gen
 
 
 def write_predictions(path: str, examples, outputs: Sequence[str]) -> None:
