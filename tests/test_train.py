@@ -190,8 +190,8 @@ def test_fit_writes_the_run_folder(tokenizer, encoded, tmp_path):
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["step"] == 8 and state["best"]["step"] in (4, 8)
     assert minillm.from_pretrained(tmp_path / "best").config == model.config
-    pytest.importorskip("matplotlib")
-    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["plots"] == {"loss": str(tmp_path / "loss.svg"), "tasks": str(tmp_path / "tasks.svg")}
+    assert (tmp_path / "loss.svg").read_text().startswith("<svg ")
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tokenizer, encoded, tmp_path, monkeypatch):

@@ -67,9 +67,9 @@ def test_train_returns_the_final_eval_that_evaluating_the_folder_gives(tiny_run)
     assert result.out == str(out) and result.seconds > 0
     model = minillm.from_pretrained(out)
     assert model.config.d_model == 32
-    # the trainer's held-out split is minillm eval's default data under the same seed
-    again = evaluate(EvalSettings(dir=str(out), n=9, max_source_len=64, max_new_tokens=32,
-                                  no_progress=True))
+    # minillm eval of a run folder evaluates the run's held-out split with the run's limits
+    again = evaluate(EvalSettings(dir=str(out), no_progress=True))
+    assert again["data"] == "run:heldout"
     final = result.final_eval
     assert again["n"] == final["n"] == 9
     assert again["exact_match"] == final["exact_match"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from minillm.cli import say, settings_from
+from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import RLSettings, format_policy_eval, rl
 from minillm.workflows.rl import BASELINES, DEFAULT_OUT, DEFAULTS
 
@@ -58,6 +59,10 @@ def _data_flags(g) -> None:
     g.add_argument("--max-source-len", type=int, default=64, help="prompt tokens kept [64]")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="parameter dtype [float32]")
+    g.add_argument("--save-dtype", choices=SAVE_DTYPES, default=None,
+                   help="store best/ in this dtype when the run stops (bfloat16: rounded to nearest "
+                   "even from float32); the last checkpoint and reference/ keep --dtype, so --resume "
+                   "continues exactly. Not saved with the run [--dtype]")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the policy, the frozen reference and the AdamW moments live; cuda "
                    "runs on a GPU through CuPy (the gpu extra). Not saved with the run: --resume "

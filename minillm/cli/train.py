@@ -9,7 +9,8 @@
 The run folder (``--out``, default runs/sft) is a Hugging Face folder plus the
 trainer state; see :mod:`minillm.training.checkpoint`. The work is
 :func:`minillm.workflows.train` (``TrainSettings`` has a field per flag); this
-module parses the flags and prints the final evaluation.
+module parses the flags and prints the final evaluation, the checkpoints and the
+pictures (loss.svg, tasks.svg).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import argparse
 
 from minillm.cli import finite, say, settings_from
+from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import TrainSettings, format_eval, train
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT
 
 DTYPES = ("float32", "float64")
+PICTURES = {"loss": "loss curve", "tasks": "per-task exact match"}  # what each SVG shows
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -58,6 +61,11 @@ def _data_flags(g) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that already holds one")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: float32)")
+    g.add_argument("--save-dtype", choices=SAVE_DTYPES, default=None,
+                   help="store best/ in this dtype when the run stops (bfloat16: rounded to nearest "
+                   "even from float32), for transformers and the Hub; the run still trains in --dtype "
+                   "and its last checkpoint keeps it, so --resume continues exactly. Not saved with "
+                   "the run (default: --dtype)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model, its gradients and the AdamW moments live; cuda runs on a "
                    "GPU through CuPy (the gpu extra). Not saved with the run: --resume continues on "
@@ -96,7 +104,8 @@ def _training_flags(t) -> None:
                    help="checkpoint and stop at this step (the schedule still spans --steps); "
                    "continue later with --resume")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--no-plot", action="store_true", help="do not write loss.png")
+    t.add_argument("--no-plot", action="store_true",
+                   help="do not write the pictures (loss.svg, tasks.svg in the run folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,4 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"best checkpoint: step {result.best['step']}, exact match "
               f"{result.best['exact_match']:.4f} -> {result.best_dir}")
     print(f"last checkpoint: step {result.step} -> {result.out}   ({result.seconds:.0f} s)")
+    pictures = [f"{PICTURES[k]}: {path}" for k, path in result.plots.items()]
+    if pictures:
+        print("; ".join(pictures))
     return 0

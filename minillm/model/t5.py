@@ -59,7 +59,12 @@ class T5:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "float32", device: str = "cpu") -> T5:
-        """Load a Hugging Face T5 folder (config.json + model.safetensors) onto a device."""
+        """Load a Hugging Face T5 folder onto a device, its params cast to ``dtype``.
+
+        The folder holds config.json and model.safetensors (or the shards that
+        model.safetensors.index.json names), stored in float32, float16, bfloat16 or
+        float64; each value is cast exactly when ``dtype`` is wider.
+        """
         from minillm.storage.hf import read_pretrained
 
         config, tensors, source = read_pretrained(path)
@@ -75,11 +80,15 @@ class T5:
     def device(self) -> str:
         return device_of(self.params["shared.weight"])
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json and model.safetensors that transformers loads."""
+    def save_pretrained(self, path: str | os.PathLike, dtype: str | None = None) -> None:
+        """Write config.json and model.safetensors that transformers loads.
+
+        ``dtype``: "float32", "float16", "bfloat16" or "float64" stored (None: the
+        params' own); bfloat16 is rounded to nearest, ties to even, from float32.
+        """
         from minillm.storage.hf import save_pretrained
 
-        save_pretrained(self.config, self.params, path)
+        save_pretrained(self.config, self.params, path, dtype=dtype)
 
     @property
     def dtype(self):

@@ -10,8 +10,10 @@ checkpoint, and ``best/`` the best one::
       optimizer.safetensors                                       AdamW moments ("m.NAME", "v.NAME")
       trainer_state.json                                          step, data position, RNG state,
                                                                   settings, best score
-      metrics.jsonl  loss.png                                     the run's log (run_folder.py)
+      metrics.jsonl  loss.svg  tasks.svg                          the run's log and its pictures
       best/  config.json model.safetensors ... best_step.json     the best model, and its step
+                                                                  (stored in --save-dtype when the
+                                                                  run's call returns: store_best)
       .lock                                                       one process at a time
                                                                   (minillm.storage.lock)
 
@@ -59,6 +61,7 @@ BEST_STEP_NAME = "best_step.json"  # in best/: {"step": N}, the step whose model
 # The Hugging Face files of a model folder (what write_model_files writes)
 MODEL_FILES = ("config.json", "model.safetensors", GENERATION_CONFIG_NAME, TOKENIZER_NAME,
                "tokenizer_config.json")
+SAVE_DTYPES = ("float32", "float16", "bfloat16")  # --save-dtype: how best/ may be stored
 STATE_FORMAT = "minillm-trainer-state"
 # 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
 # dropout streams than it started with, so it is refused rather than silently changed).
@@ -154,11 +157,12 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
     }
 
 
-def write_model_files(folder: str, model, tokenizer) -> None:
-    """Write the Hugging Face files: config, weights, generation config, tokenizer."""
+def write_model_files(folder: str, model, tokenizer, dtype: str | None = None) -> None:
+    """Write the Hugging Face files: config, weights (stored in ``dtype``; None: the model's), generation
+    config, tokenizer."""
     from minillm.storage.hf import save_pretrained
 
-    save_pretrained(model.config, model.params, folder)
+    save_pretrained(model.config, model.params, folder, dtype=dtype)
     write_json(os.path.join(folder, GENERATION_CONFIG_NAME), generation_config(model.config))
     tokenizer.save(os.path.join(folder, TOKENIZER_NAME))
     write_json(os.path.join(folder, "tokenizer_config.json"), tokenizer_config(tokenizer))
@@ -175,13 +179,15 @@ def save_tensors(path: str, tensors: dict, metadata: dict[str, str] | None = Non
         save_file(arrays, tmp, metadata=metadata)
 
 
-def save_model(folder: str | os.PathLike, model, tokenizer, step: int | None = None) -> None:
+def save_model(folder: str | os.PathLike, model, tokenizer, step: int | None = None,
+               dtype: str | None = None) -> None:
     """Commit a Hugging Face folder (config, weights, generation config, tokenizer).
 
     ``step``: the model is a run's best, of that step (written as best_step.json).
+    ``dtype``: the weights' stored dtype (None: the model's; see ``storage.hf.save_pretrained``).
     """
     with staged_commit(folder) as staging:
-        write_model_files(staging, model, tokenizer)
+        write_model_files(staging, model, tokenizer, dtype)
         if step is not None:
             write_json(os.path.join(staging, BEST_STEP_NAME), {"step": int(step)})
 
@@ -199,6 +205,29 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, optimizer, stat
         save_tensors(os.path.join(staging, OPTIMIZER_NAME), opt["arrays"],
                      {"step": str(full.get("step", ""))})
         write_json(os.path.join(staging, STATE_NAME), full)
+
+
+def store_best(folder: str | os.PathLike, tokenizer, dtype: str,
+               model_dtype: str = "float32") -> int | None:
+    """Rewrite ``folder/best`` with its weights stored in ``dtype`` (``--save-dtype``), as one commit.
+
+    best/ is the run's deliverable; the last checkpoint in ``folder`` keeps the dtype
+    the run trains in, so that ``--resume`` continues from it bit for bit. The model
+    is read in ``model_dtype`` (the run's) and rounded once (bfloat16: to nearest
+    even, from float32). Returns best/'s step; None (nothing written) without a best/.
+    """
+    from minillm.model.t5 import T5
+
+    if dtype not in SAVE_DTYPES:
+        raise ValueError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got {dtype!r}")
+    folder = os.fspath(folder)
+    best_dir = os.path.join(folder, BEST_DIR)
+    step = best_step(folder)
+    if step is None or os.path.islink(best_dir) or not os.path.isdir(best_dir):
+        return None
+    model = T5.from_pretrained(best_dir, dtype=model_dtype)
+    save_model(best_dir, model, tokenizer, step=step, dtype=dtype)
+    return step
 
 
 # ----------------------------------------------------------------------- reading

@@ -9,7 +9,7 @@ One run, from a fresh start or resumed from its state::
                  every eval_every steps           an "eval" record ("final_eval" at the last step)
                  a better evaluation              checkpoint, and the model into best/
                  every save_every steps, at the last step and at stop_after: checkpoint
-    at the end:  (SFT) loss.png
+    at the end:  (SFT, unless plot=False) loss.svg and tasks.svg, also after Ctrl-C or a divergence
 
 A non-finite loss or gradient (before the update), or a parameter or AdamW moment
 the update made non-finite (after it), stops the run: the step raises
@@ -41,7 +41,6 @@ from minillm.parallel import SINGLE, mark_agreed
 from minillm.training import checkpoint as ckpt
 from minillm.training.run_folder import (
     METRICS_NAME,
-    PLOT_NAME,
     plot_metrics,
     read_metrics,
     saved_step,
@@ -203,7 +202,8 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``trainer`` to ``config.steps`` (or ``stop_after``); see the module docstring.
 
-    Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
+    Returns {"step", "initial_eval", "final_eval", "best", "stopped_early", "plots"}
+    (plots: {"loss"/"tasks": the SVG written}).
     """
     from tqdm import tqdm
 
@@ -222,6 +222,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
                dynamic_ncols=True, file=sys.stderr, disable=not progress)
     t_start = t_last = time.perf_counter()
     window: list[dict] = []
+    plots: dict[str, str] = {}
     try:
         while state.step < stop:
             try:
@@ -265,6 +266,6 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     finally:
         bar.close()
         if plot:
-            plot_metrics(os.path.join(out_dir, PLOT_NAME), records)
+            plots = plot_metrics(out_dir, records)
     return {"step": state.step, "initial_eval": initial_eval, "final_eval": final_eval,
-            "best": state.best, "stopped_early": state.step < config.steps}
+            "best": state.best, "stopped_early": state.step < config.steps, "plots": plots}

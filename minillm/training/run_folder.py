@@ -1,8 +1,9 @@
-"""What a run folder holds besides the checkpoint files: the log, the loss curve, the settings.
+"""What a run folder holds besides the checkpoint files: the log, its pictures, the settings.
 
     DIR/metrics.jsonl       one JSON record per line: "train" every log_every steps, "eval" /
                             "final_eval" (and REINFORCE's "initial_eval") at each evaluation
-    DIR/loss.png            the loss curve (SFT, when matplotlib is importable)
+    DIR/loss.svg            the loss curve (SFT; minillm.training.plot)
+    DIR/tasks.svg           the held-out exact match of each task against the step (SFT)
     DIR/trainer_state.json  the settings (:class:`JSONSettings`) and the state of the step's
                             Generator (:func:`restore_generator`), beside the step and data position
 
@@ -24,7 +25,10 @@ from minillm.training.checkpoint import FILE_MODE, STATE_NAME, read_state
 from minillm.training.state_file import BIT_GENERATORS
 
 METRICS_NAME = "metrics.jsonl"
-PLOT_NAME = "loss.png"
+PLOT_NAME = "loss.svg"
+TASKS_PLOT_NAME = "tasks.svg"
+# every picture a run folder may hold (loss.png: drawn with matplotlib by earlier versions)
+PLOT_NAMES = (PLOT_NAME, TASKS_PLOT_NAME, "loss.png")
 
 
 class JSONSettings:
@@ -96,11 +100,20 @@ def saved_step(out_dir: str) -> str:
         return "?"
 
 
-def plot_metrics(png_path: str, records: list[dict]) -> None:
-    """The loss-curve PNG, when matplotlib is importable (never fails the run)."""
-    from minillm.training.plot import plot_loss
+def plot_metrics(out_dir: str, records: list[dict]) -> dict[str, str]:
+    """Write loss.svg and tasks.svg of ``records`` into ``out_dir``; {"loss"/"tasks": path written}.
 
-    try:
-        plot_loss(records, png_path)
-    except Exception as e:  # noqa: BLE001 - a plot must not end a training run
-        print(f"minillm: loss curve not written ({e})", file=sys.stderr)
+    A chart with nothing to draw is not written; a failure is one line on stderr
+    (a picture never fails the run).
+    """
+    from minillm.training.plot import plot_loss, plot_tasks
+
+    written = {}
+    for key, name, plot in (("loss", PLOT_NAME, plot_loss), ("tasks", TASKS_PLOT_NAME, plot_tasks)):
+        path = os.path.join(out_dir, name)
+        try:
+            if plot(records, path):
+                written[key] = path
+        except Exception as e:  # noqa: BLE001 - a plot must not end a training run
+            print(f"minillm: {path} not written ({e})", file=sys.stderr)
+    return written

@@ -29,7 +29,7 @@ Periodic evaluation on held-out prompts (:func:`minillm.evaluation.evaluate`):
 teacher-forced loss and perplexity, and exact match of greedy decoding, overall
 and per task; the best is the higher exact match (a tie: the lower loss).
 :func:`fit` runs :class:`SFTTrainer` in the shared loop (:mod:`minillm.training.loop`):
-progress bar, ``metrics.jsonl``, checkpoints (last and best), a loss-curve PNG.
+progress bar, ``metrics.jsonl``, checkpoints (last and best), loss.svg and tasks.svg.
 """
 
 from __future__ import annotations
@@ -315,16 +315,17 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     evaluation uses all. ``run_info``: JSON saved in the trainer state (data
     sources, preset, ...). ``stop_after``: stop (with a checkpoint) once this
     step is reached, although the schedule spans ``config.steps``. ``plot``: write
-    loss.png at the end (when matplotlib is importable).
+    loss.svg and tasks.svg at the end (:mod:`minillm.training.plot`).
 
     ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`); rank 0
     alone writes ``out_dir``, the progress bar and the log.
 
-    Returns {"step", "final_eval" (or None), "best", "stopped_early"}.
+    Returns {"step", "final_eval" (or None), "best", "stopped_early", "plots" ({"loss"/"tasks":
+    the SVG file written})}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
     trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
                          eval_examples, eval_data, periodic_eval, verifiers, run_info, world)
     out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
               plot=plot, log=log)
-    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early")}
+    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "plots")}

@@ -28,9 +28,10 @@ from typing import Any
 from minillm.data import Example, encode_examples, load_jsonl, split_held_out
 from minillm.data.tasks import TASKS, builtin_dataset
 from minillm.storage.lock import folder_lock
-from minillm.training import METRICS_NAME, PLOT_NAME, checkpoint
+from minillm.training import METRICS_NAME, PLOT_NAMES, checkpoint
 
 Log = Callable[[str], None]
+RESUMED = "of the run being resumed"  # whose data files check_same_file names by default
 
 
 class SettingsError(ValueError):
@@ -99,12 +100,13 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def check_same_file(path: Any, digest: Any, name: str) -> None:
+def check_same_file(path: Any, digest: Any, name: str, whose: str = RESUMED) -> None:
     """On resume: the data file ``path`` is still a regular file with the ``digest`` it started with.
 
     ``path`` comes from the run folder (trainer_state.json), so it is data: it must be
     an absolute path naming a regular file (not a device, a FIFO or a folder), and the
     file is read only to hash it; it is trained on only when its sha256 is the saved one.
+    ``whose`` ends the messages ("of the run being resumed").
     """
     if path is None:
         return
@@ -114,12 +116,14 @@ def check_same_file(path: Any, digest: Any, name: str) -> None:
     if not isinstance(digest, str) or len(digest) != 64:
         raise ValueError(f"{where}_sha256 is {digest!r}, not the sha256 of {path}")
     if not os.path.lexists(path):
-        raise FileNotFoundError(f"{path}: missing ({flag(name)} of the run being resumed)")
+        raise FileNotFoundError(f"{path}: missing ({flag(name)} {whose})")
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: not a regular file ({flag(name)} of the run being resumed)")
+        raise ValueError(f"{path}: not a regular file ({flag(name)} {whose})")
     if file_digest(path) != digest:
-        raise SettingsError(f"{path} changed since the run started ({flag(name)}); "
-                            "resuming would not continue the same run")
+        if whose == RESUMED:
+            raise SettingsError(f"{path} changed since the run started ({flag(name)}); "
+                                "resuming would not continue the same run")
+        raise SettingsError(f"{path} changed since the run started ({flag(name)} {whose})")
 
 
 # --------------------------------------------------------------------------- run folders
@@ -140,7 +144,7 @@ def data_sources(settings) -> dict[str, Any]:
 
 # What a run writes before its first checkpoint commits: a folder holding only these is no
 # one else's (e.g. a run killed at its start), and a new run may go into it.
-LEFTOVERS = {".lock", checkpoint.STAGING, checkpoint.BEST_DIR, "reference", METRICS_NAME, PLOT_NAME}
+LEFTOVERS = {".lock", checkpoint.STAGING, checkpoint.BEST_DIR, "reference", METRICS_NAME, *PLOT_NAMES}
 
 
 def _same_or_inside(inner: str, outer: str) -> bool:
@@ -250,10 +254,10 @@ def read_run(out: str, kind: str) -> dict:
     return state
 
 
-def check_run_files(run: dict[str, Any]) -> None:
-    """On resume: the run's data files are still there, unchanged."""
-    check_same_file(run.get("data"), run.get("data_sha256"), "data")
-    check_same_file(run.get("eval_data"), run.get("eval_data_sha256"), "eval_data")
+def check_run_files(run: dict[str, Any], whose: str = RESUMED) -> None:
+    """On resume (or ``minillm eval`` of a run): the run's data files are still there, unchanged."""
+    check_same_file(run.get("data"), run.get("data_sha256"), "data", whose)
+    check_same_file(run.get("eval_data"), run.get("eval_data_sha256"), "eval_data", whose)
 
 
 def check_not_finished(out: str, step: int, steps: int) -> None:
@@ -274,7 +278,7 @@ def clear_run(out: str) -> None:
     """Remove what a previous run wrote in ``out`` (only the files a run writes; not the lock)."""
     ck = checkpoint
     names = ("config.json", "model.safetensors", ck.GENERATION_CONFIG_NAME, ck.TOKENIZER_NAME,
-             "tokenizer_config.json", ck.OPTIMIZER_NAME, ck.STATE_NAME, METRICS_NAME, PLOT_NAME)
+             "tokenizer_config.json", ck.OPTIMIZER_NAME, ck.STATE_NAME, METRICS_NAME, *PLOT_NAMES)
     for name in names:
         path = os.path.join(out, name)
         if os.path.exists(path):

@@ -57,6 +57,7 @@ from minillm.workflows.common import (
     warn_ignored,
     world_folder,
 )
+from minillm.workflows.train import check_save_dtype, store_best
 
 DEFAULT_OUT = os.path.join("runs", "rl")
 DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
@@ -84,6 +85,7 @@ class RLSettings:
     n_eval: int = 200
     max_source_len: int = 64
     dtype: str = "float32"
+    save_dtype: str | None = None
     device: str = "cpu"
     resume: bool = False
     overwrite: bool = False
@@ -177,6 +179,7 @@ def _check(s: RLSettings, world: Single) -> None:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
     if s.resume and s.overwrite:
         raise SettingsError("--resume and --overwrite contradict each other")
+    check_save_dtype(s.save_dtype)
     check_device(s.device, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
@@ -207,6 +210,8 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
                     progress=not s.no_progress, log=log, world=world)
+    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+                s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],
                     best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,

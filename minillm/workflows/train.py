@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from minillm import seeds
@@ -79,6 +79,7 @@ class TrainSettings:
     resume: bool = False
     overwrite: bool = False
     dtype: str | None = None
+    save_dtype: str | None = None
     device: str = "cpu"
     vocab_size: int | None = None
     n_train: int | None = None
@@ -108,7 +109,8 @@ class TrainResult:
     ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate_model`'s
     dict: exact_match, per_task, ...), None when the run stopped early (``stop_after``);
     ``best``: {"step", "exact_match"} of the checkpoint in ``out/best`` (None: none yet);
-    ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call.
+    ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call; ``plots``:
+    {"loss": loss.svg, "tasks": tasks.svg} as written into ``out`` (empty with ``no_plot``).
     """
 
     out: str
@@ -119,6 +121,7 @@ class TrainResult:
     stopped_early: bool
     resumed: bool
     seconds: float
+    plots: dict[str, str] = field(default_factory=dict)
 
     @property
     def best_dir(self) -> str | None:
@@ -161,6 +164,25 @@ def check_settings(s: TrainSettings) -> None:
         raise ValueError(f"--dropout must be in [0, 1), got {s.dropout}")
     if s.resume and s.overwrite:
         raise SettingsError("--resume and --overwrite contradict each other")
+    check_save_dtype(s.save_dtype)
+
+
+def check_save_dtype(save_dtype: str | None) -> None:
+    """ValueError naming --save-dtype unless it is None or one of ``checkpoint.SAVE_DTYPES``."""
+    if save_dtype is not None and save_dtype not in checkpoint.SAVE_DTYPES:
+        raise ValueError(f"--save-dtype must be one of {', '.join(checkpoint.SAVE_DTYPES)}, "
+                         f"got {save_dtype!r}")
+
+
+def store_best(out: str, tokenizer, save_dtype: str | None, model_dtype, log: Log) -> None:
+    """best/ stored in ``save_dtype`` (--save-dtype) at the end of a call; the checkpoint is left as is."""
+    if save_dtype is None:
+        return
+    step = checkpoint.store_best(out, tokenizer, save_dtype, str(model_dtype))
+    if step is None:
+        log(f"--save-dtype {save_dtype}: the run has no best/ yet (no held-out evaluation); nothing stored")
+    else:
+        log(f"{os.path.join(out, checkpoint.BEST_DIR)} (step {step}) stored in {save_dtype}")
 
 
 def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | None = None) -> TrainResult:
@@ -218,10 +240,12 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
                  stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
                  world=world)
+    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+                s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
                        stopped_early=result["stopped_early"], resumed=s.resume,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, plots=result["plots"])
 
 
 def _resume(s: TrainSettings, log: Log, world: Single) -> _Run:

@@ -60,3 +60,73 @@ def test_transformers_to_minillm(variant, tmp_path):
     assert model32.dtype == np.float32
     np.testing.assert_allclose(model32.logits(input_ids, dec, mask),
                                _torch_logits(tm.float(), input_ids, mask, dec), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ stored dtypes and shards
+
+TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+# logits of the stored model against the float32 one it was rounded from (relative to their scale)
+ROUNDING_TOLERANCE = {"float32": 1e-6, "float16": 5e-3, "bfloat16": 3e-2}
+
+
+@pytest.mark.parametrize("dtype", list(TORCH_DTYPES))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_minillm_saves_each_dtype_for_transformers(variant, dtype, tmp_path):
+    """transformers loads what minillm stored: in the stored dtype, each weight torch's own rounding of
+    the float32 one; widened to float32, its logits equal minillm's on the same folder."""
+    from transformers import T5ForConditionalGeneration
+
+    model = minillm.T5.init(tiny_config(variant), np.random.default_rng(4))
+    model.save_pretrained(tmp_path, dtype=dtype)
+    native = T5ForConditionalGeneration.from_pretrained(tmp_path, dtype="auto")
+    assert native.dtype == getattr(torch, dtype)
+    state = native.state_dict()
+    for k, w in model.params.items():
+        assert torch.equal(state[k], torch.from_numpy(w).to(getattr(torch, dtype))), k
+
+    tm = T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+    again = minillm.from_pretrained(tmp_path)
+    input_ids, mask, labels = random_batch(np.random.default_rng(5), 64)
+    dec = again.shift_right(labels)
+    ours = again.logits(input_ids, dec, mask)
+    np.testing.assert_allclose(ours, _torch_logits(tm, input_ids, mask, dec), rtol=1e-4, atol=1e-5)
+    assert rel_error(ours, model.logits(input_ids, dec, mask)) < ROUNDING_TOLERANCE[dtype]
+
+
+def _transformers_model(variant, seed=0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = tiny_config(variant).to_dict()
+    torch.manual_seed(seed)
+    tm = T5ForConditionalGeneration(T5Config(**{k: v for k, v in cfg.items()
+                                                if k not in ("architectures", "dtype")}))
+    if variant != "relu":
+        tm.lm_head.weight = torch.nn.Parameter(torch.randn_like(tm.shared.weight))
+    return tm.eval()
+
+
+@pytest.mark.parametrize("dtype, shard", [("bfloat16", None), ("float16", None), ("bfloat16", "8KB"),
+                                          ("float32", "6KB")])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_transformers_saved_dtypes_and_shards_load(variant, dtype, shard, tmp_path):
+    """Folders that transformers writes in bfloat16 / float16, whole or sharded, load into minillm with
+    the logits transformers computes from the same folder (both widened to float64)."""
+    from transformers import T5ForConditionalGeneration
+
+    patch_t5_layernorm()
+    tm = _transformers_model(variant).to(getattr(torch, dtype))
+    tm.save_pretrained(tmp_path, **({"max_shard_size": shard} if shard else {}))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert ("model.safetensors.index.json" in files) == (shard is not None), files
+    if shard:
+        assert len([f for f in files if f.startswith("model-0")]) >= 2, files
+    model = minillm.from_pretrained(tmp_path, dtype="float64")
+    theirs = T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float64,
+                                                        attn_implementation="eager").eval()
+    state = {k: v.to(getattr(torch, dtype)).to(torch.float64) for k, v in tm.state_dict().items()}
+    for k, w in model.params.items():
+        assert np.array_equal(w, state[k].numpy()), k  # widened exactly
+    input_ids, mask, labels = random_batch(np.random.default_rng(6), 64)
+    dec = model.shift_right(labels)
+    assert rel_error(model.logits(input_ids, dec, mask), _torch_logits(theirs, input_ids, mask, dec)) < 1e-9
