@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import minillm as minillm_lib
 from minillm import parallel
 from tests.conftest import start_folder
 
@@ -163,9 +164,21 @@ def test_two_ranks_train_bit_identically_to_grad_accum_two(tmp_path, dtype):
     same_params(tmp_path / "par", tmp_path / "one")
     assert losses(tmp_path / "par") == losses(tmp_path / "one")
     assert "2 ranks" in err and err.count("parameters (") == 1  # rank 0 alone speaks
-    # the checkpoint is an ordinary one: a single process resumes-reads it as its own
-    single = params(tmp_path / "one")
-    assert single["shared.weight"].dtype == np.dtype(dtype)
+    # the checkpoint is an ordinary one: one process loads it, in its dtype
+    model = minillm_lib.from_pretrained(tmp_path / "par", dtype=dtype)
+    np.testing.assert_array_equal(model.params["shared.weight"], params(tmp_path / "one")["shared.weight"])
+
+
+@needs_mpi
+def test_epochs_count_the_micro_batches_of_every_rank(tmp_path):
+    """--epochs 1 of 32 examples in batches of 4 on 2 ranks: 4 steps of 2 batches, as --grad-accum 2."""
+    at = TRAIN.index("--steps")
+    common = TRAIN[:at] + TRAIN[at + 2:] + ["--epochs", "1"]
+    ok(mpi(2, "train", *common, "--out", "par", cwd=tmp_path))
+    ok(minillm("train", *common, "--grad-accum", "2", "--out", "one", cwd=tmp_path))
+    state = json.loads((tmp_path / "par" / "trainer_state.json").read_text())
+    assert state["train_config"]["steps"] == state["step"] == 4 and state["world_size"] == 2
+    same_params(tmp_path / "par", tmp_path / "one")
 
 
 @needs_mpi

@@ -207,7 +207,7 @@ def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | Non
     if s.resume:
         with world_folder(world, *folder):  # the lock first: the state read is the one continued
             return _train(s, world.check(_resume, s, log, world), log, t0, world)
-    run = world.check(_start, s)  # reads the data and builds the model; writes nothing
+    run = world.check(_start, s, world.size)  # reads the data and builds the model; writes nothing
     with world_folder(world, *folder):  # taken before --overwrite clears the folder
         return _train(s, run, log, t0, world)
 
@@ -271,8 +271,11 @@ def _resume(s: TrainSettings, log: Log, world: Single) -> _Run:
     return _Run(info, cfg, train_ex, held, model, tokenizer, optimizer, state)
 
 
-def _start(s: TrainSettings) -> _Run:
-    """A new run: the preset overridden by the settings given, its data, tokenizer and model."""
+def _start(s: TrainSettings, ranks: int = 1) -> _Run:
+    """A new run: the preset overridden by the settings given, its data, tokenizer and model.
+
+    ``ranks``: data-parallel processes (a step then takes grad_accum x ranks micro-batches).
+    """
     preset = get_preset(s.preset)
     seed = 0 if s.seed is None else s.seed
     info = {
@@ -288,20 +291,22 @@ def _start(s: TrainSettings) -> _Run:
     }
     info.update(data_sources(s))
     train_ex, held = load_run_data(info, "sft_data")
-    cfg = _train_config(s, preset, seed, len(train_ex))
+    cfg = _train_config(s, preset, seed, len(train_ex), ranks)
     model, tokenizer = _build_model(s, preset, train_ex, seed)
     return _Run(info, cfg, train_ex, held, model, tokenizer)
 
 
-def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int) -> TrainConfig:
-    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps."""
+def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int,
+                  ranks: int = 1) -> TrainConfig:
+    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps
+    (of grad_accum x ``ranks`` micro-batches each)."""
     training = dict(preset.training, seed=seed)
     for name in CONFIG_FIELDS:
         if getattr(s, name) is not None:
             training[name] = getattr(s, name)
     if s.epochs is not None:
         per_epoch = num_batches(n_train, training["batch_size"])
-        training["steps"] = max(1, round(s.epochs * per_epoch / training.get("grad_accum", 1)))
+        training["steps"] = max(1, round(s.epochs * per_epoch / (training.get("grad_accum", 1) * ranks)))
     return TrainConfig(**training)
 
 
