@@ -149,8 +149,10 @@ class Single:
         texts = self.gather_texts(text)
         odd = [r for r, t in enumerate(texts) if t != texts[0]]
         if odd:
-            raise ValueError(f"the {self.size} ranks disagree on {what} (rank {odd[0]} differs from "
-                             "rank 0): give every rank the same command, data and files")
+            error = ValueError(f"the {self.size} ranks disagree on {what} (rank {odd[0]} differs "
+                               "from rank 0): give every rank the same command, data and files")
+            mark_agreed(error)  # every rank saw the same texts: all raise it here
+            raise error
 
     def check(self, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` as one agreement point: its result, or every rank raises."""

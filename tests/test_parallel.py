@@ -220,6 +220,10 @@ def test_bad_input_on_one_rank_stops_every_rank_with_one_message(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minillm train: error:") and "bad.jsonl" in lines[0]
     assert not (tmp_path / "run").exists()
+    # ranks given different commands (another seed: another model and order) are refused
+    rc, _, err = _run([MPIEXEC, "-n", "1", sys.executable, *args, "--data", str(good), ":",
+                       "-n", "1", sys.executable, *args, "--data", str(good), "--seed", "1"], tmp_path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "ranks disagree on the run" in err, err
     # the same bad file on both ranks: one message too
     rc, _, err = mpi(2, "train", "--preset", "tiny", "--steps", "2", "--data", str(bad), "--out", "r2",
                      "--no-progress", cwd=tmp_path)

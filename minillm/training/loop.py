@@ -138,6 +138,8 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     """
     rng, world = getattr(trainer, "rng", None), getattr(trainer, "world", SINGLE)
     trainer.state.rng_state = None if rng is None else rng.bit_generator.state
+    if world.size > 1:  # the ranks' parameters must not have drifted apart (they never should)
+        world.same(parameter_checksum(trainer.model), f"the parameters at step {trainer.state.step}")
     if not world.is_root:
         world.agree(None)  # rank 0 writes; every rank learns whether it could
         return
@@ -145,6 +147,14 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
     world.check(_write, trainer, out_dir, payload, improved)
+
+
+def parameter_checksum(model) -> str:
+    """Every parameter's float64 sum, exactly as text: what each rank of a run holds alike."""
+    from minillm.backend import to_numpy
+
+    return ",".join(repr(float(to_numpy(v).astype("float64").sum()))
+                    for _, v in sorted(model.params.items()))
 
 
 def _write(trainer: Trainer, out_dir: str, payload: dict, improved: bool) -> None:
