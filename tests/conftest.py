@@ -17,6 +17,7 @@ tiny_config``), never in one test module imported by another.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import pathlib
@@ -110,6 +111,83 @@ def word_tokenizer(path, words) -> None:
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
     tok.save(str(path))
+
+
+T5_WORDS = ("hello", "world", "the", "cat", "sat", "on", "mat", "translate", "English", "to", "German",
+            "summarize", "question", "answer", "déjà", "vu", "café", "naïve", "über", "garçon", "a", "b",
+            "is", "it", "what")
+T5_SYMBOLS = tuple(".,:;?!'\"()-0123456789") + tuple("abcdefghijklmnopqrstuvwxyzéèàçïüABCDEGHQTW")
+
+
+def t5_tokenizer(folder, layout: str = "hub", configs: bool = False) -> pathlib.Path:
+    """Write a tokenizer.json in the layout of Google's T5 files, with a small made-up vocabulary.
+
+    Unigram: <pad>=0, </s>=1, <unk>=2, "▁", "▁word" and "word" pieces, single characters,
+    then the 100 sentinels at the top, <extra_id_99> first and <extra_id_0> last (as in
+    T5: 32000..32099 of 32100). The special tokens are added tokens (special, not
+    normalized); the post-processor appends </s>; the decoder is Metaspace("▁", always).
+
+    ``layout`` "hub": the pre-tokenizer of Google's files, WhitespaceSplit then Metaspace;
+    their normalizer is Precompiled (SentencePiece's nmt_nfkc charsmap), which cannot be
+    built without SentencePiece: NFKC stands in for it. "converter": what transformers'
+    T5Converter writes for a model without a charsmap: Strip(right) and Replace(" {2,}", "▁")
+    as the normalizer, Metaspace alone as the pre-tokenizer.
+    ``configs``: also tokenizer_config.json and special_tokens_map.json as transformers 4 wrote
+    them for T5 (extra_ids, additional_special_tokens). Returns the tokenizer.json path.
+    """
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+
+    pieces = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -2.0}
+    for i, w in enumerate(T5_WORDS):
+        pieces.setdefault("▁" + w, -3.0 - 0.05 * i)
+        pieces.setdefault(w, -6.0 - 0.05 * i)
+    for c in T5_SYMBOLS:
+        pieces.setdefault("▁" + c, -8.0)
+        pieces.setdefault(c, -9.0)
+    sentinels = [f"<extra_id_{i}>" for i in range(99, -1, -1)]
+    vocab = list(pieces.items()) + [(t, 0.0) for t in sentinels]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    if layout == "hub":
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(),
+             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    elif layout == "converter":
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "▁")])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    else:
+        raise ValueError(f"layout {layout!r}")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)])
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in ["<pad>", "</s>", "<unk>", *sentinels]])
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    if configs:
+        extra = [f"<extra_id_{i}>" for i in range(100)]
+        special = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                   "additional_special_tokens": extra}
+        (folder / "special_tokens_map.json").write_text(json.dumps(special))
+        (folder / "tokenizer_config.json").write_text(json.dumps(
+            {**special, "extra_ids": 100, "model_max_length": 512, "tokenizer_class": "T5Tokenizer"}))
+    return folder / "tokenizer.json"
+
+
+def model_rows(tokenizer_size: int) -> int:
+    """The model's vocab_size for a tokenizer of that size: the next multiple of 128 above it
+    (T5: 32128 rows for 32100 tokens)."""
+    return (tokenizer_size // 128 + 1) * 128
 
 
 def start_folder(folder, tasks, n_examples: int = 300) -> pathlib.Path:

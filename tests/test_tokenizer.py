@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
@@ -110,3 +112,103 @@ def test_check_vocab(tok):
     check_vocab(tok, 32128)
     with pytest.raises(ValueError, match=rf"vocab_size {tok.vocab_size - 1} does not cover"):
         check_vocab(tok, tok.vocab_size - 1)
+
+
+# ------------------------------------------------------------------ T5's own layout
+
+
+@pytest.fixture(params=["hub", "converter"])
+def t5_tok(request, tmp_path):
+    from tests.conftest import t5_tokenizer
+
+    return t5_tokenizer(tmp_path / request.param, request.param)
+
+
+def _backend(path):
+    return HFTokenizer.from_file(str(path))  # the file as written, for the ids of its pieces
+
+
+def test_t5_layout_ids_and_sizes(t5_tok):
+    from tests.conftest import model_rows
+
+    tok, raw = Tokenizer.from_file(t5_tok), _backend(t5_tok)
+    n = raw.get_vocab_size(with_added_tokens=True)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert tok.vocab_size == n
+    assert tok.token_to_id("<extra_id_0>") == n - 1 and tok.token_to_id("<extra_id_99>") == n - 100
+    check_vocab(tok, model_rows(n))  # more model rows than tokens, as 32128 for 32100
+    with pytest.raises(ValueError, match="does not cover"):
+        check_vocab(tok, n - 1)
+
+
+def test_t5_layout_encodes_pieces_and_sentinels(t5_tok):
+    tok, ids = Tokenizer.from_file(t5_tok), _backend(t5_tok).token_to_id
+    assert tok.encode("hello world") == [ids("▁hello"), ids("▁world"), 1]
+    assert tok.encode("hello   world  ") == tok.encode("hello world")  # repeated spaces: one
+    assert tok.encode("déjà vu", add_eos=False) == [ids("▁déjà"), ids("▁vu")]
+    s0, s1 = ids("<extra_id_0>"), ids("<extra_id_1>")
+    assert tok.encode("the <extra_id_0> sat on <extra_id_1>") == [ids("▁the"), s0, ids("▁sat"),
+                                                                  ids("▁on"), s1, 1]
+    assert tok.encode("hello </s>") == [ids("▁hello"), 1, 1]  # a typed </s> is kept, one appended
+    assert tok.decode(tok.encode("the <extra_id_0> sat")) == "the sat"
+    assert tok.decode(tok.encode("the <extra_id_0> sat"), skip_special_tokens=False) == \
+        "the<extra_id_0> sat</s>"
+
+
+def test_ids_beyond_the_tokenizer_decode_to_nothing(t5_tok):
+    tok, ids = Tokenizer.from_file(t5_tok), _backend(t5_tok).token_to_id
+    beyond = tok.vocab_size + 5  # a model row with no token (T5: 32100..32127)
+    assert tok.decode([ids("▁cat"), beyond, ids("▁sat"), 1, 0, 0]) == "cat sat"
+
+
+def test_specials_missing_from_added_tokens_are_registered(t5_tok, tmp_path):
+    """A tokenizer.json whose <pad>, </s>, sentinels are plain vocabulary entries: still special,
+    ids unchanged; and one without a post-processor still ends with </s>."""
+    doc = json.loads(t5_tok.read_text())
+    doc["added_tokens"], doc["post_processor"] = [], None
+    path = tmp_path / "bare" / "tokenizer.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    tok, ids = Tokenizer.from_file(path), _backend(t5_tok).token_to_id
+    assert tok.encode("hello </s> <extra_id_0>") == [ids("▁hello"), 1, ids("<extra_id_0>"), 1]
+    assert tok.decode([0, ids("▁hello"), ids("<extra_id_3>"), 1, 2, 0]) == "hello"
+    assert tok.vocab_size == _backend(t5_tok).get_vocab_size(with_added_tokens=True)
+
+
+def test_tokenizer_config_beside_is_read(t5_tok):
+    folder = t5_tok.parent
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"clean_up_tokenization_spaces": True, "pad_token": {"content": "<pad>", "__type": "AddedToken"},
+         "additional_special_tokens": ["<extra_id_0>"]}))
+    tok = Tokenizer.from_file(t5_tok)
+    assert tok.clean_up_tokenization_spaces
+    assert tok.decode(tok.encode("a , b ? it 's")) == "a, b? it's"  # transformers' clean-up
+    assert Tokenizer.from_file(t5_tok, clean_up_tokenization_spaces=False).decode(
+        tok.encode("a , b ?")) == "a , b ?"
+
+
+@pytest.mark.parametrize("name, doc, message", [
+    ("tokenizer_config.json", {"clean_up_tokenization_spaces": "yes"}, "'clean_up_tokenization_spaces' must"),
+    ("tokenizer_config.json", {"eos_token": 5}, "field 'eos_token': expected a token"),
+    ("special_tokens_map.json", {"additional_special_tokens": "<x>"}, "must be a list of tokens"),
+    ("special_tokens_map.json", {"additional_special_tokens": [3]}, r"additional_special_tokens'\[0\]"),
+    ("tokenizer_config.json", [1], "expected a JSON object"),
+    ("tokenizer_config.json", {"eos_token": "<eos>"}, "tokenizer has no eos token '<eos>'"),
+])
+def test_bad_tokenizer_config_is_named(t5_tok, name, doc, message):
+    (t5_tok.parent / name).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message) as e:
+        Tokenizer.from_file(t5_tok)
+    if "tokenizer has no" not in message:
+        assert name in str(e.value)
+
+
+def test_run_folder_tokenizer_config_says_how_to_decode(tok, tmp_path):
+    from minillm.training.checkpoint import tokenizer_config
+
+    cfg = tokenizer_config(tok)
+    assert cfg["clean_up_tokenization_spaces"] is False
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    tok.save(tmp_path / "tokenizer.json")
+    again = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    assert again.decode(again.encode("Reverse: a , b")) == "Reverse: a , b"

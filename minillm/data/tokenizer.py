@@ -17,31 +17,60 @@ whole words), without T5's lossy normaliser so decoding gives the exact text bac
 - post-processor: ``$A </s>`` (as in Hugging Face T5); decoder: ``▁`` -> space,
   join, drop the inserted spaces (like Llama's tokenizer.json decoder).
 
-:meth:`Tokenizer.from_file` loads any ``tokenizer.json``, including a Hugging
-Face T5 one. This module imports ``tokenizers`` at the top; ``import minillm``
-does not import this module.
+:meth:`Tokenizer.from_file` loads any ``tokenizer.json``, including Google's T5 ones
+(Unigram, Metaspace, ``</s>`` appended by the post-processor, the 100 ``<extra_id_N>``
+sentinels at the top of the vocabulary), and reads the ``tokenizer_config.json`` and
+``special_tokens_map.json`` that transformers writes beside it. It then encodes and
+decodes as transformers' ``T5TokenizerFast`` on the same folder does:
+
+- pad, eos and unk (named by the config, else ``<pad>``, ``</s>``, ``<unk>``), every
+  ``<extra_id_N>`` of the vocabulary and the config's additional special tokens are
+  special: whole in any text, skipped by ``decode(skip_special_tokens=True)``. Those
+  that tokenizer.json does not list as added tokens are added, as transformers adds
+  them (ids unchanged); an added token it lists as not special stays so, as there.
+- ``encode(add_eos=True)`` ends with one ``</s>`` of its own, whether the
+  post-processor appends it or not (a ``</s>`` typed in the text is kept besides).
+- ``decode`` applies transformers' ``clean_up_tokenization`` (" ." -> "." ...) when
+  the config sets ``clean_up_tokenization_spaces`` (not for BPE models, which
+  transformers also spares); ids without a token (a model's rows beyond the
+  tokenizer, 32100..32127 in T5) decode to nothing.
+
+This module imports ``tokenizers`` at the top; ``import minillm`` does not import
+this module.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import string
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from minillm.ops.cross_entropy import IGNORE_INDEX  # label padding; decode skips it
+from minillm.storage.fileio import read_json
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, UNK)  # ids 0, 1, 2 in a trained tokenizer
 ALPHABET = sorted(set(string.printable) - set("\t\r\x0b\x0c ") | set("éèêëàâçîïôûùüœÉÈÀÇ"))
+SENTINEL = re.compile(r"<extra_id_\d+>")  # T5's span-corruption sentinels: special tokens
+CONFIG_NAME, SPECIAL_MAP_NAME = "tokenizer_config.json", "special_tokens_map.json"
+# transformers' clean_up_tokenization, in its order
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+            (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class Tokenizer:
-    """T5-style tokenizer: ``encode`` appends ``</s>``, ``decode`` skips special tokens."""
+    """T5-style tokenizer: ``encode`` appends ``</s>``, ``decode`` skips special tokens.
+
+    ``extra_special_tokens``: more special tokens (a config's additional ones);
+    ``clean_up_tokenization_spaces``: decode as transformers with that setting.
+    """
 
     def __init__(
         self,
@@ -49,6 +78,8 @@ class Tokenizer:
         pad_token: str = PAD,
         eos_token: str = EOS,
         unk_token: str = UNK,
+        extra_special_tokens: Sequence[str] = (),
+        clean_up_tokenization_spaces: bool = False,
     ) -> None:
         self._tok = tokenizer
         ids = {}
@@ -57,6 +88,16 @@ class Tokenizer:
             if ids[role] is None:
                 raise ValueError(f"tokenizer has no {role} token {token!r}")
         self._pad, self._eos, self._unk = ids["pad"], ids["eos"], ids["unk"]
+        sentinels = sorted(t for t in tokenizer.get_vocab(with_added_tokens=True) if SENTINEL.fullmatch(t))
+        added = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+        new = [t for t in dict.fromkeys([pad_token, eos_token, unk_token, *sentinels, *extra_special_tokens])
+               if t not in added]
+        if new:  # as transformers registers them: whole in any text, skipped when decoding
+            tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+        # whether the post-processor appends </s> itself (else encode does)
+        self._post_eos = tokenizer.encode("", add_special_tokens=True).ids[-1:] == [self._eos]
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self._clean_up = self.clean_up_tokenization_spaces and type(tokenizer.model).__name__ != "BPE"
 
     # -- construction -------------------------------------------------------------
 
@@ -111,10 +152,14 @@ class Tokenizer:
         return cls(tok)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **special_tokens: str) -> Tokenizer:
-        """Load a ``tokenizer.json`` (ours or a Hugging Face T5 one).
+    def from_file(cls, path: str | os.PathLike, **special_tokens: Any) -> Tokenizer:
+        """Load a ``tokenizer.json`` (ours or a Hugging Face T5 one) with the configs beside it.
 
-        ``special_tokens`` may rename ``pad_token``, ``eos_token`` or ``unk_token``.
+        tokenizer_config.json and special_tokens_map.json in the same folder, when
+        there, name the pad/eos/unk tokens, more special tokens and
+        clean_up_tokenization_spaces (:func:`read_tokenizer_config`); ``special_tokens``
+        (``pad_token``, ``eos_token``, ``unk_token``, ``extra_special_tokens``,
+        ``clean_up_tokenization_spaces``) override them.
         """
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -125,7 +170,8 @@ class Tokenizer:
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for a bad file
             reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             raise ValueError(f"{path}: not a readable tokenizer.json ({reason})") from None
-        return cls(backend, **special_tokens)
+        settings = read_tokenizer_config(os.path.dirname(os.path.abspath(path)))
+        return cls(backend, **{**settings, **special_tokens})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace)."""
@@ -144,7 +190,7 @@ class Tokenizer:
 
     def _finish(self, ids: list[int], add_eos: bool) -> list[int]:
         """Append ``</s>`` unless the post-processor already did."""
-        if add_eos and (not ids or ids[-1] != self._eos):
+        if add_eos and not self._post_eos:
             ids = ids + [self._eos]
         return ids
 
@@ -166,7 +212,11 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if skip_special_tokens:
             ids = [i for i in ids if i != IGNORE_INDEX]
-        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+        text = self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+        if self._clean_up:
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
+        return text
 
     def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
         """:meth:`decode` for each row of ``batch``."""
@@ -204,6 +254,57 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, pad={self._pad}, eos={self._eos})"
+
+
+def _token(value: Any, where: str) -> str | None:
+    """A special token as a config writes it: a string, {"content": ...} (AddedToken), or null."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    raise ValueError(f"{where}: expected a token (a string or {{\"content\": ...}}), got {value!r:.80}")
+
+
+def read_tokenizer_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The settings transformers' tokenizer files in ``folder`` give :class:`Tokenizer`; {} without them.
+
+    From tokenizer_config.json and special_tokens_map.json (either may be absent):
+    ``pad_token``, ``eos_token``, ``unk_token``; ``extra_special_tokens`` (their
+    additional_special_tokens / extra_special_tokens); ``clean_up_tokenization_spaces``.
+    Every field is checked; a bad one is a ValueError naming the file and the field.
+    """
+    out: dict[str, Any] = {}
+    extra: list[str] = []
+    for name in (SPECIAL_MAP_NAME, CONFIG_NAME):  # the config last: it wins, as in transformers
+        path = os.path.join(os.fspath(folder), name)
+        if not os.path.exists(path):
+            continue
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        for field in ("pad_token", "eos_token", "unk_token"):
+            token = _token(doc.get(field), f"{path}: field {field!r}")
+            if token is not None:
+                out[field] = token
+        for field in ("additional_special_tokens", "extra_special_tokens"):
+            tokens = doc.get(field)
+            if isinstance(tokens, dict):  # a name -> token map (transformers 5's named extras)
+                tokens = list(tokens.values())
+            if tokens is None:
+                continue
+            if not isinstance(tokens, list):
+                raise ValueError(f"{path}: field {field!r} must be a list of tokens")
+            extra += [t for i, v in enumerate(tokens)
+                      if (t := _token(v, f"{path}: field {field!r}[{i}]")) is not None]
+        if "clean_up_tokenization_spaces" in doc:
+            flag = doc["clean_up_tokenization_spaces"]
+            if not isinstance(flag, bool):
+                raise ValueError(f"{path}: field 'clean_up_tokenization_spaces' must be true or "
+                                 f"false, got {flag!r:.40}")
+            out["clean_up_tokenization_spaces"] = flag
+    if extra:
+        out["extra_special_tokens"] = list(dict.fromkeys(extra))
+    return out
 
 
 def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:

@@ -1,4 +1,5 @@
-"""Files: atomic writes (``fileio``), Hugging Face folders as stored (``hf``), a folder's lock (``lock``).
+"""Files: atomic writes (``fileio``), Hugging Face folders as stored (``hf``), a folder's lock (``lock``),
+safetensors files (``safetensors_file``) and their bfloat16 (``bfloat16``).
 
 Nothing here knows the model's schema or the trainer's state; those are the
 model's (``minillm.model.params``) and the trainer's (``minillm.training.checkpoint``).

@@ -154,6 +154,8 @@ def tokenizer_config(tokenizer) -> dict[str, Any]:
         "eos_token": tok.id_to_token(tokenizer.eos_token_id),
         "unk_token": tok.id_to_token(tokenizer.unk_token_id),
         "model_max_length": 512,
+        # transformers' default differs across versions: say it, so that all decode as minillm does
+        "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
     }
 
 

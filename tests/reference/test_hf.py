@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
 import minillm
+from minillm.data.tokenizer import Tokenizer
 from minillm.testing import rel_error
 from tests.conftest import random_batch, tiny_config
 from tests.reference.conftest import patch_t5_layernorm, torch_model
@@ -130,3 +133,56 @@ def test_transformers_saved_dtypes_and_shards_load(variant, dtype, shard, tmp_pa
     input_ids, mask, labels = random_batch(np.random.default_rng(6), 64)
     dec = model.shift_right(labels)
     assert rel_error(model.logits(input_ids, dec, mask), _torch_logits(theirs, input_ids, mask, dec)) < 1e-9
+
+
+# ------------------------------------------------------------------ examples/finetune_flan_t5.py
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "finetune_flan_t5.py"
+
+
+def _run_example(args):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_flan_t5", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args)
+
+
+def _check_random_folder(folder, layers, d_model, vocab):
+    """The folder transformers wrote: FLAN-T5's layout, loaded by minillm with transformers' logits."""
+    from transformers import T5ForConditionalGeneration
+
+    model = minillm.from_pretrained(folder)
+    c = model.config
+    assert (c.num_layers, c.num_decoder_layers, c.d_model, c.vocab_size) == (layers, layers, d_model, vocab)
+    assert c.is_gated_act and not model.tied
+    tm = T5ForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
+    assert model.num_parameters() == sum(p.numel() for p in tm.parameters())
+    x = np.array([[5, 6, 7, 1]])
+    np.testing.assert_allclose(model.logits(x, x[:, :3]), _torch_logits(tm, x, np.ones_like(x), x[:, :3]),
+                               rtol=1e-4, atol=1e-4)
+    return model
+
+
+def test_finetune_example_on_a_random_folder_of_transformers(tmp_path, capsys):
+    folder = tmp_path / "flan-tiny"
+    assert _run_example(["--make-random-folder", str(folder), "--size", "tiny", "--out", str(tmp_path / "ft"),
+                         "--steps", "2", "--batch-size", "4", "--max-new-tokens", "4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned 2 steps" in printed and "held-out: exact_match" in printed
+    n = Tokenizer.from_file(folder / "tokenizer.json").vocab_size
+    _check_random_folder(folder, 2, 32, (n // 128 + 1) * 128)
+
+
+@pytest.mark.slow
+def test_finetune_example_at_the_real_flan_t5_small_shape(tmp_path, capsys):
+    """77M parameters (8+8 layers, d_model 512, 32128 rows): a few steps, evaluated, asked."""
+    folder = tmp_path / "flan-t5-small"
+    assert _run_example(["--make-random-folder", str(folder), "--out", str(tmp_path / "ft"), "--steps", "2",
+                         "--batch-size", "4", "--max-source-len", "48", "--max-target-len", "16",
+                         "--max-new-tokens", "8", "--save-dtype", "bfloat16", "--no-progress"]) == 0
+    assert "fine-tuned 2 steps" in capsys.readouterr().out
+    model = _check_random_folder(folder, 8, 512, 32128)
+    assert model.num_parameters() == 76_961_152  # google/flan-t5-small's count
+    assert minillm.from_pretrained(tmp_path / "ft" / "best").num_parameters() == 76_961_152
