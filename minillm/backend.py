@@ -65,6 +65,14 @@ def xp_for(device: str):
     raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
 
 
+def use_gpu(index: int) -> int:
+    """Make GPU ``index`` modulo the GPUs seen CuPy's current device (a rank's GPU); its number."""
+    cupy = _cupy()
+    n = cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(index % n).use()
+    return index % n
+
+
 def to_device(x: Any, device: str):
     """Move an array, or a (nested) dict of arrays, to 'cpu' or 'cuda' (a copy only when needed).
 

@@ -198,7 +198,7 @@ def test_a_state_of_another_version_is_refused_in_one_line(tmp_path, tokenizer):
     ckpt.save_checkpoint(tmp_path, model, tokenizer, AdamW(), trainer_state(0))
     path = tmp_path / ckpt.STATE_NAME
     state = json.loads(path.read_text())
-    assert state["version"] == 2
+    assert state["version"] == ckpt.STATE_VERSION
     path.write_text(json.dumps({**state, "version": 1}))
     with pytest.raises(ValueError, match=r"trainer_state.json: trainer state version 1, this minillm reads"):
         ckpt.read_state(tmp_path)

@@ -20,7 +20,8 @@ ROOT = pathlib.Path(minillm.__file__).parent
 # The package's parts by layer, lowest first. A part is a top-level module or subpackage.
 LAYERS = [
     {"backend", "config", "seeds"},  # leaves: arrays and devices, T5Config, random streams
-    {"ops", "storage", "optim", "metrics"},  # pure ops; file formats; optimizers; text metrics
+    {"ops", "storage", "optim", "metrics", "parallel"},  # pure ops; file formats; optimizers; text
+    # metrics; data-parallel ranks (mpi4py, lazily)
     {"model", "data"},  # the T5 model and its KV cache; examples, tokenizer, batching, tasks
     {"generation", "testing"},  # decoding; gradient checks and strategies (for tests)
     {"evaluation"},  # decoding and scoring a model; rewards

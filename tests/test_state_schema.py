@@ -122,7 +122,8 @@ def test_the_run_resumes_bit_for_bit_unchanged(runs, capsys):
     (("dtype",), "object", "dtype"),
     (("train_config", "betas"), "ab", "train_config.betas"),
     (("train_config", "weight_decay"), "abc", "train_config.weight_decay"),
-    (("rng_state", "bit_generator"), "test", "rng_state.bit_generator"),
+    (("rng_state",), {"bit_generator": "test", "state": {"state": 1, "inc": 1}, "has_uint32": 0,
+                      "uinteger": 0}, "rng_state.bit_generator"),
     (("epoch",), 1, "epoch, batch_in_epoch"),
     (("best",), {"step": 99, "exact_match": 1.0}, "best.step"),
 ])

@@ -6,6 +6,12 @@ command's settings, calls its workflow (:mod:`minillm.workflows`) and prints
 the result. Errors the workflow raises (ValueError, FileNotFoundError) become one
 line on stderr and exit status 2; a diverged run (TrainingDiverged), one line
 and exit status 1.
+
+Under ``mpiexec -n N`` (N > 1, :mod:`minillm.parallel`) every rank runs the same
+command; rank 0 alone prints (stdout and notes), and an error every rank agreed
+on is said once, by rank 0, each rank exiting with the same status. An error
+that one rank met outside the agreement points is said by that rank, which then
+ends them all (``MPI_Abort``) rather than leave the others waiting.
 """
 
 from __future__ import annotations
@@ -97,21 +103,78 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from minillm.backend import keep_freed_memory
-    from minillm.workflows import TrainingDiverged
+    from minillm.parallel import launched_size
 
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
+    if launched_size() != 1:
+        return _main_ranks(args)
     try:
         return int(args.func(args) or 0)
-    except TrainingDiverged as e:  # not bad input: the run failed, its last checkpoint kept
-        print(f"minillm {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"minillm {args.command}: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"minillm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        code = exit_code(e)
+        if code is None:
+            raise
+        print(f"minillm {args.command}: error: {error_message(e)}", file=sys.stderr)
+        return code
+
+
+def exit_code(error: BaseException) -> int | None:
+    """1 for a diverged run (not bad input: its last checkpoint is kept), 2 for bad input
+    (ValueError, FileNotFoundError, KeyError), None for anything else (a bug: its traceback).
+    An error another rank raised (:class:`minillm.parallel.ParallelError`) by its class names."""
+    from minillm.parallel import ParallelError
+    from minillm.workflows import TrainingDiverged
+
+    kinds = (error.kinds if isinstance(error, ParallelError)
+             else tuple(c.__name__ for c in type(error).__mro__))
+    if TrainingDiverged.__name__ in kinds:
+        return 1
+    if any(k in kinds for k in ("ValueError", "FileNotFoundError", "KeyError")):
+        return 2
+    return None
+
+
+def error_message(error: BaseException) -> str:
+    from minillm.parallel import error_message as message
+
+    return message(error)
+
+
+def _main_ranks(args: argparse.Namespace) -> int:
+    """The command on one rank of ``mpiexec -n N``: rank 0 prints; errors said once (module docstring)."""
+    import os
+    import traceback
+
+    from minillm.parallel import get_world, is_agreed
+
+    world = get_world()
+    if not world.is_root:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if world.is_root:
+            print(f"minillm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        code = exit_code(e)
+        if is_agreed(e):
+            if world.is_root:
+                if code is None:
+                    traceback.print_exc()
+                else:
+                    print(f"minillm {args.command}: error: {error_message(e)}", file=sys.stderr)
+            return 1 if code is None else code
+        if code is None:
+            traceback.print_exc()
+        else:
+            print(f"minillm {args.command}: error (rank {world.rank}): {error_message(e)}",
+                  file=sys.stderr, flush=True)
+        world.abort(1 if code is None else code)
+        return 1 if code is None else code
 
 
 if __name__ == "__main__":

@@ -79,7 +79,10 @@ def _training_flags(t) -> None:
     """The REINFORCE settings: None by default, so that --resume can tell which were given."""
     d = DEFAULTS
     t.add_argument("--steps", type=int, help=f"optimizer steps [{d.steps}]")
-    t.add_argument("--batch-size", type=int, help=f"prompts per step [{d.batch_size}]")
+    t.add_argument("--batch-size", type=int,
+                   help=f"prompts per micro-batch (per rank under mpiexec) [{d.batch_size}]")
+    t.add_argument("--grad-accum", type=int,
+                   help=f"micro-batches per optimizer step (on each rank) [{d.grad_accum}]")
     t.add_argument("--k", type=int, help=f"samples per prompt [{d.k}]")
     t.add_argument("--algo", choices=ALGOS,
                    help="rloo: leave-one-out advantages, the KL in the reward (--kl-coef); grpo: "

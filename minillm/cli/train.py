@@ -84,9 +84,11 @@ def _training_flags(t) -> None:
     t.add_argument("--steps", type=int, default=None, help="optimizer steps")
     t.add_argument("--epochs", type=finite, default=None,
                    help="train for this many passes over the data instead of --steps")
-    t.add_argument("--batch-size", type=int, default=None, help="examples per micro-batch")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="examples per micro-batch (per rank under mpiexec)")
     t.add_argument("--grad-accum", type=int, default=None,
-                   help="micro-batches per optimizer step (gradient accumulation)")
+                   help="micro-batches per optimizer step on each rank (gradient accumulation); "
+                   "under mpiexec -n N a step is grad_accum x N micro-batches")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
     t.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps")
     t.add_argument("--weight-decay", type=float, default=None)

@@ -12,6 +12,7 @@ sample (its probability is part of pi(y)) and everything after it is -100.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,40 +33,60 @@ def strip_after_eos(ids: Sequence[int], eos_id: int, start_id: int | None = None
 
 
 def decode_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 64,
-                   progress: bool = False, **gen_kwargs: Any) -> list[str]:
+                   progress: bool = False, world=None, **gen_kwargs: Any) -> list[str]:
     """Generate for every source in ``encoded`` (batched by length); decoded strings, in order.
 
     gen_kwargs go to ``generate`` (max_new_tokens, num_beams, do_sample, rng, ...);
     with num_return_sequences > 1 only the first sequence of each prompt is kept.
+    ``world`` (:mod:`minillm.parallel`, None: one process): rank r decodes the
+    length-sorted batches r, r + R, r + 2R, ... (the very batches one process
+    decodes, so the same outputs), and every rank gets all the outputs.
     """
     order = np.argsort(encoded.lengths[:, 0], kind="stable")
     out: list[str] = [""] * len(encoded)
     cfg = model.config
     r = int(gen_kwargs.get("num_return_sequences", 1))
+    rank, size = (0, 1) if world is None else (world.rank, world.size)
+    if size > 1 and gen_kwargs.get("do_sample"):
+        raise ValueError("sampled decoding draws one stream across the batches: it is not split "
+                         "over ranks (run it in one process)")
+    starts = list(range(0, len(order), batch_size))[rank::size]
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(order), desc="decoding", unit="ex", leave=False)
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        b = collate(encoded, idx)
-        ids = to_numpy(generate(model, b["input_ids"], b["attention_mask"], **gen_kwargs))
-        for j, k in enumerate(idx):
-            out[int(k)] = tokenizer.decode(
-                strip_after_eos(ids[j * r], cfg.eos_token_id, cfg.decoder_start_token_id))
-        if bar is not None:
-            bar.update(len(idx))
+    error = None
+    try:
+        for i in starts:
+            idx = order[i : i + batch_size]
+            b = collate(encoded, idx)
+            ids = to_numpy(generate(model, b["input_ids"], b["attention_mask"], **gen_kwargs))
+            for j, k in enumerate(idx):
+                out[int(k)] = tokenizer.decode(
+                    strip_after_eos(ids[j * r], cfg.eos_token_id, cfg.decoder_start_token_id))
+            if bar is not None:
+                bar.update(len(idx) * size)
+    except Exception as e:  # noqa: BLE001 - every rank raises it (world.agree)
+        if world is None:
+            raise
+        error = e
     if bar is not None:
         bar.close()
+    if size > 1:
+        world.agree(error)
+        mine = {int(k): out[int(k)] for i in starts for k in order[i : i + batch_size]}
+        for text in world.gather_texts(json.dumps(mine, ensure_ascii=False)):
+            for k, v in json.loads(text).items():
+                out[int(k)] = v
     return out
 
 
 def greedy_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 150,
-                   max_new_tokens: int = 32) -> list[str]:
+                   max_new_tokens: int = 32, world=None) -> list[str]:
     """Greedy decoding of every source in ``encoded``: what exact match and rewards score."""
-    return decode_outputs(model, tokenizer, encoded, batch_size, max_new_tokens=max_new_tokens,
-                          num_beams=1)
+    return decode_outputs(model, tokenizer, encoded, batch_size, world=world,
+                          max_new_tokens=max_new_tokens, num_beams=1)
 
 
 def prompt_batch(encoded: EncodedDataset, indices) -> dict:

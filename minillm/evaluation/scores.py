@@ -31,19 +31,40 @@ from minillm.ops.cross_entropy import IGNORE_INDEX
 Verifiers = dict[str, Callable[[Example, str], float]]
 
 
-def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150) -> tuple[float, int]:
+def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150,
+                       world=None) -> tuple[float, int]:
     """(summed negative log-likelihood in nats, number of target tokens) over ``encoded``.
 
     sum_i n_i * loss_i over length-sorted batches i of n_i target tokens each,
-    loss_i being the model's mean token NLL of batch i.
+    loss_i being the model's mean token NLL of batch i. ``world``
+    (:mod:`minillm.parallel`; None: one process): rank r computes batches r, r + R,
+    ...; the terms are summed over the ranks (each has one owner, the others add
+    0) and then added in batch order, so the total is one process's, bit for bit.
     """
     order = np.argsort(encoded.lengths[:, 0], kind="stable")
+    starts = list(range(0, len(order), batch_size))
+    rank, size = (0, 1) if world is None else (world.rank, world.size)
+    terms = np.zeros(len(starts), dtype=np.float64)  # n_i * loss_i of each batch
+    counts = np.zeros(len(starts), dtype=np.float64)  # n_i (exact in float64)
+    error = None
+    try:
+        for j in range(rank, len(starts), size):
+            b = collate(encoded, order[starts[j] : starts[j] + batch_size])
+            n_b = int((b["labels"] != IGNORE_INDEX).sum())
+            terms[j] = model.loss(b["input_ids"], b["labels"], b["attention_mask"]) * n_b
+            counts[j] = n_b
+    except Exception as e:  # noqa: BLE001 - every rank raises it (world.agree)
+        if world is None:
+            raise
+        error = e
+    if size > 1:
+        world.agree(error)
+        both = world.allreduce_(np.concatenate([terms, counts]))
+        terms, counts = both[: len(starts)], both[len(starts):]
     total, n = 0.0, 0
-    for i in range(0, len(order), batch_size):
-        b = collate(encoded, order[i : i + batch_size])
-        n_b = int((b["labels"] != IGNORE_INDEX).sum())
-        total += model.loss(b["input_ids"], b["labels"], b["attention_mask"]) * n_b
-        n += n_b
+    for t, c in zip(terms.tolist(), counts.tolist(), strict=True):
+        total += t
+        n += int(c)
     return total, n
 
 
@@ -77,18 +98,20 @@ def samples(examples: Sequence[Example], outputs: Sequence[str], n: int = 3) -> 
 
 def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedDataset,
              batch_size: int = 150, max_new_tokens: int = 32,
-             verifiers: Verifiers | None = None) -> dict[str, Any]:
+             verifiers: Verifiers | None = None, world=None) -> dict[str, Any]:
     """Held-out metrics: loss, perplexity, exact match (greedy decoding), overall and per task.
 
     exact_match = (1/n) sum_i [strip(output_i) == strip(target_i)], a fraction 0-1;
     perplexity = exp(summed target-token NLL / target tokens). Returns {"loss",
     "perplexity", "exact_match", "n", "per_task": {task: {"exact_match", "n"[,
-    "score"]}}, "samples": a few (prompt, target, output)}.
+    "score"]}}, "samples": a few (prompt, target, output)}. ``world``: the ranks
+    split the batches (:func:`teacher_forced_nll`, :func:`decode_outputs`); each gets
+    the whole result, equal to one process's.
     """
     from minillm.metrics import exact_match, perplexity
 
-    nll, n_tok = teacher_forced_nll(model, encoded, batch_size)
-    outputs = greedy_outputs(model, tokenizer, encoded, batch_size, max_new_tokens)
+    nll, n_tok = teacher_forced_nll(model, encoded, batch_size, world)
+    outputs = greedy_outputs(model, tokenizer, encoded, batch_size, max_new_tokens, world)
     per_task = {}
     for task, idx in group_by_task(examples).items():
         row = {"exact_match": exact_match([outputs[i] for i in idx],
@@ -108,21 +131,22 @@ def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedData
 
 def evaluate_model(model, tokenizer, examples: Sequence[Example], *, max_source_len: int = 256,
                    max_target_len: int = 128, batch_size: int = 64, progress: bool = False,
-                   verifiers: Verifiers | None = None, **gen_kwargs: Any) -> dict[str, Any]:
+                   verifiers: Verifiers | None = None, world=None, **gen_kwargs: Any) -> dict[str, Any]:
     """All the metrics for ``examples``; returns a JSON-ready dict (see the module docstring).
 
     Keys: loss, perplexity, n_target_tokens, exact_match, bleu, rouge1, rouge2,
     rougeL, n, per_task {task: the same text metrics, n[, score]}, truncated,
     decoding (the generation settings) and outputs (one string per example).
+    ``world``: the ranks split the batches, as in :func:`evaluate`.
     """
     from minillm.metrics import perplexity
 
     if not examples:
         raise ValueError("no examples to evaluate")
     encoded, stats = encode_examples(examples, tokenizer, max_source_len, max_target_len)
-    nll, n_tok = teacher_forced_nll(model, encoded, batch_size)
+    nll, n_tok = teacher_forced_nll(model, encoded, batch_size, world)
     gen_kwargs.setdefault("max_new_tokens", max_target_len)
-    outputs = decode_outputs(model, tokenizer, encoded, batch_size, progress, **gen_kwargs)
+    outputs = decode_outputs(model, tokenizer, encoded, batch_size, progress, world, **gen_kwargs)
     targets = [ex.target for ex in examples]
     result: dict[str, Any] = {"loss": nll / max(n_tok, 1),
                               "perplexity": perplexity(nll, n_tok) if n_tok else float("inf"),

@@ -65,11 +65,13 @@ SAVE_DTYPES = ("float32", "float16", "bfloat16")  # --save-dtype: how best/ may 
 STATE_FORMAT = "minillm-trainer-state"
 # 2: the random streams of minillm.seeds (a version-1 run would resume on other data, order and
 # dropout streams than it started with, so it is refused rather than silently changed).
-STATE_VERSION = 2
-# 3, REINFORCE runs only: rl_config names the algorithm and its settings (algo, num_iterations,
+# 3: dropout and REINFORCE's samples drawn per (step, micro-batch) (minillm.parallel's
+# data parallelism); rng_state is null; world_size (the ranks) is saved.
+STATE_VERSION = 3
+# 4, REINFORCE runs only: rl_config names the algorithm and its settings (algo, num_iterations,
 # epsilon, epsilon_high, beta, scale_rewards, loss_type) and optimizer_t is step * num_iterations;
-# a version-2 rl state lacks them, so it is refused in one line rather than guessed.
-STATE_VERSIONS = {None: STATE_VERSION, "rl": 3}  # by the state's "kind"
+# an older rl state lacks them, so it is refused in one line rather than guessed.
+STATE_VERSIONS = {None: STATE_VERSION, "rl": 4}  # by the state's "kind"
 
 
 # ----------------------------------------------------------------------- recovery

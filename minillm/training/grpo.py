@@ -52,8 +52,10 @@ from minillm.training.reinforce import seeded_backward
 
 ALGOS = ("rloo", "grpo")
 SCALE_REWARDS = ("group", "batch", "none")
-__all__ = ["ALGOS", "LOSS_TYPES", "SCALE_REWARDS", "clipped_loss_and_grads", "group_advantages",
-           "token_kl"]
+RATIO_FIGURES = ("n", "clipped", "clipped_low", "clipped_high", "rho_sum", "rho_sq_sum", "rho_min",
+                 "rho_max")  # clipped_loss_and_grads' "ratios" row, summed over batches (min/max taken)
+__all__ = ["ALGOS", "LOSS_TYPES", "RATIO_FIGURES", "SCALE_REWARDS", "clipped_loss_and_grads",
+           "group_advantages", "ratio_summary", "token_kl_sums"]
 
 
 def group_advantages(rewards, scale_rewards: str = "group") -> np.ndarray:
@@ -77,11 +79,24 @@ def group_advantages(rewards, scale_rewards: str = "group") -> np.ndarray:
     return adv / (std + 1e-4)
 
 
-def token_kl(logp, ref_logp, labels) -> float:
-    """The mean k3 KL over the sampled tokens (TRL's "kl"): (N, L) log-probs, labels (N, L)."""
+def token_kl_sums(logp, ref_logp, labels) -> np.ndarray:
+    """sum_t k3_it over each sequence's sampled tokens (N,), float64: TRL's "kl" is their sum
+    over the step's tokens. logp, ref_logp (N, L) log-probs, labels (N, L)."""
     kl, _ = k3_kl_forward(logp, logp_ref=ref_logp)
     valid = to_numpy(labels != IGNORE_INDEX)
-    return float((to_numpy(kl) * valid).sum()) / max(int(valid.sum()), 1)
+    return (to_numpy(kl).astype(np.float64) * valid).sum(axis=1)
+
+
+def ratio_summary(rows) -> dict[str, float]:
+    """The clip fractions and the ratio's spread from "ratios" rows (M, 8) of
+    :func:`clipped_loss_and_grads` (every batch and update of a step)."""
+    r = np.asarray(rows, dtype=np.float64).reshape(-1, len(RATIO_FIGURES))
+    n = max(r[:, 0].sum(), 1.0)
+    mean = r[:, 4].sum() / n
+    return {"clip_frac": r[:, 1].sum() / n, "clip_frac_low": r[:, 2].sum() / n,
+            "clip_frac_high": r[:, 3].sum() / n, "ratio_min": float(r[:, 6].min()),
+            "ratio_max": float(r[:, 7].max()),
+            "ratio_std": float(np.sqrt(max(r[:, 5].sum() / n - mean * mean, 0.0)))}
 
 
 def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config,
@@ -92,7 +107,8 @@ def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config
     log pi); logp_old, ref_logp (N, L); advantages (N,). config: an RLConfig (algo,
     epsilon, epsilon_high, beta, loss_type, max_new_tokens, entropy_coef). n_seq /
     n_tokens: the step's sequences and tokens when this batch is a part of it.
-    Returns (loss, grads keyed like params, stats: mean entropy, clip fractions, ratios).
+    Returns (loss, grads keyed like params, mean entropy, the "ratios" row: the
+    :data:`RATIO_FIGURES` of rho over the sampled tokens (grpo) or sequences (rloo)).
     """
     _, _, labels, logp, logits = cache
     xp = get_xp(logits)
@@ -131,8 +147,10 @@ def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config
     # token_loss = -logp  =>  d loss / d token_loss = -dlogp
     bonus, grads, entropy = seeded_backward(policy, (-dlogp).reshape(-1), cache,
                                             config.entropy_coef)
-    kept = to_numpy(ratio)[to_numpy(valid if clip_mask is not None else np.ones((N, 1), bool))]
-    stats = {"entropy": entropy, **clip_fractions(s_cache, clip_mask),
-             "ratio_min": float(kept.min()), "ratio_max": float(kept.max()),
-             "ratio_values": kept.astype(np.float64)}
-    return float(loss) - bonus, grads, stats
+    rho = to_numpy(ratio).astype(np.float64)[to_numpy(valid) if clip_mask is not None
+                                             else np.ones((N, 1), bool)]  # the ratios counted
+    fr = clip_fractions(s_cache, clip_mask)
+    n = rho.size
+    row = np.array([n, fr["clip_frac"] * n, fr["clip_frac_low"] * n, fr["clip_frac_high"] * n,
+                    rho.sum(), (rho * rho).sum(), rho.min() if n else 1.0, rho.max() if n else 1.0])
+    return float(loss) - bonus, grads, entropy, row

@@ -19,6 +19,13 @@ checkpoint holds the state (step, data position, the Generator of the step, the
 best evaluation, the trainer's extras) and the optimizer moments, so a
 resumed run is bit-for-bit the uninterrupted one; metrics records written after
 the checkpoint a run resumes from are dropped.
+
+Data parallel (``trainer.world`` of :mod:`minillm.parallel` with R > 1 ranks):
+every rank runs this loop in step; rank 0 alone writes the run folder
+(checkpoints, best/, metrics.jsonl, the plot), shows the progress bar and logs.
+Each write is an agreement point (``world.check``): a failure there stops every
+rank with rank 0's message. The ranks hold the same summed loss and parameters,
+so a non-finite stop and ``stop_after`` happen on all of them at the same step.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from minillm.parallel import SINGLE, mark_agreed
 from minillm.training import checkpoint as ckpt
 from minillm.training.run_folder import (
     METRICS_NAME,
@@ -71,9 +79,14 @@ class Trainer:
 
     A subclass sets ``model``, ``tokenizer``, ``optimizer``, ``config`` (with
     steps, eval_every, save_every, log_every and ``to_dict``), ``state`` (a
-    dataclass with step, rng_state and best), ``rng`` (the Generator the step
-    draws from) and ``run_info``, and defines the hooks below.
+    dataclass with step, rng_state and best), ``run_info`` and ``world`` (the
+    ranks, :mod:`minillm.parallel`), and defines the hooks below. ``rng``: a
+    Generator the steps draw from in turn, whose state a checkpoint keeps (None:
+    the steps draw from streams keyed by the step, and the state saves null).
     """
+
+    rng = None
+    world = SINGLE
 
     name = "train"  # the progress bar's label
     config_key = "train_config"  # trainer_state.json: the key of the settings
@@ -123,10 +136,28 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     two leaves a checkpoint that is the best model, which ``checkpoint.recover`` puts
     into best/ (see :mod:`minillm.training.checkpoint`).
     """
-    trainer.state.rng_state = trainer.rng.bit_generator.state
+    rng, world = getattr(trainer, "rng", None), getattr(trainer, "world", SINGLE)
+    trainer.state.rng_state = None if rng is None else rng.bit_generator.state
+    if world.size > 1:  # the ranks' parameters must not have drifted apart (they never should)
+        world.same(parameter_checksum(trainer.model), f"the parameters at step {trainer.state.step}")
+    if not world.is_root:
+        world.agree(None)  # rank 0 writes; every rank learns whether it could
+        return
     payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
-               "run": trainer.run_info or {}}
+               "run": trainer.run_info or {}, "world_size": world.size}
+    world.check(_write, trainer, out_dir, payload, improved)
+
+
+def parameter_checksum(model) -> str:
+    """Every parameter's float64 sum, exactly as text: what each rank of a run holds alike."""
+    from minillm.backend import to_numpy
+
+    return ",".join(repr(float(to_numpy(v).astype("float64").sum()))
+                    for _, v in sorted(model.params.items()))
+
+
+def _write(trainer: Trainer, out_dir: str, payload: dict, improved: bool) -> None:
     ckpt.save_checkpoint(out_dir, trainer.model, trainer.tokenizer, trainer.optimizer, payload)
     if improved:
         ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), trainer.model, trainer.tokenizer,
@@ -140,12 +171,18 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
         return None, False
     state = trainer.state
     records.append({"step": state.step, "kind": kind, **trainer.eval_record(result)})
-    write_metrics(path, records)
+    write_on_root(trainer, path, records)
     entry = trainer.best_entry(result)
     improved = state.best is None or trainer.is_better(entry, state.best)
     if improved:
         state.best = {**entry, "step": state.step}
     return result, improved
+
+
+def write_on_root(trainer: Trainer, path: str, records: list[dict]) -> None:
+    """metrics.jsonl, written by rank 0 alone (an agreement point)."""
+    world = getattr(trainer, "world", SINGLE)
+    world.check(write_metrics if world.is_root else (lambda *a: None), path, records)
 
 
 def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
@@ -155,17 +192,18 @@ def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
     Records written after the checkpoint a run resumes from are not part of it.
     Returns (records, the initial evaluation or None).
     """
-    records = [r for r in read_metrics(path) if r.get("step", 0) <= trainer.state.step]
+    world = getattr(trainer, "world", SINGLE)
+    records = world.check(lambda: [r for r in read_metrics(path) if r.get("step", 0)
+                                   <= trainer.state.step] if world.is_root and not fresh else [])
     initial_eval = None
     if fresh:
-        records = []
-        trainer.start(out_dir)
+        world.check(trainer.start if world.is_root else (lambda _: None), out_dir)
         if trainer.initial_eval:
             initial_eval, _ = held_out(trainer, "initial_eval", records, path)
         save(trainer, out_dir, improved=initial_eval is not None)
         if initial_eval is not None:
             log(trainer.eval_line("initial_eval", initial_eval))
-    write_metrics(path, records)
+    write_on_root(trainer, path, records)
     return records, initial_eval
 
 
@@ -179,9 +217,12 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     """
     from tqdm import tqdm
 
+    world = getattr(trainer, "world", SINGLE)
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if not world.is_root:
+        log, progress, plot = (lambda msg: None), False, False
     config, state = trainer.config, trainer.state
-    os.makedirs(out_dir, exist_ok=True)
+    world.check(os.makedirs if world.is_root else (lambda *a, **k: None), out_dir, exist_ok=True)
     path = os.path.join(out_dir, METRICS_NAME)
     records, initial_eval = begin(trainer, out_dir, path, fresh, log)
     final_eval = None
@@ -197,8 +238,11 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
             try:
                 window.append(trainer.step())
             except TrainingDiverged as e:
-                raise TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
-                                       f"{saved_step(out_dir)}) is kept in {out_dir}") from None
+                kept = saved_step(out_dir) if world.is_root else "?"
+                stop = TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
+                                        f"{kept}) is kept in {out_dir}")
+                mark_agreed(stop)  # every rank holds the same figures: all stop at this step
+                raise stop from None
             state.step += 1
             bar.update(1)
             if state.step % config.log_every == 0 or state.step == stop:
@@ -206,7 +250,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
                 records.append({"step": state.step, "kind": "train",
                                 **trainer.train_record(window, now - t_last),
                                 "elapsed_s": now - t_start})
-                write_metrics(path, records)
+                write_on_root(trainer, path, records)
                 bar.set_postfix(trainer.postfix(records[-1]))
                 t_last, window = now, []
             is_last = state.step == config.steps

@@ -6,15 +6,33 @@ rewards with the KL to the frozen reference, forms the advantages and takes one
 AdamW step on the surrogate (the estimator: :mod:`minillm.training.reinforce`).
 With ``algo`` grpo, or ``num_iterations`` mu > 1, the step forms the advantages
 and clipped surrogate of :mod:`minillm.training.grpo` instead and takes mu AdamW
-steps on its samples (all at the step's learning rate); ``steps`` counts steps of
+steps on its samples (all at the step's learning rate, each over all of the step's
+micro-batches, whose token weights are the step's); ``steps`` counts steps of
 samples, so the optimizer's t is steps * mu.
 
+A step is ``grad_accum`` micro-batches of ``batch_size`` prompts (the next
+batches of the epoch's order); the advantages are formed over all of them (so
+whitening and the EMA baseline see the whole step), and each micro-batch's
+surrogate is weighted by its share of the step's sequences, so its
+policy-gradient term equals one batch of all the prompts (the entropy bonus is
+each micro-batch's token mean, weighted likewise).
+
 Random streams (:mod:`minillm.seeds`): the prompt order of each epoch is
-"order", the training samples "sampling", the held-out samples "eval_sampling".
-The trainer state (step, prompt position, the sampling Generator, the EMA
-baseline, the AdamW moments) makes ``--resume`` bit-for-bit, through the loop of
-:mod:`minillm.training.loop` as for SFT; the reference model is kept in
-``OUT/reference``. The best checkpoint has the highest held-out greedy reward.
+"order"; micro-batch k of step t samples from ``seeds.generator(seed,
+"sampling", t, k)``; the held-out samples "eval_sampling". The trainer state
+(step, prompt position, the EMA baseline, the AdamW moments) makes ``--resume``
+bit-for-bit, through the loop of :mod:`minillm.training.loop` as for SFT; the
+reference model is kept in ``OUT/reference``. The best checkpoint has the
+highest held-out greedy reward.
+
+Data parallel (``mpiexec -n R``, :mod:`minillm.parallel`): a step is
+``grad_accum * R`` micro-batches; rank r samples, scores and differentiates its
+contiguous block of them (each prompt's k samples and its leave-one-out baseline
+stay on one rank); the per-sequence rewards, KL and lengths are gathered (so every
+rank forms the same advantages and statistics), the loss and entropy summed, and
+the gradient summed in one Allreduce. R ranks with ``--batch-size b`` are one
+process with ``--batch-size b --grad-accum R``. The held-out evaluation is
+computed whole on every rank (its samples are one stream across the batches).
 """
 
 from __future__ import annotations
@@ -34,8 +52,10 @@ from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example
 from minillm.evaluation import decode_labels, evaluate_policy, prompt_batch, sample_outputs, token_logprobs
 from minillm.evaluation.rewards import Reward, score_outputs
+from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training import checkpoint as ckpt
 from minillm.training.checks import (
     check_bool,
@@ -51,11 +71,12 @@ from minillm.training.grpo import (
     SCALE_REWARDS,
     clipped_loss_and_grads,
     group_advantages,
-    token_kl,
+    ratio_summary,
+    token_kl_sums,
 )
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
-from minillm.training.run_folder import JSONSettings, restore_generator
+from minillm.training.run_folder import JSONSettings
 
 REFERENCE_DIR = "reference"
 
@@ -64,7 +85,8 @@ REFERENCE_DIR = "reference"
 class RLConfig(JSONSettings):
     """The REINFORCE trainer's settings (saved in the run folder; ``--resume`` reuses them).
 
-    ``batch_size`` prompts per step, ``k`` samples per prompt (RLOO needs k >= 2).
+    ``batch_size`` prompts per micro-batch, ``grad_accum`` micro-batches per step
+    (on each rank), ``k`` samples per prompt (RLOO needs k >= 2).
     ``temperature`` / ``top_k`` / ``top_p``: the sampler (1.0 / 0 / 1.0 sample the
     policy itself; anything else biases the gradient). ``eval_every`` / ``save_every``
     in steps (0: only at the end; ``save_every`` None: with each evaluation).
@@ -78,6 +100,7 @@ class RLConfig(JSONSettings):
 
     steps: int = 200
     batch_size: int = 16
+    grad_accum: int = 1
     k: int = 8
     lr: float = 3e-4
     warmup_steps: int = 10
@@ -111,8 +134,9 @@ class RLConfig(JSONSettings):
 
     def __post_init__(self) -> None:
         """Every field's type and range (one line naming the field): :mod:`.checks`."""
-        check_run_counts(self, ("steps", "batch_size", "k", "max_new_tokens", "eval_batch_size",
-                                "log_every"), ("warmup_steps", "eval_every", "seed", "top_k"))
+        check_run_counts(self, ("steps", "batch_size", "grad_accum", "k", "max_new_tokens",
+                                "eval_batch_size", "log_every"),
+                         ("warmup_steps", "eval_every", "seed", "top_k"))
         check_optimizer(self)
         check_choice("baseline", self.baseline, BASELINES)
         if self.baseline == "rloo" and self.k < 2:
@@ -160,63 +184,105 @@ def prompt_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndar
 
 def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
             examples: Sequence[Example], encoded: EncodedDataset, indices, step: int,
-            config: RLConfig, rng: np.random.Generator, ema: float | None = None):
+            config: RLConfig, rng: np.random.Generator | None = None, ema: float | None = None,
+            world: Single = SINGLE):
     """One REINFORCE step on the prompts ``indices`` (see the module docstring).
 
-    Samples k outputs per prompt with ``rng``, scores them, forms the advantages,
-    and updates ``policy`` in place. Raises RewardError for a failing reward,
-    TrainingDiverged for a non-finite loss or gradient (before the update) or a
-    parameter or AdamW moment the update made non-finite (after it: the policy
-    is then changed, and must not be checkpointed).
+    ``indices``: one micro-batch of prompt indices, or a list of the step's
+    micro-batches (all of them: under data parallelism each rank takes its
+    ``shard``). Samples k outputs per prompt with ``rng`` (None: micro-batch j
+    draws from the "sampling" stream of (step, j)), scores them, forms the
+    advantages over the whole step, and updates ``policy`` in place. Raises
+    RewardError for a failing reward, TrainingDiverged for a non-finite loss or
+    gradient (before the update) or a parameter or AdamW moment the update made
+    non-finite (after it: the policy is then changed, and must not be
+    checkpointed); an error on one rank is raised on every rank.
     Returns (stats dict, the new EMA baseline).
     """
     k = config.k
     xp = policy.xp
-    b = prompt_batch(encoded, indices)  # host arrays
-    input_ids = xp.asarray(b["input_ids"])
-    mask = xp.asarray(b["attention_mask"])
-    labels = sample_outputs(policy, input_ids, mask, k, rng, config.max_new_tokens,
-                            config.temperature, config.top_k, config.top_p)  # (B*k, L)
-    texts = decode_labels(tokenizer, labels)
-    rewards = score_outputs(reward, [examples[int(i)] for i in indices for _ in range(k)], texts)
-
+    micro = (list(indices) if isinstance(indices, list) and all(isinstance(i, np.ndarray) for i in indices)
+             else [np.asarray(indices)])
+    sizes = [len(i) * k for i in micro]  # sequences of each micro-batch
+    ends = np.cumsum(sizes)
+    mine = shard(len(micro), world.size, world.rank)
+    local, rows, error = [], [], None
+    try:
+        for j in mine:
+            idx = micro[j]
+            b = prompt_batch(encoded, idx)  # host arrays
+            input_ids = xp.asarray(b["input_ids"])
+            mask = xp.asarray(b["attention_mask"])
+            rng_j = seeds.generator(config.seed, "sampling", step, j) if rng is None else rng
+            labels = sample_outputs(policy, input_ids, mask, k, rng_j, config.max_new_tokens,
+                                    config.temperature, config.top_k, config.top_p)  # (B*k, L)
+            texts = decode_labels(tokenizer, labels)
+            rewards = score_outputs(reward, [examples[int(i)] for i in idx for _ in range(k)], texts)
+            with np.errstate(over="ignore", invalid="ignore"):
+                logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
+                ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
+                kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
+                k3 = token_kl_sums(logp, ref_logp, labels)  # (B*k,) sum_t k3 per sequence
+            n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)  # (B*k,)
+            local.append((j, cache, (input_ids, mask, labels, logp, ref_logp)))
+            rows.append(np.stack([rewards, kl, n_tok.astype(np.float64), k3], axis=1))  # (B*k, 4)
+    except Exception as e:  # noqa: BLE001 - every rank raises it
+        error = e
+    world.agree(error)
+    table = world.gather_rows(np.concatenate(rows) if rows else np.zeros((0, 4)))  # (N, 4)
+    rewards, kl, n_tok, k3 = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
     with np.errstate(over="ignore", invalid="ignore"):
-        logp, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)  # (B*k, L)
-        ref_logp = token_logprobs(reference, input_ids, labels, mask, repeats=k)
-        kl = to_numpy((logp - ref_logp).sum(axis=1)).astype(np.float64)  # (B*k,) k1 per sequence
         if config.algo == "grpo":
             adv = group_advantages(rewards.reshape(-1, k), config.scale_rewards)
         else:
             shaped = rewards - config.kl_coef * kl
             adv, ema = compute_advantages(shaped.reshape(-1, k), config.baseline, ema,
                                           config.ema_decay, config.whiten)
-        kl_token = token_kl(logp, ref_logp, labels)
+    adv = adv.reshape(-1)  # (N,) in the order of the step's sequences
+    n_seq, n_valid = int(ends[-1]), float(n_tok.sum())
     lr = lr_schedule(step, lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps,
                      kind=config.schedule, min_lr_ratio=config.min_lr_ratio)
-    if config.algo == "rloo" and config.num_iterations == 1:  # REINFORCE: rho = 1, nothing clipped
+    if config.algo != "rloo" or config.num_iterations > 1:
+        loss, norm, entropy, updates = _clipped_updates(policy, optimizer, local, sizes, ends, adv,
+                                                        n_seq, n_valid, lr, step, config, world)
+        return _stats(rewards, kl, k3, n_tok, adv, loss, entropy, norm, lr, updates), ema
+    # REINFORCE: rho = 1, nothing clipped
+    loss, entropy, grads, error = 0.0, 0.0, {}, None
+    try:
         with np.errstate(over="ignore", invalid="ignore"):
-            loss, grads, entropy = reinforce_backward(policy, adv.reshape(-1), cache,
-                                                      config.entropy_coef)
-        norm = _update(policy, optimizer, loss, grads, lr, step, config)
-        updates = {"clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0,
-                   "ratio_min": 1.0, "ratio_max": 1.0, "ratio_std": 0.0}
-    else:
-        loss, norm, entropy, updates = _clipped_updates(policy, optimizer, input_ids, mask, labels,
-                                                        logp, cache, ref_logp, adv, lr, step, config)
-    n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)
-    stats = {
+            for j, cache, _ in local:
+                lo, hi = int(ends[j]) - sizes[j], int(ends[j])
+                loss_j, g_j, entropy_j = reinforce_backward(policy, adv[lo:hi], cache,
+                                                            config.entropy_coef)
+                w = sizes[j] / n_seq  # the surrogate's mean over the step's sequences
+                loss += loss_j * w
+                add_grads(grads, g_j, weight=None if sizes[j] == n_seq else w)
+                # mean entropy over the step's sampled tokens
+                entropy += entropy_j * (float(n_tok[lo:hi].sum()) / max(n_valid, 1.0))
+    except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
+        error = e
+    loss, entropy = (float(v) for v in world.sum_or_raise([loss, entropy], error))
+    grads = allreduce_grads(world, grads, policy.params)
+    norm = _update(policy, optimizer, loss, grads, lr, step, config)
+    updates = {"clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0, "ratio_min": 1.0,
+               "ratio_max": 1.0, "ratio_std": 0.0}
+    return _stats(rewards, kl, k3, n_tok, adv, loss, entropy, norm, lr, updates), ema
+
+
+def _stats(rewards, kl, k3, n_tok, adv, loss, entropy, norm, lr, updates) -> dict[str, float]:
+    """A step's figures (metrics.jsonl): rewards, the KL (k1 per sequence; k3 per token), ..."""
+    return {
         "loss": loss, "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-        "kl": float(kl.mean()), "kl_token": kl_token, "entropy": entropy,
-        "adv_mean": float(adv.mean()), "adv_std": float(adv.std()),
+        "kl": float(kl.mean()), "kl_token": float(k3.sum()) / max(float(n_tok.sum()), 1.0),
+        "entropy": entropy, "adv_mean": float(adv.mean()), "adv_std": float(adv.std()),
         "adv_abs_max": float(np.abs(adv).max()), **updates,
         "output_tokens": float(n_tok.mean()), "lr": float(lr), "grad_norm": float(norm),
     }
-    return stats, ema
 
 
 def _update(policy, optimizer: AdamW, loss: float, grads, lr: float, step: int, config: RLConfig,
             update: str = "") -> float:
-    """Clip the gradient, check it, take the AdamW step, check the state; the gradient's norm."""
+    """Clip the (summed) gradient, check it, take the AdamW step, check the state; the norm."""
     with np.errstate(over="ignore", invalid="ignore"):
         norm = clip_grad_norm(grads, config.max_grad_norm)
     if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -231,37 +297,50 @@ def _update(policy, optimizer: AdamW, loss: float, grads, lr: float, step: int, 
     return norm
 
 
-def _clipped_updates(policy, optimizer, input_ids, mask, labels, logp, cache, ref_logp, adv,
-                     lr: float, step: int, config: RLConfig):
+def _clipped_updates(policy, optimizer, local, sizes, ends, adv, n_seq: int, n_valid: float,
+                     lr: float, step: int, config: RLConfig, world: Single):
     """``num_iterations`` AdamW steps on the clipped surrogate of the step's samples (grpo.py).
 
-    The first reuses the sampling pass (``logp``, ``cache``: pi_old itself, rho = 1); each
-    later one runs the teacher-forced pass on the updated policy. Returns (mean loss,
-    mean gradient norm, the sampling policy's entropy, the updates' clip and ratio figures).
+    ``local``: this rank's micro-batches (j, cache, (input_ids, mask, labels, logp, ref_logp));
+    their token weights are the whole step's (n_seq sequences, n_valid tokens), so their
+    gradients add up to one batch of all. The first update reuses the sampling pass (pi_old
+    itself, rho = 1); each later one runs the teacher-forced pass on the updated policy.
+    Returns (mean loss, mean gradient norm, the sampling policy's entropy, the updates' clip
+    and ratio figures).
     """
     mu, k = config.num_iterations, config.k
-    logp_old = logp.copy()  # (N, L) pi_old's token log-probs, fixed for the step
-    losses, norms, clips, ratios, entropy = [], [], [], [], None
+    old = {j: batch[3].copy() for j, _, batch in local}  # pi_old's token log-probs, fixed
+    caches = {j: cache for j, cache, _ in local}
+    losses, norms, ratio_rows, first_entropy = [], [], [], None
     for i in range(mu):
-        if i:
+        loss, entropy, grads, rows, error = 0.0, 0.0, {}, [], None
+        try:
             with np.errstate(over="ignore", invalid="ignore"):
-                _, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss, grads, st = clipped_loss_and_grads(policy, cache, logp_old, ref_logp,
-                                                     adv.reshape(-1), config)
-        cache = None  # free the pass before the next one
+                for j, _, (input_ids, mask, labels, _, ref_logp) in local:
+                    lo, hi = int(ends[j]) - sizes[j], int(ends[j])
+                    cache = caches.pop(j, None)
+                    if cache is None:  # a later update: the policy has moved
+                        _, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)
+                    loss_j, g_j, entropy_j, row = clipped_loss_and_grads(
+                        policy, cache, old[j], ref_logp, adv[lo:hi], config, n_seq=n_seq,
+                        n_tokens=n_valid)
+                    del cache
+                    loss += loss_j
+                    add_grads(grads, g_j)
+                    entropy += entropy_j * (float((to_numpy(labels) != IGNORE_INDEX).sum())
+                                            / max(n_valid, 1.0))
+                    rows.append(row)
+        except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
+            error = e
+        loss, entropy = (float(v) for v in world.sum_or_raise([loss, entropy], error))
+        grads = allreduce_grads(world, grads, policy.params)
         norms.append(_update(policy, optimizer, loss, grads, lr, step, config,
                              f" (update {i + 1} of {mu})" if mu > 1 else ""))
         losses.append(loss)
-        entropy = st["entropy"] if entropy is None else entropy
-        clips.append([st["clip_frac"], st["clip_frac_low"], st["clip_frac_high"]])
-        ratios.append(st["ratio_values"])
-    clip = np.mean(clips, axis=0)
-    rho = np.concatenate(ratios)
-    updates = {"clip_frac": float(clip[0]), "clip_frac_low": float(clip[1]),
-               "clip_frac_high": float(clip[2]), "ratio_min": float(rho.min()),
-               "ratio_max": float(rho.max()), "ratio_std": float(rho.std())}
-    return float(np.mean(losses)), float(np.mean(norms)), entropy, updates
+        first_entropy = entropy if first_entropy is None else first_entropy
+        ratio_rows.append(world.gather_rows(np.array(rows).reshape(-1, 8)))
+    updates = ratio_summary(np.concatenate(ratio_rows))
+    return float(np.mean(losses)), float(np.mean(norms)), first_entropy, updates
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -276,15 +355,15 @@ class RLTrainer(Trainer):
                  train_examples: Sequence[Example], train_data: EncodedDataset, config: RLConfig,
                  state: RLState, optimizer: AdamW | None = None,
                  eval_examples: Sequence[Example] | None = None,
-                 eval_data: EncodedDataset | None = None, run_info: dict | None = None):
+                 eval_data: EncodedDataset | None = None, run_info: dict | None = None,
+                 world: Single = SINGLE):
         if policy.device != reference.device:
             raise ValueError(f"the policy is on {policy.device} but the reference on {reference.device}")
         self.model, self.reference, self.tokenizer, self.reward = policy, reference, tokenizer, reward
         self.config, self.state, self.run_info = config, state, run_info
         self.optimizer = optimizer if optimizer is not None else AdamW(
             lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
-        self.rng = (seeds.generator(config.seed, "sampling") if state.rng_state is None
-                    else restore_generator(state.rng_state))
+        self.world = world
         self.train_examples, self.train_data = train_examples, train_data
         self.eval_examples, self.eval_data = eval_examples, eval_data
 
@@ -292,16 +371,19 @@ class RLTrainer(Trainer):
         ckpt.save_model(os.path.join(out_dir, REFERENCE_DIR), self.reference, self.tokenizer)
 
     def step(self) -> dict[str, Any]:
-        """rl_step on the next prompts of the epoch; its figures and its seconds ("step_s")."""
+        """rl_step on the next ``grad_accum`` batches of each rank; its figures and seconds ("step_s")."""
         c, s = self.config, self.state
-        order = prompt_order(len(self.train_examples), c.batch_size, c.seed, s.epoch)
         t0 = time.perf_counter()
+        micro = []
+        for _ in range(c.grad_accum * self.world.size):
+            order = prompt_order(len(self.train_examples), c.batch_size, c.seed, s.epoch)
+            micro.append(order[s.batch_in_epoch])
+            s.batch_in_epoch += 1
+            if s.batch_in_epoch == len(order):
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         stats, s.ema = rl_step(self.model, self.reference, self.optimizer, self.tokenizer,
-                               self.reward, self.train_examples, self.train_data,
-                               order[s.batch_in_epoch], s.step, c, self.rng, s.ema)
-        s.batch_in_epoch += 1
-        if s.batch_in_epoch == len(order):
-            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+                               self.reward, self.train_examples, self.train_data, micro, s.step, c,
+                               ema=s.ema, world=self.world)
         return {**stats, "step_s": time.perf_counter() - t0}
 
     def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
@@ -342,7 +424,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
            eval_examples: Sequence[Example] | None = None, eval_data: EncodedDataset | None = None,
            state: RLState | None = None, optimizer: AdamW | None = None,
            run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
-           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+           log: Callable[[str], None] | None = None, world: Single = SINGLE) -> dict[str, Any]:
     """Train ``policy`` in place with REINFORCE for ``config.steps`` steps; checkpoint into ``out_dir``.
 
     ``reference``: the frozen starting model (saved once in ``out_dir/reference``), on
@@ -354,9 +436,11 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
     the mean reward, KL, entropy and advantage statistics.
 
+    ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`).
+
     Returns {"step", "initial_eval", "final_eval", "best", "stopped_early"}.
     """
     trainer = RLTrainer(policy, reference, tokenizer, reward, train_examples, train_data, config,
-                        state or RLState(), optimizer, eval_examples, eval_data, run_info)
+                        state or RLState(), optimizer, eval_examples, eval_data, run_info, world)
     return run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
                log=log)

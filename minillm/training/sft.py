@@ -13,11 +13,17 @@ step, over ``grad_accum`` micro-batches k with n_k target tokens (N = sum n_k):
     lr_t   = warmup then cosine decay               (minillm.optim.lr_schedule)
     params = AdamW(params, g, lr_t)
 
-Dropout draws from one explicit ``numpy.random.Generator`` (the "dropout" stream
-of :mod:`minillm.seeds`), the batch order from the "order" stream of each epoch;
-the Generator's state, the optimizer moments, the step and the data position
-(epoch, batch) are the whole trainer state, so a resumed run is bit-for-bit the
-uninterrupted one.
+Dropout of micro-batch k of step t draws from its own stream,
+``seeds.generator(seed, "dropout", t, k)``, the batch order from the "order"
+stream of each epoch; so the optimizer moments, the step and the data position
+(epoch, batch) are the whole trainer state, a resumed run is bit-for-bit the
+uninterrupted one, and any split of a step's micro-batches draws the same masks.
+
+Data parallel (``mpiexec -n R``, :mod:`minillm.parallel`): a step is
+``grad_accum * R`` micro-batches, the same on every rank; rank r computes the
+contiguous block ``parallel.shard(grad_accum * R, R, r)`` with the weights n_k / N
+of the whole step, and one Allreduce sums the gradient. R ranks with
+``--batch-size b`` are one process with ``--batch-size b --grad-accum R``.
 
 Periodic evaluation on held-out prompts (:func:`minillm.evaluation.evaluate`):
 teacher-forced loss and perplexity, and exact match of greedy decoding, overall
@@ -42,9 +48,10 @@ from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
-from minillm.training.run_folder import JSONSettings, restore_generator
+from minillm.training.run_folder import JSONSettings
 
 
 @dataclass(frozen=True)
@@ -103,24 +110,29 @@ def count_tokens(batch: dict) -> tuple[int, int]:
 
 
 def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
-                       label_smoothing: float = 0.0) -> tuple[float, dict, int]:
+                       label_smoothing: float = 0.0, total: int | None = None) -> tuple[float, dict, int]:
     """Loss and gradient of the mean over every target token of all ``micro_batches``.
 
     Micro-batch k (n_k target tokens) is weighted n_k / N, N = sum n_k, so the
-    result equals one batch holding them all. Returns (loss, grads, N).
+    result equals one batch holding them all. ``rng``: the dropout Generator of
+    every micro-batch, or a sequence of one per micro-batch (None: no dropout).
+    ``total``: N when these micro-batches are a share of a larger step (a rank's
+    share under data parallelism): the loss and gradient are then that share's
+    part of the step's. Returns (loss, grads, N).
     """
     n = [count_tokens(b)[1] for b in micro_batches]
-    total = sum(n)
+    total = sum(n) if total is None else total
     if total == 0:
         raise ValueError("a batch without target tokens (every label is -100)")
+    rngs = rng if isinstance(rng, list | tuple) else [rng] * len(n)
     loss, grads = 0.0, {}
-    for b, n_k in zip(micro_batches, n, strict=True):
+    for b, n_k, rng_k in zip(micro_batches, n, rngs, strict=True):
         loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
-                                           rng=rng, label_smoothing=label_smoothing)
+                                           rng=rng_k, label_smoothing=label_smoothing)
         w = n_k / total
         loss += loss_k * w
-        # g = sum_k (n_k / N) grad loss_k; one micro-batch has weight 1 (its arrays kept, not copied)
-        add_grads(grads, g_k, weight=w if len(n) > 1 else None)
+        # g = sum_k (n_k / N) grad loss_k; the whole batch in one (weight 1) keeps its arrays
+        add_grads(grads, g_k, weight=None if n_k == total else w)
     return loss, grads, total
 
 
@@ -134,23 +146,46 @@ def on_model_device(model, batch: dict) -> dict:
     return {k: xp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "labels")}
 
 
+def dropout_generators(seed: int, step: int, indices) -> list[np.random.Generator]:
+    """The dropout Generator of each micro-batch ``indices`` of ``step``: a stream per (step, k)."""
+    return [seeds.generator(seed, "dropout", step, int(k)) for k in indices]
+
+
 def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[dict], step: int,
-               config: TrainConfig, total_steps: int, rng) -> dict[str, float]:
+               config: TrainConfig, total_steps: int, rng=None,
+               world: Single = SINGLE) -> dict[str, float]:
     """One optimizer step (``step`` is 0-based); TrainingDiverged when it goes non-finite.
+
+    ``micro_batches``: all of the step's micro-batches (host arrays; under data
+    parallelism every rank passes them all and computes its ``shard`` of them,
+    then the gradient is summed over the ranks). ``rng``: one dropout Generator
+    for every micro-batch (None: micro-batch k draws from the stream of (step, k),
+    :func:`dropout_generators`). The micro-batches computed here are moved to the
+    model's device.
 
     A non-finite loss or gradient is caught before the update; a parameter or
     AdamW moment that the update made NaN or inf, after it (the model is then
     already changed in place, so the caller must not checkpoint it; the run loop
-    does not).
+    does not). The ranks see the same summed loss, gradient and parameters, so
+    they stop together; an error on one rank stops every rank (``world.sum_or_raise``).
 
-    The micro-batches may be host arrays; they are moved to the model's device
-    here. Returns {"loss", "lr", "grad_norm", "tokens"} (Python numbers; tokens:
-    source + target, no padding).
+    Returns {"loss", "lr", "grad_norm", "tokens"} (Python numbers; tokens:
+    source + target of the whole step, no padding).
     """
     tokens = sum(sum(count_tokens(b)) for b in micro_batches)  # on the host, before the copy
-    micro_batches = [on_model_device(model, b) for b in micro_batches]
-    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
-        loss, grads, _ = sft_loss_and_grads(model, micro_batches, rng, config.label_smoothing)
+    total = sum(count_tokens(b)[1] for b in micro_batches)
+    mine = shard(len(micro_batches), world.size, world.rank)
+    rngs = dropout_generators(config.seed, step, mine) if rng is None else rng
+    loss, grads, error = 0.0, {}, None
+    try:
+        local = [on_model_device(model, micro_batches[k]) for k in mine]
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
+            loss, grads, _ = sft_loss_and_grads(model, local, rngs, config.label_smoothing, total)
+    except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
+        error = e
+    loss = float(world.sum_or_raise([loss], error)[0])
+    grads = allreduce_grads(world, grads, model.params)
+    with np.errstate(over="ignore", invalid="ignore"):
         norm = clip_grad_norm(grads, config.max_grad_norm)
     if not math.isfinite(loss):
         raise TrainingDiverged(f"step {step + 1}: the loss is {loss} (not finite)")
@@ -165,7 +200,7 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     if bad is not None:  # the model is updated in place: the run must not save it
         raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
                                "finite (NaN or inf)")
-    return {"loss": float(loss), "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
+    return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 
 # --------------------------------------------------------------------------- data order
@@ -200,23 +235,24 @@ class SFTTrainer(Trainer):
                  state: TrainState, optimizer: ScaledAdamW | None = None,
                  eval_examples: Sequence[Example] | None = None,
                  eval_data: EncodedDataset | None = None, periodic_eval: int | None = None,
-                 verifiers: dict | None = None, run_info: dict | None = None):
+                 verifiers: dict | None = None, run_info: dict | None = None,
+                 world: Single = SINGLE):
         self.model, self.tokenizer, self.config, self.state = model, tokenizer, config, state
         self.optimizer = optimizer if optimizer is not None else ScaledAdamW.from_config(config)
-        self.rng = (seeds.generator(config.seed, "dropout") if state.rng_state is None
-                    else restore_generator(state.rng_state))
+        self.world = world
         self.stream = batch_stream(train_data, config.batch_size, config.seed, state.epoch,
                                    state.batch_in_epoch)
         self.eval_examples, self.eval_data = eval_examples, eval_data
         self.periodic_eval, self.verifiers, self.run_info = periodic_eval, verifiers, run_info
 
     def step(self) -> dict[str, Any]:
+        """The next ``grad_accum`` micro-batches of each rank (all of them on every rank)."""
         micro = []
-        for _ in range(self.config.grad_accum):
+        for _ in range(self.config.grad_accum * self.world.size):
             batch, (self.state.epoch, self.state.batch_in_epoch) = next(self.stream)
             micro.append(batch)
         return train_step(self.model, self.optimizer, micro, self.state.step, self.config,
-                          self.config.steps, self.rng)
+                          self.config.steps, world=self.world)
 
     def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
         """The mean loss of the window, the last lr and gradient norm, tokens per second."""
@@ -239,7 +275,7 @@ class SFTTrainer(Trainer):
             examples = examples[:n]
             encoded = EncodedDataset(encoded.sources[:n], encoded.targets[:n], encoded.pad_id)
         return evaluate(self.model, self.tokenizer, examples, encoded, self.config.eval_batch_size,
-                        self.config.max_new_tokens, self.verifiers)
+                        self.config.max_new_tokens, self.verifiers, world=self.world)
 
     def eval_record(self, result: dict) -> dict[str, Any]:
         return {"loss": result["loss"], "perplexity": result["perplexity"],
@@ -265,7 +301,8 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
         periodic_eval: int | None = None, verifiers: dict | None = None,
         state: TrainState | None = None, optimizer: ScaledAdamW | None = None,
         run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
-        plot: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        plot: bool = True, log: Callable[[str], None] | None = None,
+        world: Single = SINGLE) -> dict[str, Any]:
     """Train ``model`` in place for ``config.steps`` optimizer steps; checkpoint into ``out_dir``.
 
     The run computes where ``model`` lives (``T5.to("cuda")`` for a GPU): each
@@ -280,12 +317,15 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     step is reached, although the schedule spans ``config.steps``. ``plot``: write
     loss.svg and tasks.svg at the end (:mod:`minillm.training.plot`).
 
+    ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`); rank 0
+    alone writes ``out_dir``, the progress bar and the log.
+
     Returns {"step", "final_eval" (or None), "best", "stopped_early", "plots" ({"loss"/"tasks":
     the SVG file written})}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
     trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
-                         eval_examples, eval_data, periodic_eval, verifiers, run_info)
+                         eval_examples, eval_data, periodic_eval, verifiers, run_info, world)
     out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
               plot=plot, log=log)
     return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "plots")}

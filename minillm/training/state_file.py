@@ -13,7 +13,8 @@ got "abc"``). Missing and unknown keys are refused too. The fields::
     step                    steps done: 0 <= step <= the config's steps; optimizer_t is
                             step * the config's num_iterations (1 when it has none)
     epoch, batch_in_epoch   the data position after ``step`` steps (exact for the built-in data)
-    rng_state               a bit generator of :data:`BIT_GENERATORS` and its state
+    rng_state               null (the trainers' streams are keyed by the step), or a bit
+                            generator of :data:`BIT_GENERATORS` and its state
     best                    null or {"step": <= step, figures: finite numbers}
     dtype                   one of :data:`DTYPES`, as in the folder's config.json
     train_config/rl_config  the trainer's settings: each field's type from its dataclass, then
@@ -21,6 +22,7 @@ got "abc"``). Missing and unknown keys are refused too. The fields::
     ema                     (REINFORCE) null or a finite number
     run                     the run's data and sizes (:data:`RUN_FIELDS`); {} for a run of the
                             library's fit() without a workflow
+    world_size              (optional, 1 when absent) the data-parallel ranks that trained it
 
 This module imports nothing of the training package, so the checkpoint reader
 can call it; the settings classes come in as an argument.
@@ -162,7 +164,9 @@ def check_settings(c: _Checker, key: str, d: Any, cls) -> Any:
 
 
 def check_rng_state(c: _Checker, s: Any) -> None:
-    """A PCG64 state as ``bit_generator.state`` gives it, restorable from :data:`BIT_GENERATORS`."""
+    """null, or a PCG64 state as ``bit_generator.state`` gives it, restorable from :data:`BIT_GENERATORS`."""
+    if s is None:
+        return
     c.keys("rng_state", s, ("bit_generator", "state", "has_uint32", "uinteger"))
     if not isinstance(s["bit_generator"], str) or s["bit_generator"] not in BIT_GENERATORS:
         raise c.fail("rng_state.bit_generator", f"expected one of {', '.join(BIT_GENERATORS)}",
@@ -215,7 +219,7 @@ def check_run(c: _Checker, run: Any, kind: str | None) -> None:
 
 def check_position(c: _Checker, state: dict, config, run: dict, kind: str | None) -> None:
     """epoch and batch_in_epoch within ``step`` steps; exact with the built-in data (``n_train``)."""
-    per_step = getattr(config, "grad_accum", 1)  # SFT: grad_accum micro-batches; RL: one batch
+    per_step = steps_batches(state, config)
     consumed = state["step"] * per_step
     c.int("epoch", state["epoch"], 0, consumed)
     c.int("batch_in_epoch", state["batch_in_epoch"], 0, consumed)
@@ -223,9 +227,15 @@ def check_position(c: _Checker, state: dict, config, run: dict, kind: str | None
         _exact_position(c, state, config, run["n_train"], kind)
 
 
+def steps_batches(state: dict, config) -> int:
+    """Batches one step takes: grad_accum (SFT and REINFORCE) on each of world_size ranks."""
+    world = state.get("world_size", 1)
+    return getattr(config, "grad_accum", 1) * (world if is_int(world) and world >= 1 else 1)
+
+
 def _exact_position(c: _Checker, state: dict, config, n: int, kind: str | None) -> None:
     step, epoch, batch = state["step"], state["epoch"], state["batch_in_epoch"]
-    per_step = getattr(config, "grad_accum", 1)
+    per_step = steps_batches(state, config)
     bs = config.batch_size
     per_epoch = -(-n // bs) if kind is None else (n // bs if n > bs else 1)
     if batch >= per_epoch or epoch * per_epoch + batch != step * per_step:
@@ -274,7 +284,10 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
         raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
                          f"this minillm reads {want}{run_kind}")
     key = CONFIG_KEYS[kind]
-    c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]), ("kind",) if kind else ())
+    c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]),
+           ("kind", "world_size") if kind else ("world_size",))
+    if "world_size" in state:
+        c.int("world_size", state["world_size"], 1, MAX_INT)
     cls = (config_classes or {}).get(key)
     if not isinstance(state[key], dict):
         raise c.fail(key, "expected an object", state[key])

@@ -51,16 +51,20 @@ def flag(name: str) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, world=None) -> None:
     """SettingsError in one line when ``device`` is unusable: 'cuda' without CuPy or a GPU.
 
     Workflows call this before they read or write anything, so a bad device
-    never leaves a half-made run folder behind.
+    never leaves a half-made run folder behind. Under data parallelism
+    (``world`` of more than one rank) each rank takes the GPU of its local rank
+    (:func:`minillm.backend.use_gpu`).
     """
-    from minillm.backend import xp_for
+    from minillm.backend import use_gpu, xp_for
 
     try:
         xp_for(device)
+        if device == "cuda" and world is not None and world.size > 1:
+            use_gpu(world.local_rank)
     except RuntimeError as e:
         raise SettingsError(str(e)) from None
 
@@ -183,6 +187,46 @@ def check_out(out: str, resume: bool, overwrite: bool, start: str | None = None,
         raise SettingsError(f"{out} is not a minillm run folder (it holds {shown}); pass "
                             "--overwrite to write a run into it (replacing a model there), "
                             "or another --out")
+
+
+@contextlib.contextmanager
+def world_folder(world, out: str, resume: bool, overwrite: bool, start: str | None = None,
+                 start_name: str = "--init") -> Iterator[None]:
+    """:func:`run_folder` for the ranks of a data-parallel run: rank 0 alone takes the lock.
+
+    An agreement point (:mod:`minillm.parallel`): when rank 0 cannot take the folder,
+    every rank raises (rank 0's message); the others wait for it, then go on.
+    """
+    if not world.is_root:
+        world.agree(None)
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        world.check(stack.enter_context, run_folder(out, resume, overwrite, start, start_name))
+        yield
+
+
+def check_world(out: str, state: dict, world) -> None:
+    """On resume: the ranks are as many as those the run was trained on (else one line)."""
+    saved = state.get("world_size", 1)
+    if saved != world.size:
+        how = "in one process (no mpiexec)" if saved == 1 else f"with mpiexec -n {saved}"
+        raise SettingsError(f"{out} was trained on {saved} rank(s), this is {world.size}: a step "
+                            f"is grad_accum x ranks micro-batches; resume it {how}")
+
+
+def run_fingerprint(model, n_train: int, config) -> str:
+    """What every rank of a data-parallel run must hold alike: sizes, settings, a parameter sum."""
+    import json
+
+    from minillm.backend import to_numpy
+
+    total = sum(float(to_numpy(v).astype("float64").sum()) for _, v in sorted(model.params.items()))
+    return json.dumps([model.num_parameters(), repr(total), n_train, config.to_dict()])
+
+
+def quiet(msg: str) -> None:
+    """The log of a rank other than 0: says nothing."""
 
 
 @contextlib.contextmanager

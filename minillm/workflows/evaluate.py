@@ -27,6 +27,12 @@ defaults (:data:`PLAIN`): ``n`` examples of the built-in suite's eval split,
 drawn on the "eval_data" stream of :mod:`minillm.seeds` as ``minillm train``
 draws its held-out split under the same seed; ``do_sample`` draws on the
 "generate" stream.
+
+Under ``mpiexec -n N`` (:mod:`minillm.parallel`) every rank loads the model and
+the data, decodes every N-th length-sorted batch (the batches one process
+decodes), and the outputs and loss terms are gathered: the result equals one
+process's. Rank 0 alone writes ``predictions``. Sampled decoding (one stream
+across the batches) is not split: it is refused under N > 1.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 from minillm import seeds
 from minillm.data import load_jsonl
 from minillm.evaluation import evaluate_model
+from minillm.parallel import Single, get_world
 from minillm.storage.fileio import atomic_path
 from minillm.training import RLConfig, TrainConfig, checkpoint
 from minillm.workflows.common import (
@@ -177,20 +184,46 @@ def run_held_out(run: RunFolder, tasks: Sequence[str] | None):
     return held, builtin_verifiers() if info["data"] is None else None
 
 
-def evaluate(settings: EvalSettings) -> dict[str, Any]:
+def evaluate(settings: EvalSettings, world: Single | None = None) -> dict[str, Any]:
     """Evaluate the folder ``settings.dir``; write ``settings.predictions`` (JSONL) when given.
 
     ValueError / FileNotFoundError (one line) for a bad folder, data or device.
+    ``world`` (default :func:`minillm.parallel.get_world`): the ranks split the
+    decoding; each returns the whole result.
     """
+    world = get_world() if world is None else world
+    s, run, model, tokenizer, examples, verifiers, data, max_target_len, gen = world.check(
+        _load, settings, world)
+    result = evaluate_model(model, tokenizer, examples, max_source_len=s.max_source_len,
+                            max_target_len=max_target_len, batch_size=s.batch_size,
+                            progress=not s.no_progress, verifiers=verifiers, world=world, **gen)
+    outputs = result.pop("outputs")
+    if s.predictions:
+        world.check(write_predictions if world.is_root else (lambda *a: None), s.predictions,
+                    examples, outputs)
+        result["predictions"] = s.predictions
+    result["data"] = data
+    result["max_source_len"], result["max_target_len"] = s.max_source_len, max_target_len
+    if run is not None:
+        result["run"] = {"folder": run.folder, "kind": run.kind, "step": run.step}
+    return result
+
+
+def _load(settings: EvalSettings, world: Single):
+    """Everything :func:`evaluate` needs, checked: (settings resolved, run folder or None, model,
+    tokenizer, examples, verifiers, data name, max_target_len, generation settings)."""
     from minillm.data.tasks import builtin_dataset
     from minillm.data.tokenizer import Tokenizer, check_vocab
     from minillm.model import T5
 
     check_settings(settings)
-    check_device(settings.device)
+    check_device(settings.device, world)
     tok_path = check_folder(settings.dir, "", "minillm eval needs the folder's tokenizer")
     run = run_of(settings.dir)
     s = resolved(settings, run)
+    if s.do_sample and world.size > 1:
+        raise ValueError("--do-sample draws one stream across the batches: it is not split over "
+                         "ranks; run it without mpiexec")
     own_data = run is not None and settings.data is None and settings.n is None and settings.seed is None
     if own_data:
         examples, verifiers = run_held_out(run, s.tasks)
@@ -210,18 +243,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     if s.do_sample:
         gen.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                    rng=seeds.generator(s.seed, "generate"))
-    result = evaluate_model(model, tokenizer, examples, max_source_len=s.max_source_len,
-                            max_target_len=max_target_len, batch_size=s.batch_size,
-                            progress=not s.no_progress, verifiers=verifiers, **gen)
-    outputs = result.pop("outputs")
-    if s.predictions:
-        write_predictions(s.predictions, examples, outputs)
-        result["predictions"] = s.predictions
-    result["data"] = data
-    result["max_source_len"], result["max_target_len"] = s.max_source_len, max_target_len
-    if run is not None:
-        result["run"] = {"folder": run.folder, "kind": run.kind, "step": run.step}
-    return result
+    return s, run, model, tokenizer, examples, verifiers, data, max_target_len, gen
 
 
 def write_predictions(path: str, examples, outputs: Sequence[str]) -> None:

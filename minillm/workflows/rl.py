@@ -35,6 +35,7 @@ from typing import Any
 
 from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_builtin_reward
 from minillm.optim import AdamW
+from minillm.parallel import Single, get_world
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
 from minillm.training.grpo import ALGOS, LOSS_TYPES, SCALE_REWARDS
 from minillm.training.reinforce import BASELINES
@@ -48,14 +49,17 @@ from minillm.workflows.common import (
     check_out,
     check_positive,
     check_run_files,
+    check_world,
     clear_run,
     data_sources,
     encode,
     load_run_data,
     log_to_stderr,
+    quiet,
     read_run,
-    run_folder,
+    run_fingerprint,
     warn_ignored,
+    world_folder,
 )
 from minillm.workflows.train import check_save_dtype, store_best
 
@@ -65,7 +69,7 @@ __all__ = ["ALGOS", "BASELINES", "DEFAULTS", "DEFAULT_OUT", "LOSS_TYPES", "RLRes
            "SCALE_REWARDS", "rl"]
 
 # RLSettings fields that are RLConfig fields
-CONFIG_FIELDS = ("steps", "batch_size", "k", "baseline", "ema_decay", "whiten", "kl_coef",
+CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "k", "baseline", "ema_decay", "whiten", "kl_coef",
                  "entropy_coef", "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm",
                  "temperature", "top_k", "top_p", "max_new_tokens", "seed", "eval_every",
                  "save_every", "algo", "num_iterations", "epsilon", "epsilon_high", "beta",
@@ -96,6 +100,7 @@ class RLSettings:
     overwrite: bool = False
     steps: int | None = None
     batch_size: int | None = None
+    grad_accum: int | None = None
     k: int | None = None
     algo: str | None = None
     num_iterations: int | None = None
@@ -161,45 +166,54 @@ class _Run:
     state: RLState | None = None
 
 
-def rl(settings: RLSettings, log: Log = log_to_stderr) -> RLResult:
+def rl(settings: RLSettings, log: Log = log_to_stderr, world: Single | None = None) -> RLResult:
     """Check everything, start or resume the run in ``settings.out``, train, evaluate.
 
     Raises ValueError / FileNotFoundError (SettingsError for contradictory settings
     or a folder in the way) before touching the folder, and
-    :class:`minillm.training.TrainingDiverged` on a non-finite loss.
+    :class:`minillm.training.TrainingDiverged` on a non-finite loss. ``world``
+    (default :func:`minillm.parallel.get_world`): data-parallel REINFORCE, as
+    :func:`minillm.workflows.train` (rank 0 alone holds the lock and writes).
     """
     t0 = time.perf_counter()
     s = settings
+    world = get_world() if world is None else world
+    log = log if world.is_root else quiet
+    world.check(_check, s, world)
+    folder = (s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
+    if s.resume:
+        with world_folder(world, *folder):  # the lock first: the state read is the one continued
+            return _rl(s, world.check(_resume, s, log, world), log, t0, world)
+    run = world.check(_start, s)  # reads the data and the models, imports the reward; writes nothing
+    with world_folder(world, *folder):  # taken before --overwrite clears the folder
+        return _rl(s, run, log, t0, world)
+
+
+def _check(s: RLSettings, world: Single) -> None:
     check_positive(s, ("n_train", "n_eval", "stop_after"))
     if s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
     if s.resume and s.overwrite:
         raise SettingsError("--resume and --overwrite contradict each other")
     check_save_dtype(s.save_dtype)
-    check_device(s.device)
+    check_device(s.device, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
-    folder = (s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
     if not s.resume:
         check_folder(s.dir, "DIR is a Hugging Face T5 folder", "DIR needs the model's tokenizer.json")
-    check_out(*folder)
-    if s.resume:
-        with run_folder(*folder):  # the lock first: the state read is the one the run continues
-            return _rl(s, _resume(s, log), log, t0)
-    run = _start(s)  # reads the data and the models, imports the reward; writes nothing
-    with run_folder(*folder):  # taken before --overwrite clears the folder
-        return _rl(s, run, log, t0)
+    check_out(s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
 
 
-def _rl(s: RLSettings, run: _Run, log: Log, t0: float) -> RLResult:
+def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResult:
     """Tune ``run`` (the folder's lock held) and evaluate."""
     cfg = run.config
-    _check_reward(run.reward, list(run.train) + list(run.held))
+    world.check(_check_reward, run.reward, list(run.train) + list(run.held))
+    world.same(run_fingerprint(run.policy, len(run.train), cfg), "the run (data, settings, model)")
     max_source_len = run.info["max_source_len"]
     train_enc = encode(run.train, run.tokenizer, max_source_len, MAX_TARGET_LEN)
     eval_enc = encode(run.held, run.tokenizer, max_source_len, MAX_TARGET_LEN) if run.held else None
     if not s.resume:
-        if s.overwrite and os.path.isdir(s.out):
+        if s.overwrite and os.path.isdir(s.out) and world.is_root:
             clear_run(s.out)
             if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
                 shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
@@ -207,25 +221,29 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float) -> RLResult:
                if cfg.algo == "grpo" else f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}")
         if cfg.num_iterations > 1:
             how += f", {cfg.num_iterations} clipped updates per step"
+        per_step = cfg.batch_size * cfg.grad_accum * world.size
+        ranks = f" on {world.size} ranks" if world.size > 1 else ""
         log(f"{how}) of {s.dir} with reward "
             f"{run.reward.name!r}: {len(run.train)} training and {len(run.held)} held-out prompts; "
-            f"{cfg.steps} steps of {cfg.batch_size} prompts x {cfg.k} samples; run folder {s.out}")
+            f"{cfg.steps} steps of {per_step} prompts x {cfg.k} samples{ranks}; run folder {s.out}")
     result = fit_rl(run.policy, run.reference, run.tokenizer, run.reward, run.train, train_enc, cfg,
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
-                    progress=not s.no_progress, log=log)
-    store_best(s.out, run.tokenizer, s.save_dtype, run.policy.dtype, log)
+                    progress=not s.no_progress, log=log, world=world)
+    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+                s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],
                     best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,
                     seconds=time.perf_counter() - t0)
 
 
-def _resume(s: RLSettings, log: Log) -> _Run:
+def _resume(s: RLSettings, log: Log, world: Single) -> _Run:
     """The run in ``s.out`` as its last checkpoint left it (only ``steps`` may be extended)."""
     from minillm.model import T5
 
     state_json = read_run(s.out, "rl")
+    check_world(s.out, state_json, world)
     info = state_json["run"]
     reward = _resumed_reward(s.out, info.get("reward"), s.reward)  # before anything else is read
     cfg = RLConfig.from_dict(state_json["rl_config"])

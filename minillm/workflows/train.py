@@ -27,6 +27,7 @@ from typing import Any
 from minillm import seeds
 from minillm.data import Example, num_batches
 from minillm.optim import ScaledAdamW
+from minillm.parallel import Single, get_world
 from minillm.training import TrainConfig, TrainState, checkpoint, fit
 from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
@@ -39,6 +40,7 @@ from minillm.workflows.common import (
     check_out,
     check_positive,
     check_run_files,
+    check_world,
     clear_run,
     data_sources,
     describe,
@@ -46,9 +48,11 @@ from minillm.workflows.common import (
     flag,
     load_run_data,
     log_to_stderr,
+    quiet,
     read_run,
-    run_folder,
+    run_fingerprint,
     warn_ignored,
+    world_folder,
 )
 from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
 
@@ -181,57 +185,73 @@ def store_best(out: str, tokenizer, save_dtype: str | None, model_dtype, log: Lo
         log(f"{os.path.join(out, checkpoint.BEST_DIR)} (step {step}) stored in {save_dtype}")
 
 
-def train(settings: TrainSettings, log: Log = log_to_stderr) -> TrainResult:
+def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | None = None) -> TrainResult:
     """Check everything, build or resume the run in ``settings.out``, train, evaluate at the end.
 
     ``log`` gets one-line notes (the run's size, resuming, truncated data, the
     trainer's progress). Raises ValueError / FileNotFoundError (SettingsError for
     contradictory settings or a run folder in the way) before touching the folder,
     and :class:`minillm.training.TrainingDiverged` on a non-finite loss.
+
+    ``world`` (default: :func:`minillm.parallel.get_world`, the ranks mpiexec
+    started): data-parallel training, each step ``grad_accum`` micro-batches on
+    every rank. Every rank checks and builds the same run; rank 0 alone holds the
+    folder's lock, writes it and logs; a failure on any rank stops them all.
     """
     t0 = time.perf_counter()
     s = settings
-    check_settings(s)
-    check_device(s.device)
+    world = get_world() if world is None else world
+    log = log if world.is_root else quiet
+    world.check(_check, s, world)
     folder = (s.out, s.resume, s.overwrite, s.init, "--init")
-    check_out(*folder)
     if s.resume:
-        with run_folder(*folder):  # the lock first: the state read is the one the run continues
-            return _train(s, _resume(s, log), log, t0)
-    run = _start(s)  # reads the data and builds the model; writes nothing
-    with run_folder(*folder):  # taken before --overwrite clears the folder
-        return _train(s, run, log, t0)
+        with world_folder(world, *folder):  # the lock first: the state read is the one continued
+            return _train(s, world.check(_resume, s, log, world), log, t0, world)
+    run = world.check(_start, s, world.size)  # reads the data and builds the model; writes nothing
+    with world_folder(world, *folder):  # taken before --overwrite clears the folder
+        return _train(s, run, log, t0, world)
 
 
-def _train(s: TrainSettings, run: _Run, log: Log, t0: float) -> TrainResult:
+def _check(s: TrainSettings, world: Single) -> None:
+    check_settings(s)
+    check_device(s.device, world)
+    check_out(s.out, s.resume, s.overwrite, s.init, "--init")
+
+
+def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> TrainResult:
     """Train ``run`` (the folder's lock held) and evaluate at the end."""
     info, cfg = run.info, run.config
+    world.same(run_fingerprint(run.model, len(run.train), cfg), "the run (data, settings, model)")
     train_enc = encode(run.train, run.tokenizer, info["max_source_len"], info["max_target_len"],
                        "training", log)
     eval_enc = (encode(run.held, run.tokenizer, info["max_source_len"], info["max_target_len"],
                        "held-out", log) if run.held else None)
     if not s.resume:
-        if s.overwrite and os.path.isdir(s.out):
+        if s.overwrite and os.path.isdir(s.out) and world.is_root:
             clear_run(s.out)
+        ranks = f" ({world.size} ranks x {cfg.grad_accum * cfg.batch_size})" if world.size > 1 else ""
         log(f"{run.model.num_parameters():,} parameters ({describe(run.model.config)}), "
             f"vocab {run.model.config.vocab_size}; {len(run.train)} training and {len(run.held)} "
-            f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum} "
-            f"examples; run folder {s.out}")
+            f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum * world.size} "
+            f"examples{ranks}; run folder {s.out}")
     verifiers = builtin_verifiers() if info["data"] is None else None
     result = fit(run.model, run.tokenizer, train_enc, cfg, s.out, eval_examples=run.held,
                  eval_data=eval_enc, periodic_eval=info.get("n_eval_periodic"),
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
-                 stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log)
-    store_best(s.out, run.tokenizer, s.save_dtype, run.model.dtype, log)
+                 stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
+                 world=world)
+    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+                s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
                        stopped_early=result["stopped_early"], resumed=s.resume,
                        seconds=time.perf_counter() - t0, plots=result["plots"])
 
 
-def _resume(s: TrainSettings, log: Log) -> _Run:
+def _resume(s: TrainSettings, log: Log, world: Single) -> _Run:
     """The run in ``s.out`` as its last checkpoint left it (only ``steps`` may be extended)."""
     state_json = read_run(s.out, "sft")
+    check_world(s.out, state_json, world)
     info = state_json["run"]
     cfg = TrainConfig.from_dict(state_json["train_config"])
     warn_ignored(s, RUN_FIELDS, "train", log)
@@ -251,8 +271,11 @@ def _resume(s: TrainSettings, log: Log) -> _Run:
     return _Run(info, cfg, train_ex, held, model, tokenizer, optimizer, state)
 
 
-def _start(s: TrainSettings) -> _Run:
-    """A new run: the preset overridden by the settings given, its data, tokenizer and model."""
+def _start(s: TrainSettings, ranks: int = 1) -> _Run:
+    """A new run: the preset overridden by the settings given, its data, tokenizer and model.
+
+    ``ranks``: data-parallel processes (a step then takes grad_accum x ranks micro-batches).
+    """
     preset = get_preset(s.preset)
     seed = 0 if s.seed is None else s.seed
     info = {
@@ -268,20 +291,22 @@ def _start(s: TrainSettings) -> _Run:
     }
     info.update(data_sources(s))
     train_ex, held = load_run_data(info, "sft_data")
-    cfg = _train_config(s, preset, seed, len(train_ex))
+    cfg = _train_config(s, preset, seed, len(train_ex), ranks)
     model, tokenizer = _build_model(s, preset, train_ex, seed)
     return _Run(info, cfg, train_ex, held, model, tokenizer)
 
 
-def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int) -> TrainConfig:
-    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps."""
+def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int,
+                  ranks: int = 1) -> TrainConfig:
+    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps
+    (of grad_accum x ``ranks`` micro-batches each)."""
     training = dict(preset.training, seed=seed)
     for name in CONFIG_FIELDS:
         if getattr(s, name) is not None:
             training[name] = getattr(s, name)
     if s.epochs is not None:
         per_epoch = num_batches(n_train, training["batch_size"])
-        training["steps"] = max(1, round(s.epochs * per_epoch / training.get("grad_accum", 1)))
+        training["steps"] = max(1, round(s.epochs * per_epoch / (training.get("grad_accum", 1) * ranks)))
     return TrainConfig(**training)
 
 

@@ -1,0 +1,290 @@
+"""Data parallelism over MPI: which process of how many this is, and the few collectives minillm uses.
+
+    world = parallel.get_world()        # Single() without mpiexec; MPIWorld() under mpiexec -n N > 1
+    world.rank, world.size, world.local_rank
+    grads = allreduce_grads(world, grads, names)   # one in-place Allreduce of one flat buffer
+    world.agree(error)                  # every rank raises when any rank failed (no hang)
+
+The only module that imports mpi4py, and only when launched by an MPI launcher
+with more than one process; without one (or with N = 1) nothing here imports it
+and :class:`Single` is a no-op world. A launch is read from the variables the
+launchers set (:data:`SIZE_VARIABLES`, in that order):
+
+    OMPI_COMM_WORLD_SIZE    Open MPI's mpiexec / mpirun
+    PMI_SIZE                MPICH's and Intel MPI's mpiexec (Hydra), srun --mpi=pmi2
+    SLURM_STEP_NUM_TASKS    srun (set in each task of a job step; a batch script's own shell is
+                            not a step, so ``sbatch`` alone stays one process)
+    PMIX_RANK               PMIx launchers (srun --mpi=pmix, prterun): no size variable, so
+                            MPI itself is asked
+
+How the data-parallel trainers use it (:mod:`minillm.training.sft`, :mod:`.rl`):
+every rank builds the same model, tokenizer and data order from the seed and
+walks the whole step's micro-batches; rank r computes the gradients of its
+share (:func:`shard`: a contiguous block), each micro-batch k weighted by
+n_k / N with N the target tokens of the whole step, then one ``Allreduce``
+(MPI_SUM, in the gradient's dtype) over one flat host buffer (:func:`flatten`:
+the tensors in sorted-name order) gives every rank the step's gradient. The sum
+of two numbers is the same in either order, so 2 ranks of one micro-batch each
+are bit-identical to one process with ``--grad-accum 2``; with more ranks or
+micro-batches per rank MPI's reduction tree re-associates the sum, which then
+agrees to rounding (about 1e-7 relative in float32). A GPU's gradients go
+through that host buffer too (no CUDA-aware MPI is assumed).
+
+No pickle crosses ranks: text (error messages, decoded outputs as JSON) travels as
+UTF-8 bytes in NumPy buffers (:meth:`World.gather_texts`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from minillm.backend import get_xp, to_numpy
+
+SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
+PMIX_VARIABLE = "PMIX_RANK"
+
+
+def launched_size(environ: Mapping[str, str] | None = None) -> int | None:
+    """The number of processes a launcher started (1: none), from ``environ``; None: ask MPI (PMIx).
+
+    A size variable that is not a positive integer is a ValueError naming it.
+    """
+    env = os.environ if environ is None else environ
+    for name in SIZE_VARIABLES:
+        if name in env:
+            try:
+                n = int(env[name])
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise ValueError(f"environment variable {name}={env[name]!r} is not a process count")
+            return n
+    return None if PMIX_VARIABLE in env else 1
+
+
+class ParallelError(RuntimeError):
+    """Another rank failed: its message, its exception's class names (``kinds``, the MRO) and rank.
+
+    Raised on every rank but the failing one, which re-raises its own exception.
+    """
+
+    minillm_agreed = True
+
+    def __init__(self, message: str, kinds: Sequence[str], rank: int):
+        super().__init__(message)
+        self.kinds, self.rank = tuple(kinds), rank
+
+
+def mark_agreed(error: BaseException) -> None:
+    """Mark ``error`` as raised on every rank (by :meth:`Single.agree`): no rank is left waiting."""
+    try:
+        error.minillm_agreed = True
+    except AttributeError:  # pragma: no cover - exceptions with __slots__
+        pass
+
+
+def is_agreed(error: BaseException) -> bool:
+    """Whether every rank raised ``error`` (or its :class:`ParallelError`) at one agreement point."""
+    return bool(getattr(error, "minillm_agreed", False))
+
+
+def error_message(error: BaseException) -> str:
+    """The one line an error says (a KeyError's argument, not its repr)."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error)
+
+
+class Single:
+    """The world of one process: rank 0 of 1; every collective returns its input."""
+
+    rank, size, local_rank = 0, 1, 0
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def allreduce_(self, buf: np.ndarray) -> np.ndarray:
+        """Sum ``buf`` (a contiguous host array) over the ranks, in place; returns it."""
+        return buf
+
+    def gather_texts(self, text: str) -> list[str]:
+        """Every rank's ``text``, in rank order, on every rank."""
+        return [text]
+
+    def gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Every rank's float64 ``rows`` (n_r, C) stacked in rank order (sum n_r, C), on every rank."""
+        return np.asarray(rows, dtype=np.float64)
+
+    def agree(self, error: BaseException | None) -> None:
+        """Every rank calls this at the same point: when any rank passes an error, all raise.
+
+        The failing rank re-raises its own exception; the others raise
+        :class:`ParallelError` with the lowest failing rank's message. Nothing
+        happens when every rank passes None.
+        """
+        if error is not None:
+            mark_agreed(error)
+            raise error
+
+    def sum_or_raise(self, values: Sequence[float], error: BaseException | None = None) -> np.ndarray:
+        """The sums over the ranks of a few float64 ``values`` (one small Allreduce), or all raise.
+
+        A rank that failed passes its ``error`` (its values are then ignored): every
+        rank sees the failure in the same reduction and goes on to :meth:`agree`.
+        """
+        buf = np.array([*values, 0.0 if error is None else 1.0], dtype=np.float64)
+        self.allreduce_(buf)
+        if buf[-1] > 0:
+            self.agree(error)
+        return buf[:-1]
+
+    def same(self, text: str, what: str) -> None:
+        """Every rank holds the same ``text`` (a fingerprint of ``what``), else all raise ValueError."""
+        texts = self.gather_texts(text)
+        odd = [r for r, t in enumerate(texts) if t != texts[0]]
+        if odd:
+            error = ValueError(f"the {self.size} ranks disagree on {what} (rank {odd[0]} differs "
+                               "from rank 0): give every rank the same command, data and files")
+            mark_agreed(error)  # every rank saw the same texts: all raise it here
+            raise error
+
+    def check(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` as one agreement point: its result, or every rank raises."""
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - handed to every rank by agree
+            self.agree(e)
+            raise
+        self.agree(None)
+        return out
+
+    def abort(self, code: int) -> None:
+        """End every rank (an error that escaped the agreement points); one process: nothing."""
+
+
+class MPIWorld(Single):
+    """MPI_COMM_WORLD through mpi4py (imported here, on first use)."""
+
+    def __init__(self):
+        from mpi4py import MPI
+
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # the rank among the processes of this node (which GPU to take)
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+    def allreduce_(self, buf: np.ndarray) -> np.ndarray:
+        if not (isinstance(buf, np.ndarray) and buf.flags.c_contiguous):
+            raise TypeError("allreduce_ needs a contiguous NumPy buffer")
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def gather_texts(self, text: str) -> list[str]:
+        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self.comm.Allgather(np.array([data.size], dtype=np.int64), sizes)
+        out = np.empty(int(sizes.sum()), dtype=np.uint8)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.comm.Allgatherv(np.ascontiguousarray(data), [out, sizes, offsets, self.MPI.BYTE])
+        return [out[o:o + s].tobytes().decode("utf-8") for o, s in zip(offsets, sizes, strict=True)]
+
+    def gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        width = rows.shape[1]
+        counts = np.zeros(self.size, dtype=np.int64)
+        self.comm.Allgather(np.array([rows.size], dtype=np.int64), counts)
+        out = np.empty(int(counts.sum()), dtype=np.float64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.comm.Allgatherv(rows.reshape(-1), [out, counts, offsets, self.MPI.DOUBLE])
+        return out.reshape(-1, width)  # (sum n_r, C)
+
+    def agree(self, error: BaseException | None) -> None:
+        mine = "" if error is None else json.dumps(
+            {"kinds": [c.__name__ for c in type(error).__mro__], "message": error_message(error)})
+        texts = self.gather_texts(mine)
+        failed = [(r, json.loads(t)) for r, t in enumerate(texts) if t]
+        if not failed:
+            return
+        if error is not None:
+            mark_agreed(error)
+            raise error
+        rank, first = failed[0]
+        raise ParallelError(first["message"], first["kinds"], rank)
+
+    def abort(self, code: int) -> None:
+        self.comm.Abort(code)
+
+
+@functools.lru_cache(maxsize=1)
+def get_world() -> Single:
+    """This process's world, made once (MPI is initialised once per process): see the module docstring."""
+    n = launched_size()
+    if n == 1:
+        return Single()
+    world = MPIWorld()
+    return world if world.size > 1 else Single()
+
+
+SINGLE = Single()
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def shard(n: int, size: int, rank: int) -> range:
+    """The items of ``rank``: a contiguous block of ``n`` items split as evenly as possible.
+
+    The first ``n % size`` ranks take one more; every item has exactly one rank.
+    """
+    if not (0 <= rank < size):
+        raise ValueError(f"rank {rank} is not in a world of {size}")
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def flatten(tensors: Mapping[str, object], names: Sequence[str], dtype) -> np.ndarray:
+    """One contiguous host buffer (P,) of the tensors ``names``, in that order (missing: zeros)."""
+    sizes = [int(np.prod(tensors[n].shape)) for n in names]
+    buf = np.empty(sum(sizes), dtype=dtype)
+    at = 0
+    for name, size in zip(names, sizes, strict=True):
+        buf[at:at + size] = to_numpy(tensors[name]).reshape(-1)
+        at += size
+    return buf
+
+
+def unflatten(buf: np.ndarray, like: Mapping[str, object], names: Sequence[str]) -> dict:
+    """Inverse of :func:`flatten`: tensors shaped as ``like[name]`` on its device (host: views)."""
+    out, at = {}, 0
+    for name in names:
+        ref = like[name]
+        size = int(np.prod(ref.shape))
+        out[name] = get_xp(ref).asarray(buf[at:at + size].reshape(ref.shape))  # (ref.shape)
+        at += size
+    if at != buf.size:
+        raise ValueError(f"a buffer of {buf.size} numbers for tensors of {at}")
+    return out
+
+
+def allreduce_grads(world: Single, grads: dict, params: Mapping[str, object]) -> dict:
+    """Every rank's ``grads`` summed, keyed like ``params`` (sorted names), in one Allreduce.
+
+    A parameter a rank has no gradient for contributes zeros. The result keeps the
+    key order of ``grads`` (the model's backward order, the same on every rank): a
+    global norm summed over it then equals one process's bit for bit. One process:
+    ``grads`` itself.
+    """
+    if world.size == 1:
+        return grads
+    names = sorted(params)
+    dtype = np.dtype(next(iter(params.values())).dtype)
+    full = {n: grads[n] if n in grads else np.zeros(params[n].shape, dtype) for n in names}
+    summed = unflatten(world.allreduce_(flatten(full, names, dtype)), params, names)
+    return {n: summed[n] for n in [*grads, *(n for n in params if n not in grads)]}
