@@ -189,9 +189,10 @@ def timed_run(args, sft: str, name: str, quiet) -> dict:
     return curve(out)
 
 
-def first_time(c: dict, level: float) -> float | None:
-    """The training seconds of the first evaluation at or above ``level`` (None: never)."""
-    return next((s for s, r in zip(c["seconds"], c["reward"], strict=True) if r >= level), None)
+def first_time(c: dict, level: float) -> tuple[float, float] | None:
+    """(training seconds, KL) of the first evaluation at or above ``level`` (None: never)."""
+    return next(((s, kl) for s, r, kl in zip(c["seconds"], c["reward"], c["kl"], strict=True)
+                 if r >= level), None)
 
 
 def at_time(c: dict, t: float) -> tuple[float, float]:
@@ -228,14 +229,14 @@ def compare(args, sft: str, t0: float) -> int:
     print(f"\n3. held-out {args.task}, {args.n_eval} prompts, greedy reward of the verifier "
           f"(start {next(iter(curves.values()))['reward'][0]:.3f})")
     print(f"{'run':>10} {'steps':>6} {'seconds':>8} {'final':>7} {'KL':>6} {'best':>6} "
-          f"{f'at {T:.0f} s':>9} {'to 0.90':>8} {'to RLOO1 final':>15}")
+          f"{f'at {T:.0f} s':>9} {'to 0.90 (KL)':>14} {'to RLOO1 final':>15}")
     for name, c in curves.items():
         reach = first_time(c, 0.90)
         to_base = first_time(c, target) if target is not None else None
         print(f"{LABELS[name]:>10} {c['step'][-1]:>6} {c['seconds'][-1]:>8.0f} {c['reward'][-1]:>7.3f} "
               f"{c['kl'][-1]:>6.2f} {max(c['reward']):>6.3f} {at_time(c, T)[0]:>9.3f} "
-              f"{'-' if reach is None else f'{reach:.0f} s':>8} "
-              f"{'-' if to_base is None else f'{to_base:.0f} s':>15}")
+              f"{'-' if reach is None else f'{reach[0]:.0f} s ({reach[1]:.2f})':>14} "
+              f"{'-' if to_base is None else f'{to_base[0]:.0f} s':>15}")
     path = os.path.join(args.out, "reward_vs_seconds.svg")
     with open(path, "w", encoding="utf-8") as f:
         f.write(chart(curves, f"held-out {args.task} against training seconds"))

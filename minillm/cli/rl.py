@@ -78,7 +78,8 @@ def _data_flags(g) -> None:
 def _training_flags(t) -> None:
     """The REINFORCE settings: None by default, so that --resume can tell which were given."""
     d = DEFAULTS
-    t.add_argument("--steps", type=int, help=f"optimizer steps [{d.steps}]")
+    t.add_argument("--steps", type=int,
+                   help=f"steps, each a batch of samples and --num-iterations updates [{d.steps}]")
     t.add_argument("--batch-size", type=int,
                    help=f"prompts per micro-batch (per rank under mpiexec) [{d.batch_size}]")
     t.add_argument("--grad-accum", type=int,
