@@ -816,3 +816,31 @@ def test_rl_experiment_compare_writes_the_table_and_the_picture(tmp_path):
     for c in curves.values():  # each ran about its budget (its last chunk sized by its mean step)
         assert 0.5 * 4 < c["train_seconds"] < 4 * 4 and c["seconds"][0] == 0 and len(c["reward"]) >= 2
         assert c["seconds"] == sorted(c["seconds"])
+
+
+@pytest.mark.parametrize("algo,extra", [("grpo", dict(loss_type="grpo", beta=0.3)),
+                                        ("grpo", dict(loss_type="dr_grpo")),
+                                        ("grpo", dict(loss_type="dapo")), ("rloo", {})])
+def test_clipped_loss_of_a_steps_parts_adds_up_to_the_whole(algo, extra):
+    """Micro-batches (or ranks) of a step, each normalised by the step's sequences and tokens:
+    their losses and gradients sum to the step's as one batch (the entropy bonus included)."""
+    from minillm.training.grpo import clipped_loss_and_grads
+    from minillm.training.reinforce import reinforce_forward
+
+    _, model, input_ids, mask, labels, old, ref, adv, cfg, cache = _clipped_case(
+        14, algo, entropy_coef=0.4, **extra)
+    whole_loss, whole, _, _ = clipped_loss_and_grads(model, cache, old, ref, adv, cfg)
+    k, n_tok = cfg.k, float((labels != -100).sum())
+    loss, total = 0.0, {}
+    for b in range(input_ids.shape[0]):  # one prompt (its k samples) a part
+        rows = slice(b * k, (b + 1) * k)
+        _, part_cache = reinforce_forward(model, input_ids[b:b + 1], labels[rows], mask[b:b + 1],
+                                          repeats=k)
+        part_loss, g, _, _ = clipped_loss_and_grads(model, part_cache, old[rows], ref[rows], adv[rows],
+                                                    cfg, n_seq=len(labels), n_tokens=n_tok)
+        loss += part_loss
+        for name, v in g.items():
+            total[name] = total.get(name, 0) + v
+    assert loss == pytest.approx(whole_loss, rel=1e-12)
+    for name, g in whole.items():
+        np.testing.assert_allclose(total[name], g, rtol=1e-10, atol=1e-15, err_msg=name)

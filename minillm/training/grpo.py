@@ -106,7 +106,9 @@ def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config
     cache: :func:`minillm.training.reinforce.reinforce_forward`'s (its log-probs are
     log pi); logp_old, ref_logp (N, L); advantages (N,). config: an RLConfig (algo,
     epsilon, epsilon_high, beta, loss_type, max_new_tokens, entropy_coef). n_seq /
-    n_tokens: the step's sequences and tokens when this batch is a part of it.
+    n_tokens: the step's sequences and tokens when this batch is a part of it (the
+    entropy bonus is then this batch's share of the mean over the step's tokens), so
+    the parts' losses and gradients add up to those of the step as one batch.
     Returns (loss, grads keyed like params, mean entropy, the "ratios" row: the
     :data:`RATIO_FIGURES` of rho over the sampled tokens (grpo) or sequences (rloo)).
     """
@@ -145,8 +147,9 @@ def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config
         dlogp = dseq * valid
         ratio, clip_mask = s_cache[0], None
     # token_loss = -logp  =>  d loss / d token_loss = -dlogp
+    share = 1.0 if n_tokens is None else float(to_numpy(valid).sum()) / max(float(n_tokens), 1.0)
     bonus, grads, entropy = seeded_backward(policy, (-dlogp).reshape(-1), cache,
-                                            config.entropy_coef)
+                                            config.entropy_coef * share)
     rho = to_numpy(ratio).astype(np.float64)[to_numpy(valid) if clip_mask is not None
                                              else np.ones((N, 1), bool)]  # the ratios counted
     fr = clip_fractions(s_cache, clip_mask)
