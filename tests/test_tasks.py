@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from minillm.data import Example, load_jsonl
-from minillm.data.tasks import TASKS, builtin_dataset, english_words, french_words, instance_split
+from minillm.data.tasks import (
+    TASKS,
+    builtin_dataset,
+    english_words,
+    french_words,
+    instance_split,
+    task_counts,
+)
 from minillm.data.tasks.codegen import build_expression, describe
 from minillm.data.tasks.safe_eval import SafeEvalError, safe_eval
 
@@ -254,6 +261,26 @@ def test_builtin_dataset_is_deterministic_and_balanced():
         builtin_dataset(5, tasks=["nope"])
     with pytest.raises(ValueError, match="split"):
         builtin_dataset(5, split="test")
+
+
+def test_task_weights_set_the_mix_and_equal_weights_keep_the_balanced_suite():
+    names = list(TASKS)
+    # equal weights: n // k each, one more for the first n % k (the balanced suite)
+    assert task_counts(22, names) == {t: 3 if i < 4 else 2 for i, t in enumerate(names)}
+    assert task_counts(22, names, {t: 2.0 for t in names}) == task_counts(22, names)
+    assert builtin_dataset(50, seed=1, weights={t: 1 for t in names}) == builtin_dataset(50, seed=1)
+    # qa three times as often: 110 examples = 30 qa + 10 of each of the other eight
+    mixed = builtin_dataset(110, seed=1, weights={"qa": 3})
+    assert {t: sum(ex.task == t for ex in mixed) for t in names} == {
+        t: 30 if t == "qa" else 10 for t in names}
+    # largest remainder: 10 * (1, 1, 2) / 4 = (2.5, 2.5, 5) -> (3, 2, 5), the tie to the earlier task
+    assert task_counts(10, ["a", "b", "c"], {"c": 2}) == {"a": 3, "b": 2, "c": 5}
+    assert sum(task_counts(1001, names, {"qa": 2.5, "uppercase": 0.5}).values()) == 1001
+    with pytest.raises(ValueError, match="not in"):
+        task_counts(10, ["qa"], {"uppercase": 2})
+    for bad in (0, -1, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="positive number"):
+            task_counts(10, ["qa"], {"qa": bad})
 
 
 def test_builtin_dataset_draws_each_split_from_its_named_stream():

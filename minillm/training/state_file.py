@@ -58,12 +58,14 @@ RUN_FIELDS = {
            "init": (_OPT_STR, None), "n_train": (_INT, 1), "n_eval": (_OPT_INT, 1),
            "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "max_target_len": (_INT, 2), "data_sha256": (_OPT_STR, None),
-           "eval_data_sha256": (_OPT_STR, None)},
+           "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None)},
     "rl": {"start": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
            "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
            "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None)},
 }
+# run fields a state written before them lacks (read as null)
+OPTIONAL_RUN_FIELDS = ("task_weights",)
 
 
 class StateError(ValueError):
@@ -199,9 +201,10 @@ def check_run(c: _Checker, run: Any, kind: str | None) -> None:
     if run == {}:  # a run of the library's fit() without a workflow: no data of its own
         return
     table = RUN_FIELDS[kind]
-    c.keys("run", run, tuple(table))
+    c.keys("run", run, tuple(k for k in table if k not in OPTIONAL_RUN_FIELDS),
+           tuple(k for k in table if k in OPTIONAL_RUN_FIELDS))
     for name, (allowed, lo) in table.items():
-        c.typed(f"run.{name}", run[name], allowed, lo)
+        c.typed(f"run.{name}", run.get(name), allowed, lo)
     if run["data"] is None and run["n_eval"] is None:
         raise c.fail("run.n_eval", "expected an integer >= 1 with the built-in data", None)
     for key in ("data", "eval_data"):  # an absolute path and its sha256, or neither
@@ -213,6 +216,11 @@ def check_run(c: _Checker, run: Any, kind: str | None) -> None:
             raise c.fail(f"run.{key}", "expected an absolute path", path)
         if digest is not None and (len(digest) != 64 or set(digest) - set("0123456789abcdef")):
             raise c.fail(f"run.{key}_sha256", "expected 64 hex digits", digest)
+    weights = run.get("task_weights")
+    if weights is not None and not all(isinstance(t, str) and is_number(w) and w > 0
+                                       for t, w in weights.items()):
+        raise c.fail("run.task_weights", "expected null or an object of task names to positive "
+                     "numbers", weights)
     if kind == "rl" and run["tasks"] is not None and not all(isinstance(t, str) for t in run["tasks"]):
         raise c.fail("run.tasks", "expected null or a list of strings", run["tasks"])
 

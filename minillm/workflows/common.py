@@ -296,14 +296,17 @@ def load_run_data(run: dict[str, Any], train_stream: str) -> tuple[list[Example]
 
     The built-in suite: ``n_train`` examples of the train split on ``train_stream``
     ("sft_data" or "rl_data") and ``n_eval`` of the eval split (the "eval_data"
-    stream), of ``run["tasks"]`` (all when absent). ``--data``: the file, and
+    stream), of ``run["tasks"]`` (all when absent), the training examples mixed by
+    ``run["task_weights"]`` (a preset's; balanced when absent), the held-out ones
+    balanced. ``--data``: the file, and
     ``--eval-data`` or else 5% of ``--data`` (1 to 500 examples, the "held_out"
     stream) held out; then the first ``n_eval`` held-out examples when it is set.
     """
     seed = run["seed"]
     if run["data"] is None:
         tasks = run.get("tasks")
-        train = builtin_dataset(run["n_train"], seed, "train", tasks, stream=train_stream)
+        train = builtin_dataset(run["n_train"], seed, "train", tasks, stream=train_stream,
+                                weights=run.get("task_weights"))
         held = builtin_dataset(run["n_eval"], seed, "eval", tasks)
         return train, held
     train = load_jsonl(run["data"])

@@ -35,6 +35,8 @@ class Preset:
 
     ``n_train`` / ``n_eval``: examples of the built-in suite drawn for training and
     for held-out evaluation (``n_eval_periodic`` of them at each periodic evaluation);
+    ``task_weights``: the training mix (task -> relative weight, 1 for a task not named;
+    the held-out examples stay balanced over the tasks);
     ``vocab_size``: the tokenizer's target vocabulary (the model takes the tokenizer's
     actual size).
     """
@@ -43,6 +45,7 @@ class Preset:
     description: str
     model: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    task_weights: dict[str, float] = field(default_factory=dict)
     n_train: int = 20_000
     n_eval: int = 900
     n_eval_periodic: int = 270
@@ -58,11 +61,12 @@ PRESETS: dict[str, Preset] = {
             name="small",
             description="1.5M parameters, the default: the built-in suite in about 8.5 min on 2 CPU cores",
             model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=3,
-                       num_decoder_layers=3, feed_forward_proj="relu", tie_word_embeddings=True,
+                       num_decoder_layers=6, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
-            training=dict(steps=6000, batch_size=32, lr=1e-3, warmup_steps=100,
-                          position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
+            training=dict(steps=7000, batch_size=32, lr=1e-3, warmup_steps=100,
+                          position_bias_lr_scale=30.0, eval_every=1000, weight_decay=0.01,
                           max_grad_norm=1.0),
+            n_train=100_000,
         ),
         Preset(
             name="tiny",

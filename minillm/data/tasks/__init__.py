@@ -22,7 +22,7 @@ on a laptop CPU in minutes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from minillm import seeds
 from minillm.data.examples import Example
@@ -67,12 +67,14 @@ def resolve_tasks(tasks: Sequence[str] | str | None) -> list[str]:
 
 def builtin_dataset(
     n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | str | None = None,
-    stream: str | None = None,
+    stream: str | None = None, weights: Mapping[str, float] | None = None,
 ) -> list[Example]:
     """``n`` examples of ``split``, balanced over ``tasks`` (all by default), shuffled.
 
-    Task ``i`` gets ``n // k`` examples, plus one for the first ``n % k`` tasks.
-    The examples are drawn from ``seeds.generator(seed, stream)``; ``stream``
+    Task ``i`` gets ``n // k`` examples, plus one for the first ``n % k`` tasks;
+    with ``weights`` (task -> relative weight, 1 for a task not named), task ``t``
+    gets ``n * w_t / sum(w)`` examples, rounded by largest remainder (see
+    :func:`task_counts`). The examples are drawn from ``seeds.generator(seed, stream)``; ``stream``
     defaults to the split's: "sft_data" for train, "eval_data" for eval
     (REINFORCE draws its training prompts from "rl_data"). Deterministic in
     ``(n, seed, split, tasks, stream)``; train and eval never share an instance,
@@ -83,9 +85,37 @@ def builtin_dataset(
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     names = resolve_tasks(tasks)
+    counts = task_counts(n, names, weights)
+    # the tasks in rounds (one example of each task that still has one to draw): with equal
+    # weights this is names[i % k], the order of the balanced suite
+    order = [t for r in range(max(counts.values(), default=0)) for t in names if counts[t] > r]
     rng = seeds.generator(seed, stream or DEFAULT_STREAM[split])
-    examples = [TASKS[names[i % len(names)]].sample(rng, split) for i in range(n)]
+    examples = [TASKS[t].sample(rng, split) for t in order]
     return [examples[i] for i in rng.permutation(n)]
+
+
+def task_counts(n: int, names: Sequence[str], weights: Mapping[str, float] | None = None) -> dict[str, int]:
+    """How many of ``n`` examples each task of ``names`` gets: ``n * w_t / sum(w)``, summing to ``n``.
+
+    The integer parts first, then one more for the largest remainders (ties to the
+    earlier task). Without ``weights``: ``n // k``, plus one for the first ``n % k``.
+    ValueError for a weight of an unknown task or one that is not a positive number.
+    """
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"task weights name task(s) {unknown} that are not in {list(names)}")
+    for t, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
+            raise ValueError(f"task weight of {t!r} must be a positive number, got {w!r}")
+    w = [float(weights.get(t, 1.0)) for t in names]
+    total = sum(w)
+    exact = [n * wi / total for wi in w]
+    counts = [int(e) for e in exact]
+    by_remainder = sorted(range(len(names)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return dict(zip(names, counts, strict=True))
 
 
 def train_tokenizer(vocab_size: int = 1000, n: int = 20_000, seed: int = 0):
@@ -118,6 +148,7 @@ __all__ = [
     "french_words",
     "instance_split",
     "resolve_tasks",
+    "task_counts",
     "train_tokenizer",
     "verify",
 ]
