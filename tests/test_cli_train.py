@@ -241,12 +241,15 @@ def test_application_examples_run(script, tmp_path):
 
 @pytest.mark.slow
 def test_main_job(tmp_path):
-    """THE MAIN JOB: ``minillm train`` with no arguments, within 10 minutes.
+    """THE MAIN JOB: ``minillm train`` with no arguments, as the README claims it.
 
-    The issue's target is >= 90% held-out exact match; the ``small`` preset measured
-    90.6% in 8 min 30 s (question answering stays near 50%, see minillm/presets.py).
-    The margin is thin, so this asserts >= 88%; a busy machine can also exceed 10 min.
+    The README (and minillm/workflows/presets.py) claim, measured on seeds 0-2 on a
+    2-core machine: >= 89.8% held-out exact match on the 900 held-out prompts (91.9% at
+    seed 0, the default), every task but qa >= 85%, within 10 minutes, and
+    ``minillm eval runs/sft`` printing the same exact match; qa stays near chance
+    (the issue-14 closing note).
     """
+    import json
     import time
 
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -256,5 +259,17 @@ def test_main_job(tmp_path):
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     em = float([x for x in r.stdout.splitlines() if x.startswith("exact_match ")][0].split()[1])
-    assert em >= 0.88, r.stdout
+    metrics = (tmp_path / "runs" / "sft" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in metrics]
+    final = [rec for rec in records if rec.get("kind") == "final_eval"][-1]
+    assert final["n"] == 900
+    assert em >= 0.898, r.stdout
+    low = {t: v for t, v in final["per_task"].items() if t != "qa" and v < 0.85}
+    assert not low, (low, r.stdout)
     assert wall < 600, f"{wall:.0f} s"
+    assert (tmp_path / "runs" / "sft" / "loss.svg").is_file()
+    assert (tmp_path / "runs" / "sft" / "tasks.svg").is_file()
+    e = subprocess.run([sys.executable, "-m", "minillm", "eval", "runs/sft", "--no-progress"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert e.returncode == 0, e.stderr[-2000:]
+    assert round(json.loads(e.stdout)["exact_match"], 4) == round(em, 4)
