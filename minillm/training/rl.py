@@ -54,7 +54,7 @@ from minillm.evaluation import decode_labels, evaluate_policy, prompt_batch, sam
 from minillm.evaluation.rewards import Reward, score_outputs
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training import checkpoint as ckpt
 from minillm.training.checks import (
@@ -74,7 +74,7 @@ from minillm.training.grpo import (
     ratio_summary,
     token_kl_sums,
 )
-from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
+from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
 from minillm.training.run_folder import JSONSettings
 
@@ -288,12 +288,7 @@ def _update(policy, optimizer: AdamW, loss: float, grads, lr: float, step: int, 
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise TrainingDiverged(f"step {step + 1}{update}: loss {loss}, gradient norm {norm} "
                                "(not finite)")
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        optimizer.step(policy.params, grads, lr)
-    bad = nonfinite_state(policy.params, optimizer)
-    if bad is not None:  # the policy is updated in place: the run must not save it
-        raise TrainingDiverged(f"step {step + 1}{update}: after the update (lr {lr:.3g}) {bad} is "
-                               "not finite (NaN or inf)")
+    checked_update(policy.params, grads, optimizer, lr, f"step {step + 1}{update}")
     return norm
 
 

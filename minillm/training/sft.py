@@ -47,10 +47,10 @@ from minillm.data.examples import Example
 from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule, nonfinite_state
+from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
-from minillm.training.loop import RunState, Trainer, TrainingDiverged, run
+from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
 from minillm.training.run_folder import JSONSettings
 
 
@@ -194,12 +194,7 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        optimizer.step(model.params, grads, lr)
-    bad = nonfinite_state(model.params, optimizer)
-    if bad is not None:  # the model is updated in place: the run must not save it
-        raise TrainingDiverged(f"step {step + 1}: after the update (lr {lr:.3g}) {bad} is not "
-                               "finite (NaN or inf)")
+    checked_update(model.params, grads, optimizer, lr, f"step {step + 1}")
     return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 
