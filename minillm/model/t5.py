@@ -16,8 +16,11 @@ shared by all its blocks. The LM head multiplies by d_model**-0.5 when
 ``config.scale_decoder_outputs`` (original T5, tied embeddings) and uses
 ``shared.weight`` unless the params hold a separate ``lm_head.weight``.
 
-``recompute=True`` keeps only each block's input and recomputes the block in
-the backward (:mod:`minillm.model.stack`).
+``loss_and_grads`` (SFT) fuses the LM head with the cross-entropy, row chunk by
+row chunk (:mod:`minillm.ops.lm_loss`), so the (N, V) logits, probabilities and
+their gradient never exist whole; ``forward`` / ``backward`` return and take the
+whole logits (REINFORCE, generation, the tests). ``recompute=True`` keeps only
+each block's input and recomputes the block in the backward (:mod:`minillm.model.stack`).
 
 Parameters live in one flat dict named exactly as in Hugging Face's
 ``T5ForConditionalGeneration`` state dict; gradients use the same keys.
@@ -36,8 +39,9 @@ from minillm.config import T5Config
 from minillm.model.params import add_grads, init_params, params_from_tensors
 from minillm.model.stack import stack_backward, stack_forward
 from minillm.ops.attention import causal_keep, padding_keep
-from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy, cross_entropy_mean_backward
+from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy
 from minillm.ops.linear import linear_backward, linear_forward
+from minillm.ops.lm_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
 
 
 class T5:
@@ -246,20 +250,27 @@ class T5:
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None, rng=None,
                        label_smoothing: float = 0.0, decoder_attention_mask=None,
-                       recompute: bool = False):
+                       recompute: bool = False, chunk_rows: int | None = None):
         """transformers' loss and its gradient.
 
         decoder_input_ids = shift_right(labels); loss = mean cross-entropy over
         labels != -100. rng: a Generator turns dropout on (training); None is
-        evaluation mode. recompute: keep only each block's input, recompute it
-        in the backward. Returns (loss: float, grads keyed like params).
+        evaluation mode. The LM head and the loss run fused, ``chunk_rows`` rows
+        of the (B*T, V) logits at a time (None: :func:`minillm.ops.lm_loss.default_chunk_rows`).
+        recompute: keep only each block's input, recompute it in the backward.
+        Returns (loss: float, grads keyed like params).
         """
         labels = self._ids(labels, "labels")
-        logits, cache = self.forward(input_ids, self.shift_right(labels), attention_mask,
-                                     decoder_attention_mask, rng, recompute=recompute)
-        loss, ce_cache = cross_entropy(logits, labels, label_smoothing)
-        dlogits, _ = cross_entropy_mean_backward(1.0, ce_cache)
-        return float(loss), self.backward(dlogits, cache)
+        h, cache = self.hidden_forward(input_ids, self.shift_right(labels), attention_mask,
+                                       decoder_attention_mask, rng, recompute=recompute)  # (B, T, C)
+        B, T, C = h.shape
+        key, w, s = self.head()
+        loss, c_loss = lm_head_cross_entropy_forward(h.reshape(B * T, C), {"weight": w}, labels.reshape(-1),
+                                                     scale=s, label_smoothing=label_smoothing,
+                                                     chunk_rows=chunk_rows)  # h: (B*T, C)
+        dh, g_head = lm_head_cross_entropy_backward(1.0, c_loss)  # (B*T, C)
+        grads = add_grads(self.hidden_backward(dh.reshape(B, T, C), cache), {key: g_head["weight"]})
+        return float(loss), {k: grads[k] for k in self.params}
 
     def num_parameters(self) -> int:
         return int(sum(math.prod(v.shape) for v in self.params.values()))
