@@ -5,10 +5,13 @@ travels from the command line to the model."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import minillm
+from minillm.cli import main
 from minillm.model.stack import BlockInput, stack_backward, stack_forward
 from minillm.ops.attention import padding_keep
 from minillm.testing import assert_gradients
@@ -87,3 +90,30 @@ def test_stack_keeps_block_inputs_and_its_backward_is_repeatable():
     _, second = stack_backward(dh, cache)
     for k, g in first.items():
         np.testing.assert_array_equal(second[k], g, err_msg=k)
+
+
+def test_cli_flag_reaches_the_trainer_and_resume_may_change_it(tmp_path, monkeypatch):
+    """--recompute reaches T5.loss_and_grads; a run stopped without it and resumed with it is the
+    uninterrupted --recompute run, bit for bit (dropout on); the flag is not saved with the run."""
+    seen = []
+    original = minillm.T5.loss_and_grads
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("recompute"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(minillm.T5, "loss_and_grads", spy)
+    args = ["train", "--preset", "tiny", "--no-progress", "--steps", "4", "--eval-every", "0",
+            "--n-train", "32", "--n-eval", "4", "--dropout", "0.2", "--no-plot"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--recompute", "--stop-after", "4"]) == 0
+    assert seen and all(r is True for r in seen)
+    n_steps = len(seen)
+    seen.clear()
+    assert main([*args, "--out", str(tmp_path / "b"), "--stop-after", "2"]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--recompute", "--no-progress",
+                 "--no-plot", "--stop-after", "4"]) == 0
+    assert seen == [False] * (n_steps // 2) + [True] * (n_steps // 2)
+    a, b = minillm.from_pretrained(tmp_path / "a"), minillm.from_pretrained(tmp_path / "b")
+    for k, v in a.params.items():
+        np.testing.assert_array_equal(b.params[k], v, err_msg=k)
+    assert "recompute" not in json.loads((tmp_path / "b" / "trainer_state.json").read_text())["train_config"]
