@@ -106,6 +106,10 @@ def _training_flags(t) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-plot", action="store_true",
                    help="do not write the pictures (loss.svg, tasks.svg in the run folder)")
+    t.add_argument("--recompute", action="store_true",
+                   help="keep only each block's input, recompute it in backward: less memory, "
+                   "about a third more compute (the same gradient). Not saved with the run: "
+                   "--resume takes it or not")
 
 
 def run(args: argparse.Namespace) -> int:

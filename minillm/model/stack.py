@@ -13,9 +13,20 @@ dict named as in the checkpoint (``layer_norm`` and one of ``SelfAttention``,
 ``EncDecAttention``, ``DenseReluDense``); the layer functions take those names
 as arguments, so ``self_attention_layer_forward(x, **layer, ...)`` reads like
 the line it computes. The backward of each returns its grads in the same tree.
+
+Activation recomputation (``recompute=True``): the stack keeps only each block's
+input x (and, with dropout on, the state of the dropout Generator before the
+block); ``stack_backward`` runs ``block_forward`` again from it, drawing the same
+masks, to get the cache ``block_backward`` needs. The gradients are those of the
+cached path; memory holds one block's cache at a time instead of all of them, at
+the cost of a second forward of every block (about a third more compute).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
 
 from minillm.backend import get_xp
 from minillm.model.params import add_grads, ffn_names, op_params
@@ -149,15 +160,46 @@ def _add_block_grads(grads: dict, stack: str, i: int, layer_grads: list[dict]) -
                 add_grads(grads, {name: g}, prefix)
 
 
+# ------------------------------------------------------------------ recomputation
+
+
+class BlockInput(NamedTuple):
+    """What a recomputed block keeps instead of its cache: its input and its dropout stream."""
+
+    x: object  # (B, L, C) the block's input
+    layers: list  # block_params: views of the model's params
+    rng_state: tuple | None  # (bit generator class, its state) before the block; None: dropout off
+
+
+def rng_snapshot(rng, p: float) -> tuple | None:
+    """(class, state) of ``rng``'s bit generator, to replay its draws; None when dropout is off."""
+    if rng is None or p == 0.0:
+        return None
+    return type(rng.bit_generator), rng.bit_generator.state
+
+
+def replay_generator(snapshot: tuple | None):
+    """A fresh Generator in the snapshot's state (None for None): the same draws, the caller's untouched."""
+    if snapshot is None:
+        return None
+    cls, state = snapshot
+    bit_generator = cls(0)  # any seed: the state is set just below
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
 # ------------------------------------------------------------------ the stack
 
 
-def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=None, rng=None):
+def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=None, rng=None,
+                  recompute: bool = False):
     """One T5 stack (``stack`` is "encoder" or "decoder").
 
     ids: (B, L) int token ids; keep: boolean, broadcastable to (B, 1, L, L),
     which keys each query may attend to (padding, and the causal mask in the
     decoder). For the decoder, memory: (B, S, C) and memory_keep: (B, 1, 1, S).
+    ``recompute``: keep only each block's input (a ``BlockInput``) and recompute
+    the block in ``stack_backward``; ``rng`` is advanced exactly as without it.
     Returns h: (B, L, C), the final-normed output, and the cache.
     """
     is_decoder = stack == "decoder"
@@ -176,16 +218,22 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     self_bias = pos_bias + additive_mask(keep, dtype)  # (B or 1, H, L, L)
     cross_bias = additive_mask(memory_keep, dtype) if is_decoder else None  # (B, 1, 1, S)
 
+    context = {"self_bias": self_bias, "memory": memory if is_decoder else None,
+               "cross_bias": cross_bias, "config": config}  # what every block is called with
     blocks = []
     for i in range(n_layers):
-        x, c_block = block_forward(x, block_params(params, config, stack, i), self_bias=self_bias,
-                                   memory=memory if is_decoder else None, cross_bias=cross_bias,
-                                   config=config, rng=rng)  # (B, L, C)
-        blocks.append(c_block)
+        layers = block_params(params, config, stack, i)
+        if recompute:
+            # keep the input, not the cache: stack_backward recomputes the block from it
+            blocks.append(BlockInput(x, layers, rng_snapshot(rng, p)))
+            x, _ = block_forward(x, layers, **context, rng=rng)  # (B, L, C)
+        else:
+            x, c_block = block_forward(x, layers, **context, rng=rng)  # (B, L, C)
+            blocks.append(c_block)
     h, c_final = rms_norm_forward(x, {"weight": params[f"{stack}.final_layer_norm.weight"]},
                                   config.layer_norm_epsilon)  # (B, L, C)
     h, c_drop_out = dropout_forward(h, p=p, rng=rng)
-    return h, (stack, c_emb, c_drop_in, c_pos, blocks, c_final, c_drop_out)
+    return h, (stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out)
 
 
 def stack_backward(dh, cache):
@@ -193,9 +241,9 @@ def stack_backward(dh, cache):
 
     The gradient of the memory is the sum over every decoder block's
     cross-attention; that of the position table the sum over every block's
-    self-attention.
+    self-attention. A block the forward kept as a ``BlockInput`` is recomputed here.
     """
-    stack, c_emb, c_drop_in, c_pos, blocks, c_final, c_drop_out = cache
+    stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out = cache
     grads: dict = {}
     # h = dropout(final_norm(x))
     dh, _ = dropout_backward(dh, c_drop_out)
@@ -203,7 +251,12 @@ def stack_backward(dh, cache):
     grads[f"{stack}.final_layer_norm.weight"] = g["weight"]
     dmemory = dself_bias = None
     for i in reversed(range(len(blocks))):
-        dx, dm, dbias, layer_grads = block_backward(dx, blocks[i])
+        c_block = blocks[i]
+        if isinstance(c_block, BlockInput):
+            # recomputed, not cached: the block again from its input, replaying its dropout draws
+            _, c_block = block_forward(c_block.x, c_block.layers, **context,
+                                       rng=replay_generator(c_block.rng_state))
+        dx, dm, dbias, layer_grads = block_backward(dx, c_block)
         _add_block_grads(grads, stack, i, layer_grads)
         if dm is not None:
             dmemory = dm if dmemory is None else dmemory + dm

@@ -16,6 +16,12 @@ shared by all its blocks. The LM head multiplies by d_model**-0.5 when
 ``config.scale_decoder_outputs`` (original T5, tied embeddings) and uses
 ``shared.weight`` unless the params hold a separate ``lm_head.weight``.
 
+``loss_and_grads`` (SFT) fuses the LM head with the cross-entropy, row chunk by
+row chunk (:mod:`minillm.ops.lm_loss`), so the (N, V) logits, probabilities and
+their gradient never exist whole; ``forward`` / ``backward`` return and take the
+whole logits (REINFORCE, generation, the tests). ``recompute=True`` keeps only
+each block's input and recomputes the block in the backward (:mod:`minillm.model.stack`).
+
 Parameters live in one flat dict named exactly as in Hugging Face's
 ``T5ForConditionalGeneration`` state dict; gradients use the same keys.
 """
@@ -33,8 +39,9 @@ from minillm.config import T5Config
 from minillm.model.params import add_grads, init_params, params_from_tensors
 from minillm.model.stack import stack_backward, stack_forward
 from minillm.ops.attention import causal_keep, padding_keep
-from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy, cross_entropy_mean_backward
+from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy
 from minillm.ops.linear import linear_backward, linear_forward
+from minillm.ops.lm_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
 
 
 class T5:
@@ -129,11 +136,11 @@ class T5:
         """memory (B, S, C) for input_ids (B, S); attention_mask (B, S) is 1 for real tokens."""
         return self.encode_forward(input_ids, attention_mask, rng)[0]
 
-    def encode_forward(self, input_ids, attention_mask=None, rng=None):
+    def encode_forward(self, input_ids, attention_mask=None, rng=None, recompute: bool = False):
         input_ids = self._ids(input_ids, "input_ids")
         attention_mask = self._mask(attention_mask, input_ids, "attention_mask")
         return stack_forward(self.params, self.config, "encoder", input_ids,
-                             padding_keep(attention_mask), rng=rng)
+                             padding_keep(attention_mask), rng=rng, recompute=recompute)
 
     def decode(self, decoder_input_ids, memory, attention_mask=None, decoder_attention_mask=None,
                rng=None):
@@ -142,7 +149,7 @@ class T5:
                                    decoder_attention_mask, rng)[0]
 
     def decode_forward(self, decoder_input_ids, memory, attention_mask=None,
-                       decoder_attention_mask=None, rng=None):
+                       decoder_attention_mask=None, rng=None, recompute: bool = False):
         xp = self.xp
         ids = self._ids(decoder_input_ids, "decoder_input_ids")
         B, S = memory.shape[:2]
@@ -151,35 +158,43 @@ class T5:
         if decoder_attention_mask is not None:
             keep = keep & padding_keep(self._mask(decoder_attention_mask, ids, "decoder_attention_mask"))
         return stack_forward(self.params, self.config, "decoder", ids, keep, memory=memory,
-                             memory_keep=padding_keep(enc_mask), rng=rng)
+                             memory_keep=padding_keep(enc_mask), rng=rng, recompute=recompute)
 
     def lm_head(self, hidden):
         """logits (B, T, V) = (hidden * s) W^T, s = d_model**-0.5 if scale_decoder_outputs else 1."""
         return self.lm_head_forward(hidden)[0]
 
-    def lm_head_forward(self, hidden):
+    def head(self) -> tuple[str, Any, float]:
+        """(key, W (V, C), s): the LM head's parameter name, its weight, and the scale of hidden."""
+        key = "shared.weight" if self.tied else "lm_head.weight"
         s = self.config.d_model**-0.5 if self.config.scale_decoder_outputs else 1.0
-        w = self.params.get("lm_head.weight", self.params["shared.weight"])
+        return key, self.params[key], s
+
+    def lm_head_forward(self, hidden):
+        _, w, s = self.head()
         logits, c = linear_forward(hidden * s if s != 1.0 else hidden, {"weight": w})
         return logits, (c, s)
 
     def lm_head_backward(self, dlogits, cache):
         c, s = cache
         dhs, g = linear_backward(dlogits, c)
-        key = "shared.weight" if self.tied else "lm_head.weight"
+        key = self.head()[0]
         # logits = (hidden * s) W^T
         return (dhs * s if s != 1.0 else dhs), {key: g["weight"]}
 
     # --------------------------------------------------------- whole model
-    def forward(self, input_ids, decoder_input_ids, attention_mask=None,
-                decoder_attention_mask=None, rng=None, repeats: int = 1):
-        """logits (N, T, V) and the cache ``backward`` needs. rng: dropout Generator (None = eval).
+    def hidden_forward(self, input_ids, decoder_input_ids, attention_mask=None,
+                       decoder_attention_mask=None, rng=None, repeats: int = 1,
+                       recompute: bool = False):
+        """hidden (N, T, C), the decoder's output before the LM head, and the cache of ``hidden_backward``.
 
         input_ids (B, S), decoder_input_ids (N, T) with N = B * repeats: with
         repeats > 1 each prompt is encoded once and its memory serves the
         ``repeats`` adjacent decoder rows that follow it (k samples per prompt).
+        rng: dropout Generator (None = eval). recompute: keep only each block's
+        input, recompute the block in the backward (:mod:`minillm.model.stack`).
         """
-        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng)  # (B, S, C)
+        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng, recompute)  # (B, S, C)
         B, N = len(memory), len(self._ids(decoder_input_ids, "decoder_input_ids"))
         if not (isinstance(repeats, int) and repeats >= 1) or N != B * repeats:
             raise ValueError(f"decoder_input_ids has {N} rows; expected input_ids' {B} rows "
@@ -190,21 +205,33 @@ class T5:
             attention_mask = None if attention_mask is None else xp.repeat(
                 xp.asarray(attention_mask), repeats, axis=0)  # (N, S)
         h, c_dec = self.decode_forward(decoder_input_ids, memory, attention_mask,
-                                       decoder_attention_mask, rng)
-        logits, c_head = self.lm_head_forward(h)
-        return logits, (c_enc, c_dec, c_head, repeats)
+                                       decoder_attention_mask, rng, recompute)  # (N, T, C)
+        return h, (c_enc, c_dec, repeats)
 
-    def backward(self, dlogits, cache) -> dict:
-        """dlogits (N, T, V) -> grads keyed like params."""
-        c_enc, c_dec, c_head, repeats = cache
-        dh, g_head = self.lm_head_backward(dlogits, c_head)
-        dmemory, g_dec = stack_backward(dh, c_dec)  # (N, S, C)
+    def hidden_backward(self, dhidden, cache) -> dict:
+        """dhidden (N, T, C) -> grads of both stacks (every param but the LM head's own use)."""
+        c_enc, c_dec, repeats = cache
+        dmemory, g_dec = stack_backward(dhidden, c_dec)  # (N, S, C)
         if repeats > 1:
             # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
             N, S, C = dmemory.shape
             dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
         _, g_enc = stack_backward(dmemory, c_enc)
-        grads = add_grads(add_grads(add_grads({}, g_enc), g_dec), g_head)
+        return add_grads(add_grads({}, g_enc), g_dec)
+
+    def forward(self, input_ids, decoder_input_ids, attention_mask=None,
+                decoder_attention_mask=None, rng=None, repeats: int = 1, recompute: bool = False):
+        """logits (N, T, V) and the cache ``backward`` needs; the arguments as ``hidden_forward``'s."""
+        h, c_hidden = self.hidden_forward(input_ids, decoder_input_ids, attention_mask,
+                                          decoder_attention_mask, rng, repeats, recompute)
+        logits, c_head = self.lm_head_forward(h)  # (N, T, V)
+        return logits, (c_hidden, c_head)
+
+    def backward(self, dlogits, cache) -> dict:
+        """dlogits (N, T, V) -> grads keyed like params."""
+        c_hidden, c_head = cache
+        dh, g_head = self.lm_head_backward(dlogits, c_head)  # (N, T, C)
+        grads = add_grads(self.hidden_backward(dh, c_hidden), g_head)
         return {k: grads[k] for k in self.params}
 
     def logits(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
@@ -222,19 +249,28 @@ class T5:
         return float(cross_entropy(logits, labels, label_smoothing)[0])
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None, rng=None,
-                       label_smoothing: float = 0.0, decoder_attention_mask=None):
+                       label_smoothing: float = 0.0, decoder_attention_mask=None,
+                       recompute: bool = False, chunk_rows: int | None = None):
         """transformers' loss and its gradient.
 
         decoder_input_ids = shift_right(labels); loss = mean cross-entropy over
         labels != -100. rng: a Generator turns dropout on (training); None is
-        evaluation mode. Returns (loss: float, grads keyed like params).
+        evaluation mode. The LM head and the loss run fused, ``chunk_rows`` rows
+        of the (B*T, V) logits at a time (None: :func:`minillm.ops.lm_loss.default_chunk_rows`).
+        recompute: keep only each block's input, recompute it in the backward.
+        Returns (loss: float, grads keyed like params).
         """
         labels = self._ids(labels, "labels")
-        logits, cache = self.forward(input_ids, self.shift_right(labels), attention_mask,
-                                     decoder_attention_mask, rng)
-        loss, ce_cache = cross_entropy(logits, labels, label_smoothing)
-        dlogits, _ = cross_entropy_mean_backward(1.0, ce_cache)
-        return float(loss), self.backward(dlogits, cache)
+        h, cache = self.hidden_forward(input_ids, self.shift_right(labels), attention_mask,
+                                       decoder_attention_mask, rng, recompute=recompute)  # (B, T, C)
+        B, T, C = h.shape
+        key, w, s = self.head()
+        loss, c_loss = lm_head_cross_entropy_forward(h.reshape(B * T, C), {"weight": w}, labels.reshape(-1),
+                                                     scale=s, label_smoothing=label_smoothing,
+                                                     chunk_rows=chunk_rows)  # h: (B*T, C)
+        dh, g_head = lm_head_cross_entropy_backward(1.0, c_loss)  # (B*T, C)
+        grads = add_grads(self.hidden_backward(dh.reshape(B, T, C), cache), {key: g_head["weight"]})
+        return float(loss), {k: grads[k] for k in self.params}
 
     def num_parameters(self) -> int:
         return int(sum(math.prod(v.shape) for v in self.params.values()))

@@ -49,6 +49,11 @@ from minillm.ops.embedding import embedding_backward, embedding_forward
 from minillm.ops.entropy import entropy_backward, entropy_forward
 from minillm.ops.ffn import ffn, ffn_backward, ffn_forward
 from minillm.ops.linear import linear_backward, linear_forward
+from minillm.ops.lm_loss import (
+    default_chunk_rows,
+    lm_head_cross_entropy_backward,
+    lm_head_cross_entropy_forward,
+)
 from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward
 from minillm.ops.policy_loss import (
     LOSS_TYPES,

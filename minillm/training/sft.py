@@ -19,6 +19,12 @@ stream of each epoch; so the optimizer moments, the step and the data position
 (epoch, batch) are the whole trainer state, a resumed run is bit-for-bit the
 uninterrupted one, and any split of a step's micro-batches draws the same masks.
 
+``recompute`` (``minillm train --recompute``): each block keeps only its input and
+is recomputed in the backward (:mod:`minillm.model.stack`), the same gradient for
+less memory and about a third more compute. Like the device, it is a setting of
+the invocation, not of the run: it is not saved, and a run may be resumed with
+either value.
+
 Data parallel (``mpiexec -n R``, :mod:`minillm.parallel`): a step is
 ``grad_accum * R`` micro-batches, the same on every rank; rank r computes the
 contiguous block ``parallel.shard(grad_accum * R, R, r)`` with the weights n_k / N
@@ -110,7 +116,8 @@ def count_tokens(batch: dict) -> tuple[int, int]:
 
 
 def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
-                       label_smoothing: float = 0.0, total: int | None = None) -> tuple[float, dict, int]:
+                       label_smoothing: float = 0.0, total: int | None = None,
+                       recompute: bool = False) -> tuple[float, dict, int]:
     """Loss and gradient of the mean over every target token of all ``micro_batches``.
 
     Micro-batch k (n_k target tokens) is weighted n_k / N, N = sum n_k, so the
@@ -118,7 +125,8 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     every micro-batch, or a sequence of one per micro-batch (None: no dropout).
     ``total``: N when these micro-batches are a share of a larger step (a rank's
     share under data parallelism): the loss and gradient are then that share's
-    part of the step's. Returns (loss, grads, N).
+    part of the step's. ``recompute``: recompute each block in the backward
+    (:meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
     """
     n = [count_tokens(b)[1] for b in micro_batches]
     total = sum(n) if total is None else total
@@ -128,7 +136,8 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     loss, grads = 0.0, {}
     for b, n_k, rng_k in zip(micro_batches, n, rngs, strict=True):
         loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
-                                           rng=rng_k, label_smoothing=label_smoothing)
+                                           rng=rng_k, label_smoothing=label_smoothing,
+                                           recompute=recompute)
         w = n_k / total
         loss += loss_k * w
         # g = sum_k (n_k / N) grad loss_k; the whole batch in one (weight 1) keeps its arrays
@@ -153,7 +162,7 @@ def dropout_generators(seed: int, step: int, indices) -> list[np.random.Generato
 
 def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[dict], step: int,
                config: TrainConfig, total_steps: int, rng=None,
-               world: Single = SINGLE) -> dict[str, float]:
+               world: Single = SINGLE, recompute: bool = False) -> dict[str, float]:
     """One optimizer step (``step`` is 0-based); TrainingDiverged when it goes non-finite.
 
     ``micro_batches``: all of the step's micro-batches (host arrays; under data
@@ -161,7 +170,8 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     then the gradient is summed over the ranks). ``rng``: one dropout Generator
     for every micro-batch (None: micro-batch k draws from the stream of (step, k),
     :func:`dropout_generators`). The micro-batches computed here are moved to the
-    model's device.
+    model's device. ``recompute``: keep only each block's input, recompute the
+    block in the backward (the same gradient, less memory).
 
     A non-finite loss or gradient is caught before the update; a parameter or
     AdamW moment that the update made NaN or inf, after it (the model is then
@@ -180,7 +190,8 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     try:
         local = [on_model_device(model, micro_batches[k]) for k in mine]
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
-            loss, grads, _ = sft_loss_and_grads(model, local, rngs, config.label_smoothing, total)
+            loss, grads, _ = sft_loss_and_grads(model, local, rngs, config.label_smoothing, total,
+                                                recompute=recompute)
     except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
         error = e
     loss = float(world.sum_or_raise([loss], error)[0])
@@ -231,8 +242,9 @@ class SFTTrainer(Trainer):
                  eval_examples: Sequence[Example] | None = None,
                  eval_data: EncodedDataset | None = None, periodic_eval: int | None = None,
                  verifiers: dict | None = None, run_info: dict | None = None,
-                 world: Single = SINGLE):
+                 world: Single = SINGLE, recompute: bool = False):
         self.model, self.tokenizer, self.config, self.state = model, tokenizer, config, state
+        self.recompute = recompute
         self.optimizer = optimizer if optimizer is not None else ScaledAdamW.from_config(config)
         self.world = world
         self.stream = batch_stream(train_data, config.batch_size, config.seed, state.epoch,
@@ -247,7 +259,7 @@ class SFTTrainer(Trainer):
             batch, (self.state.epoch, self.state.batch_in_epoch) = next(self.stream)
             micro.append(batch)
         return train_step(self.model, self.optimizer, micro, self.state.step, self.config,
-                          self.config.steps, world=self.world)
+                          self.config.steps, world=self.world, recompute=self.recompute)
 
     def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
         """The mean loss of the window, the last lr and gradient norm, tokens per second."""
@@ -297,7 +309,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
         state: TrainState | None = None, optimizer: ScaledAdamW | None = None,
         run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
         plot: bool = True, log: Callable[[str], None] | None = None,
-        world: Single = SINGLE) -> dict[str, Any]:
+        world: Single = SINGLE, recompute: bool = False) -> dict[str, Any]:
     """Train ``model`` in place for ``config.steps`` optimizer steps; checkpoint into ``out_dir``.
 
     The run computes where ``model`` lives (``T5.to("cuda")`` for a GPU): each
@@ -313,14 +325,17 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     loss.svg and tasks.svg at the end (:mod:`minillm.training.plot`).
 
     ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`); rank 0
-    alone writes ``out_dir``, the progress bar and the log.
+    alone writes ``out_dir``, the progress bar and the log. ``recompute``: keep only
+    each block's input and recompute it in the backward (less memory, about a
+    third more compute, the same gradient); not part of ``config``, like the device.
 
     Returns {"step", "final_eval" (or None), "best", "stopped_early", "plots" ({"loss"/"tasks":
     the SVG file written})}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
     trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
-                         eval_examples, eval_data, periodic_eval, verifiers, run_info, world)
+                         eval_examples, eval_data, periodic_eval, verifiers, run_info, world,
+                         recompute)
     out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
               plot=plot, log=log)
     return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "plots")}

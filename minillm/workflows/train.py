@@ -100,6 +100,7 @@ class TrainSettings:
     stop_after: int | None = None
     no_progress: bool = False
     no_plot: bool = False
+    recompute: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
                  eval_data=eval_enc, periodic_eval=info.get("n_eval_periodic"),
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
                  stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
-                 world=world)
+                 world=world, recompute=s.recompute)
     world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
                 s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
