@@ -72,6 +72,7 @@ import dataclasses
 import inspect
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -431,13 +432,23 @@ def _thread_env(threads: int) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
 
 
-def run_worker(name: str, spec: dict, threads: int) -> dict:
+def run_worker(name: str, spec: dict, threads: int, label: str = "") -> dict:
+    """Run one worker in a fresh process; its JSON result. Says on stderr how long it took."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--spec", json.dumps(spec),
            "--threads", str(threads)]
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, env=_thread_env(threads), capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{name} worker failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    print(f"  {label}{name}{' (recompute)' if spec.get('recompute') else ''}: "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM (``timeout``, kill) as an exception: subprocess.run then kills the running worker,
+    and the busy loop's ``with`` kills it, instead of leaving them running."""
+    raise SystemExit(128 + signum)
 
 
 SPIN = """
@@ -584,20 +595,24 @@ def main(argv=None) -> int:
                "cpus": os.cpu_count(), "numpy": np.__version__, "torch": torch.__version__,
                "transformers": transformers.__version__, "minillm": getattr(minillm, "__version__", None),
                "shapes": {}}
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"finetune{'-quick' if args.quick else ''}.json")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in shapes.items():
             folder = os.path.join(tmp, name)
             base = {"folder": folder, "workload": w, "steps": args.steps, "gen_calls": args.gen_calls}
-            built = run_worker("build", dict(base, shape=shape), args.threads)
+            tag = f"[{name}] "
+            built = run_worker("build", dict(base, shape=shape), args.threads, tag)
             entry: dict = {"shape": shape, "parameters": built["parameters"]}
             print(f"[{name}] {built['parameters'] / 1e6:.1f}M parameters", file=sys.stderr)
             if not args.no_breakdown:
-                mem = {"minillm": run_worker("mem-minillm", base, args.threads),
-                       "transformers": run_worker("mem-transformers", base, args.threads)}
+                mem = {"minillm": run_worker("mem-minillm", base, args.threads, tag),
+                       "transformers": run_worker("mem-transformers", base, args.threads, tag)}
                 if args.recompute:
                     mem["minillm-recompute"] = run_worker("mem-minillm", dict(base, recompute=True),
-                                                          args.threads)
+                                                          args.threads, tag)
                 entry["memory_raw"] = mem
             raw: dict = {c: [] for c in conditions}
             for r in range(repeats):
@@ -607,7 +622,8 @@ def main(argv=None) -> int:
                     with BusyCore() if cond == "busy" else contextlib.nullcontext():
                         for job in order:
                             spec = dict(base, recompute=job.endswith("recompute"))
-                            rnd[job] = run_worker(job.removesuffix("-recompute"), spec, args.threads)
+                            rnd[job] = run_worker(job.removesuffix("-recompute"), spec, args.threads,
+                                                  f"{tag}round {r + 1} {cond}: ")
                     raw[cond].append(rnd)
                     print(f"[{name}] round {r + 1}/{repeats} {cond}: step "
                           f"{statistics.median(rnd['step-minillm']['times_ms']):.0f} ms minillm, "
@@ -622,15 +638,18 @@ def main(argv=None) -> int:
                 q = entry["summary"]["quiet"]["peak_rss_mb"]
                 entry["memory_mb"] = {impl: breakdown_mb(m, q[impl]) for impl, m in mem.items()}
             results["shapes"][name] = entry
-    results["wall_s"] = time.perf_counter() - t_start
+            results["wall_s"] = time.perf_counter() - t_start
+            write_json(out, results)  # after each shape: a long run that stops keeps what it measured
     report(results)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"finetune{'-quick' if args.quick else ''}.json")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
     print(f"wrote {out} ({results['wall_s']:.0f} s)")
     return 0
+
+
+def write_json(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def report(results: dict) -> None:
