@@ -27,7 +27,8 @@ environment before NumPy loads):
   ``backward()``, ``clip_grad_norm_(1.0)``, ``torch.optim.AdamW.step()`` (the same
   lr, betas, eps and weight decay, the norm gains undecayed as minillm does),
   ``zero_grad(set_to_none=True)``. Two warm-up steps, then ``--steps`` timed steps.
-  The peak RSS quoted is this training process's (``ru_maxrss``).
+  The peak RSS quoted is this training process's (VmHWM of /proc/self/status; not
+  ``ru_maxrss``, which Linux carries into a child from its parent at fork).
 - generate: greedy decoding of exactly 32 new tokens (min_new_tokens =
   max_new_tokens = 32) from 128-token prompts, KV cache on, eval mode, at batch 1
   and 8: one warm-up call, then ``--gen-calls`` timed calls each; tokens/s =
