@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from minillm.backend import keep_freed_memory
+    from minillm.backend import follow_idle_cores, keep_freed_memory
     from minillm.parallel import launched_size
 
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
+    follow_idle_cores()  # BLAS threads = the cores other processes leave idle (unless set)
     if launched_size() != 1:
         return _main_ranks(args)
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm.backend import get_xp
+from minillm.backend import adapt_threads, get_xp
 from minillm.generation.beam import beam_search
 from minillm.generation.processors import Settings, check_settings, process_scores, sample
 from minillm.model.kv_cache import decode_step, init_cache, reorder_cache, step_weights
@@ -135,6 +135,7 @@ def _greedy_or_sample(decoder, s: Settings, N: int, rng, xp, keep_scores: bool) 
     scores = []
     length = max_len
     for cur in range(1, max_len):
+        adapt_threads()  # BLAS's pool follows the idle cores (when the CLI turned that on)
         logits = decoder(ids[:, :cur])  # (N, V)
         step_scores = process_scores(logits.astype(np.float32, copy=False), ids[:, :cur], s)
         if keep_scores:

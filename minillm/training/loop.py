@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from minillm.backend import adapt_threads
 from minillm.optim import nonfinite_state
 from minillm.parallel import SINGLE, mark_agreed
 from minillm.training import checkpoint as ckpt
@@ -249,6 +250,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     plots: dict[str, str] = {}
     try:
         while state.step < stop:
+            adapt_threads()  # BLAS's pool follows the idle cores (when the CLI turned that on)
             try:
                 window.append(trainer.step())
             except TrainingDiverged as e:
