@@ -322,9 +322,10 @@ class IdleCores:
 _FOLLOWING: list[IdleCores] = []  # the process's one follower, once started
 
 
-def follow_idle_cores(interval_s: float = 1.0) -> bool:
+def follow_idle_cores(interval_s: float = 1.0, cores: int | None = None) -> bool:
     """Start sizing NumPy's BLAS pool to the idle cores; :func:`adapt_threads` applies it.
 
+    ``cores``: the most threads to use (default: the cores this process may run on).
     Does nothing (False) where the user chose a count (``OPENBLAS_NUM_THREADS`` or
     ``OMP_NUM_THREADS`` set), off Linux, or when NumPy is not on OpenBLAS. The
     minillm CLI calls it; a training script may too. Process-wide, as BLAS's pool is.
@@ -336,7 +337,7 @@ def follow_idle_cores(interval_s: float = 1.0) -> bool:
     if not os.path.exists("/proc/stat") or _blas() is None:
         return False
     if not _FOLLOWING:
-        _FOLLOWING.append(IdleCores(interval_s))
+        _FOLLOWING.append(IdleCores(interval_s, cores))
     return True
 
 
