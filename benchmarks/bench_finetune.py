@@ -22,8 +22,11 @@ environment before NumPy loads):
   (random ids, fixed seed, the same on both sides), dropout 0.1 (training mode).
   minillm: the trainer's own step, ``minillm.training.sft.train_step`` (the loss
   and gradient, clipping to norm 1, the ScaledAdamW update and its finiteness check:
-  what ``minillm train --init`` does), after ``keep_freed_memory()`` as the CLI
-  calls it. transformers: ``model(input_ids, attention_mask, labels).loss``,
+  what ``minillm train --init`` does), set up as the CLI sets up a process:
+  ``keep_freed_memory()``, and BLAS threads that follow the cores other processes
+  leave idle (``follow_idle_cores``, at most ``--threads``; ``adapt_threads()``
+  before each step, as the training loop calls it; ``--fixed-threads`` pins them).
+  transformers: ``model(input_ids, attention_mask, labels).loss``,
   ``backward()``, ``clip_grad_norm_(1.0)``, ``torch.optim.AdamW.step()`` (the same
   lr, betas, eps and weight decay, the norm gains undecayed as minillm does),
   ``zero_grad(set_to_none=True)``. Two warm-up steps, then ``--steps`` timed steps.
@@ -252,12 +255,28 @@ def worker_build(spec: dict) -> dict:
     return {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-def worker_step_minillm(spec: dict) -> dict:
-    from minillm.backend import keep_freed_memory
+def _as_the_cli(spec: dict):
+    """The process set-up the minillm CLI does: keep freed memory, and (unless --fixed-threads)
+    BLAS threads that follow the idle cores, at most --threads. Returns adapt_threads (call it
+    between steps, as the training loop does; generation calls it itself)."""
+    from minillm.backend import adapt_threads, follow_idle_cores, keep_freed_memory, set_blas_threads
 
-    keep_freed_memory()  # as the minillm CLI does
+    keep_freed_memory()
+    set_blas_threads(spec["threads"])
+    if not spec.get("fixed_threads"):
+        follow_idle_cores(cores=spec["threads"])
+    return adapt_threads
+
+
+def worker_step_minillm(spec: dict) -> dict:
+    adapt = _as_the_cli(spec)
     w = spec["workload"]
     model, step, _, how = _minillm_trainer(spec["folder"], w, spec.get("recompute", False))
+    inner = step
+
+    def step(i):  # noqa: F811 - the trainer's step, with the loop's thread check before it
+        adapt()
+        return inner(i)
     loaded = _rss_mb()["rss_mb"]
     x, m, y = _batch(w, model.config.vocab_size)
     eval_loss = model.loss(x, y, m)  # no dropout: the two implementations agree on it
@@ -298,11 +317,10 @@ def _time_generate(gen, w: dict, vocab: int, calls: int) -> dict:
 
 
 def worker_gen_minillm(spec: dict) -> dict:
-    from minillm.backend import keep_freed_memory
     from minillm.generation import generate
     from minillm.model import T5
 
-    keep_freed_memory()
+    _as_the_cli(spec)
     w = spec["workload"]
     model = T5.from_pretrained(spec["folder"], dtype="float32")
     kw = dict(max_new_tokens=w["new_tokens"], min_new_tokens=w["new_tokens"], use_cache=True)
@@ -428,9 +446,16 @@ WORKERS = {"build": worker_build, "step-minillm": worker_step_minillm,
 # ---------------------------------------------------------------- the parent
 
 
-def _thread_env(threads: int) -> dict:
+def _thread_env(threads: int, minillm: bool = False) -> dict:
+    """The child's environment: the thread counts set for torch and the BLAS. A minillm worker
+    instead sets its BLAS threads itself, as the CLI does (``_as_the_cli``), so that the count
+    can follow the idle cores (an environment variable would pin it)."""
     n = str(threads)
-    return dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    if minillm:
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(k)
+    return env
 
 
 def run_worker(name: str, spec: dict, threads: int, label: str = "") -> dict:
@@ -438,7 +463,10 @@ def run_worker(name: str, spec: dict, threads: int, label: str = "") -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--spec", json.dumps(spec),
            "--threads", str(threads)]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=_thread_env(threads), capture_output=True, text=True, check=False)
+    spec = dict(spec, threads=threads)
+    cmd[cmd.index("--spec") + 1] = json.dumps(spec)
+    env = _thread_env(threads, minillm=name.endswith("minillm"))
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{name} worker failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     print(f"  {label}{name}{' (recompute)' if spec.get('recompute') else ''}: "
@@ -549,6 +577,8 @@ def main(argv=None) -> int:
                     help="also time minillm with activation recomputation (recompute=True)")
     ap.add_argument("--contention", action="store_true",
                     help="also measure every round with a busy loop pinned to one core")
+    ap.add_argument("--fixed-threads", action="store_true",
+                    help="minillm keeps --threads BLAS threads (the CLI follows the idle cores)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the (untimed) memory breakdown")
     ap.add_argument("--out", default=None,
                     help="JSON file (default benchmarks/results/finetune.json; "
@@ -592,7 +622,8 @@ def main(argv=None) -> int:
 
     results = {"workload": w, "optim": OPTIM, "threads": args.threads, "repeats": repeats,
                "steps": args.steps, "warmup_steps": WARMUP, "gen_calls": args.gen_calls,
-               "contention": args.contention, "recompute": args.recompute, "targets": TARGETS,
+               "contention": args.contention, "recompute": args.recompute,
+               "fixed_threads": args.fixed_threads, "targets": TARGETS,
                "cpus": os.cpu_count(), "numpy": np.__version__, "torch": torch.__version__,
                "transformers": transformers.__version__, "minillm": getattr(minillm, "__version__", None),
                "shapes": {}}
@@ -603,7 +634,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in shapes.items():
             folder = os.path.join(tmp, name)
-            base = {"folder": folder, "workload": w, "steps": args.steps, "gen_calls": args.gen_calls}
+            base = {"folder": folder, "workload": w, "steps": args.steps, "gen_calls": args.gen_calls,
+                    "fixed_threads": args.fixed_threads}
             tag = f"[{name}] "
             built = run_worker("build", dict(base, shape=shape), args.threads, tag)
             entry: dict = {"shape": shape, "parameters": built["parameters"]}
