@@ -23,9 +23,10 @@ environment before NumPy loads):
   minillm: the trainer's own step, ``minillm.training.sft.train_step`` (the loss
   and gradient, clipping to norm 1, the ScaledAdamW update and its finiteness check:
   what ``minillm train --init`` does), set up as the CLI sets up a process:
-  ``keep_freed_memory()``, and BLAS threads that follow the cores other processes
-  leave idle (``follow_idle_cores``, at most ``--threads``; ``adapt_threads()``
-  before each step, as the training loop calls it; ``--fixed-threads`` pins them).
+  ``keep_freed_memory()`` and ``--threads`` BLAS threads, or with
+  ``--minillm-threads auto`` threads that follow the cores other processes leave
+  idle (``follow_idle_cores``, at most ``--threads``, with ``adapt_threads()``
+  before each step as the training loop calls it: ``minillm train --threads auto``).
   transformers: ``model(input_ids, attention_mask, labels).loss``,
   ``backward()``, ``clip_grad_norm_(1.0)``, ``torch.optim.AdamW.step()`` (the same
   lr, betas, eps and weight decay, the norm gains undecayed as minillm does),
@@ -256,14 +257,15 @@ def worker_build(spec: dict) -> dict:
 
 
 def _as_the_cli(spec: dict):
-    """The process set-up the minillm CLI does: keep freed memory, and (unless --fixed-threads)
-    BLAS threads that follow the idle cores, at most --threads. Returns adapt_threads (call it
-    between steps, as the training loop does; generation calls it itself)."""
+    """The process set-up the minillm CLI does: keep freed memory, and --threads BLAS threads
+    (``--minillm-threads auto``: follow the idle cores, at most --threads, as ``--threads auto``
+    does). Returns adapt_threads (call it between steps, as the training loop does; generation
+    calls it itself)."""
     from minillm.backend import adapt_threads, follow_idle_cores, keep_freed_memory, set_blas_threads
 
     keep_freed_memory()
     set_blas_threads(spec["threads"])
-    if not spec.get("fixed_threads"):
+    if spec.get("minillm_threads") == "auto":
         follow_idle_cores(cores=spec["threads"])
     return adapt_threads
 
@@ -577,8 +579,9 @@ def main(argv=None) -> int:
                     help="also time minillm with activation recomputation (recompute=True)")
     ap.add_argument("--contention", action="store_true",
                     help="also measure every round with a busy loop pinned to one core")
-    ap.add_argument("--fixed-threads", action="store_true",
-                    help="minillm keeps --threads BLAS threads (the CLI follows the idle cores)")
+    ap.add_argument("--minillm-threads", choices=("fixed", "auto"), default="fixed",
+                    help="minillm's BLAS threads: --threads (the CLI's default), or auto: following the "
+                    "idle cores, at most --threads, as `minillm train --threads auto` (default: fixed)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the (untimed) memory breakdown")
     ap.add_argument("--out", default=None,
                     help="JSON file (default benchmarks/results/finetune.json; "
@@ -623,7 +626,7 @@ def main(argv=None) -> int:
     results = {"workload": w, "optim": OPTIM, "threads": args.threads, "repeats": repeats,
                "steps": args.steps, "warmup_steps": WARMUP, "gen_calls": args.gen_calls,
                "contention": args.contention, "recompute": args.recompute,
-               "fixed_threads": args.fixed_threads, "targets": TARGETS,
+               "minillm_threads": args.minillm_threads, "targets": TARGETS,
                "cpus": os.cpu_count(), "numpy": np.__version__, "torch": torch.__version__,
                "transformers": transformers.__version__, "minillm": getattr(minillm, "__version__", None),
                "shapes": {}}
@@ -635,7 +638,7 @@ def main(argv=None) -> int:
         for name, shape in shapes.items():
             folder = os.path.join(tmp, name)
             base = {"folder": folder, "workload": w, "steps": args.steps, "gen_calls": args.gen_calls,
-                    "fixed_threads": args.fixed_threads}
+                    "minillm_threads": args.minillm_threads}
             tag = f"[{name}] "
             built = run_worker("build", dict(base, shape=shape), args.threads, tag)
             entry: dict = {"shape": shape, "parameters": built["parameters"]}

@@ -183,8 +183,12 @@ def blockwise(fn: Callable[..., None], *arrays, block: int | None = None) -> Non
 # and every GEMM waits for it; between GEMMs the idle threads spin, taking time
 # from the one core that is free. Measured on 2 cores (flan-t5-small shape, batch
 # 8, one training step): 1.68 s quiet with 2 threads, 4.22 s with a busy core and
-# 2 threads, 3.18 s with a busy core and 1 thread. So minillm sizes OpenBLAS's
-# pool to the cores other processes leave idle, re-measured as it runs.
+# 2 threads, 3.18 s with a busy core and 1 thread. So minillm can size OpenBLAS's
+# pool to the cores other processes leave idle, re-measured as it runs
+# (``--threads auto``). It is not the default: OpenBLAS's sums depend on its
+# thread count (a GEMM's last bits change), so a run whose count follows the
+# load is no longer reproducible bit for bit, nor a resumed run equal to an
+# uninterrupted one.
 
 
 def _openblas_library():
@@ -328,7 +332,9 @@ def follow_idle_cores(interval_s: float = 1.0, cores: int | None = None) -> bool
     ``cores``: the most threads to use (default: the cores this process may run on).
     Does nothing (False) where the user chose a count (``OPENBLAS_NUM_THREADS`` or
     ``OMP_NUM_THREADS`` set), off Linux, or when NumPy is not on OpenBLAS. The
-    minillm CLI calls it; a training script may too. Process-wide, as BLAS's pool is.
+    minillm CLI calls it for ``--threads auto``; a training script may too.
+    Process-wide, as BLAS's pool is. Results then depend on the load in their last
+    bits (see above).
     """
     import os
 

@@ -94,3 +94,51 @@ def test_a_busy_core_of_another_process_is_measured_and_takes_a_thread_away():
 def test_a_thread_count_the_user_set_is_left_alone():
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     assert _follow(env, busy=False) == ["False", "None", "1"]
+
+
+# ---------------------------------------------------------------- the --threads flag
+
+def test_the_threads_flag_takes_a_count_or_auto_and_refuses_the_rest():
+    import argparse
+
+    from minillm.cli import threads
+
+    assert threads("auto") == "auto"
+    assert threads("3") == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            threads(bad)
+
+
+def test_a_bad_threads_value_is_one_line_and_exit_2(capsys):
+    from minillm.cli import main
+
+    assert main(["generate", "somewhere", "--threads", "0", "hi"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0] and "at least 1" in err[0]
+
+
+APPLY = textwrap.dedent('''
+    import sys
+    from minillm import backend
+    from minillm.cli import apply_threads
+
+    arg = sys.argv[1]
+    apply_threads(None if arg == "none" else arg if arg == "auto" else int(arg))
+    print(backend.blas_threads(), bool(backend._FOLLOWING))
+''')
+
+
+@needs_openblas
+@pytest.mark.parametrize("value, expected", [("1", "1 False"), ("none", None), ("auto", None)])
+def test_apply_threads_sets_the_count_or_follows_the_idle_cores(value, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", APPLY, value], capture_output=True, text=True,
+                         timeout=120, check=True, env=env).stdout.strip()
+    count, following = out.split()
+    if expected is not None:
+        assert out == expected
+    elif value == "none":  # OpenBLAS's default: every core, not followed
+        assert following == "False" and int(count) >= 1
+    else:
+        assert following == "True"

@@ -60,6 +60,42 @@ def finite(text: str) -> float:
     return v
 
 
+def threads(text: str) -> int | str:
+    """--threads: a positive count, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a thread count or 'auto', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return n
+
+
+def add_threads_flag(group) -> None:
+    """The --threads flag of the commands that compute (train, rl, generate, eval)."""
+    group.add_argument(
+        "--threads", type=threads, default=None, metavar="N|auto",
+        help="BLAS threads on the CPU. auto: the cores other processes leave idle, re-measured "
+        "every second (much faster on a shared machine; the last bits of a result then depend on "
+        "the load, since OpenBLAS's sums depend on its thread count, so runs are no longer "
+        "reproducible bit for bit). Default: OpenBLAS's own (every core, or OPENBLAS_NUM_THREADS)")
+
+
+def apply_threads(value) -> None:
+    """Set up the process for --threads (None: leave the BLAS as it is)."""
+    from minillm.backend import follow_idle_cores, set_blas_threads
+
+    if value == "auto":
+        if not follow_idle_cores():
+            say("--threads auto: not applied (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set, "
+                "or NumPy is not on OpenBLAS here)")
+    elif value is not None:
+        if set_blas_threads(value) is None:
+            say(f"--threads {value}: not applied (NumPy is not on OpenBLAS here)")
+
+
 def check_argv(argv: list[str]) -> str | None:
     """The one-line complaint about an argument that is not valid UTF-8 (None when all are)."""
     for i, a in enumerate(argv, start=1):
@@ -102,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from minillm.backend import follow_idle_cores, keep_freed_memory
+    from minillm.backend import keep_freed_memory
     from minillm.parallel import launched_size
 
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
-    follow_idle_cores()  # BLAS threads = the cores other processes leave idle (unless set)
+    apply_threads(getattr(args, "threads", None))
     if launched_size() != 1:
         return _main_ranks(args)
     try:

@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 
-from minillm.cli import finite, settings_from
+from minillm.cli import add_threads_flag, finite, settings_from
 from minillm.workflows import EvalSettings, evaluate
 from minillm.workflows.evaluate import PLAIN
 
@@ -61,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
                    help=f"(default: {RUNS}{PLAIN['dtype']})")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="(default: %(default)s)")
+    add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

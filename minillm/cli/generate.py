@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minillm.cli import finite, settings_from
+from minillm.cli import add_threads_flag, finite, settings_from
 from minillm.workflows import GenerateSettings
 from minillm.workflows.generate import DEFAULT_MAX_SOURCE_LEN, OPTIONS, iter_generate
 
@@ -50,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: run on a GPU through CuPy (the gpu extra)")
+    add_threads_flag(p)
     p.set_defaults(func=run)
     return p
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from minillm.cli import say, settings_from
+from minillm.cli import add_threads_flag, say, settings_from
 from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import RLSettings, format_policy_eval, rl
 from minillm.workflows.rl import ALGOS, BASELINES, DEFAULT_OUT, DEFAULTS, LOSS_TYPES, SCALE_REWARDS
@@ -69,6 +69,7 @@ def _data_flags(g) -> None:
                    help="where the policy, the frozen reference and the AdamW moments live; cuda "
                    "runs on a GPU through CuPy (the gpu extra). Not saved with the run: --resume "
                    "continues on the device given here [cpu]")
+    add_threads_flag(g)
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (same settings)")
     g.add_argument("--overwrite", action="store_true",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from minillm.cli import finite, say, settings_from
+from minillm.cli import add_threads_flag, finite, say, settings_from
 from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.workflows import TrainSettings, format_eval, train
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
@@ -71,6 +71,7 @@ def _data_flags(g) -> None:
                    "GPU through CuPy (the gpu extra). Not saved with the run: --resume continues on "
                    "the device given here (a GPU agrees with the CPU to float rounding, not bit "
                    "for bit) (default: %(default)s)")
+    add_threads_flag(g)
     g.add_argument("--vocab-size", type=int, default=None,
                    help="tokenizer vocabulary to train (ignored with --init) (default: the preset's)")
     g.add_argument("--n-train", type=int, default=None,

@@ -167,7 +167,7 @@ def beam_search(decoder, s: Settings, B: int, V: int, rng, xp, keep_scores: bool
     cur = 1
     while True:
         flat = beams.running[:, :, :cur].reshape(N, cur)  # (N, cur)
-        adapt_threads()  # BLAS's pool follows the idle cores (when the CLI turned that on)
+        adapt_threads()  # BLAS's pool follows the idle cores (--threads auto)
         logits = decoder(flat)  # (N, V)
         log_probs = process_scores(log_softmax(logits.astype(np.float32, copy=False)), flat, s)  # (N, V)
         if keep_scores:

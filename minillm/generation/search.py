@@ -135,7 +135,7 @@ def _greedy_or_sample(decoder, s: Settings, N: int, rng, xp, keep_scores: bool) 
     scores = []
     length = max_len
     for cur in range(1, max_len):
-        adapt_threads()  # BLAS's pool follows the idle cores (when the CLI turned that on)
+        adapt_threads()  # BLAS's pool follows the idle cores (--threads auto)
         logits = decoder(ids[:, :cur])  # (N, V)
         step_scores = process_scores(logits.astype(np.float32, copy=False), ids[:, :cur], s)
         if keep_scores:

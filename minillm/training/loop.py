@@ -250,7 +250,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     plots: dict[str, str] = {}
     try:
         while state.step < stop:
-            adapt_threads()  # BLAS's pool follows the idle cores (when the CLI turned that on)
+            adapt_threads()  # BLAS's pool follows the idle cores (--threads auto)
             try:
                 window.append(trainer.step())
             except TrainingDiverged as e:
