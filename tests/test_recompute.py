@@ -117,3 +117,19 @@ def test_cli_flag_reaches_the_trainer_and_resume_may_change_it(tmp_path, monkeyp
     for k, v in a.params.items():
         np.testing.assert_array_equal(b.params[k], v, err_msg=k)
     assert "recompute" not in json.loads((tmp_path / "b" / "trainer_state.json").read_text())["train_config"]
+
+
+def test_a_spent_backward_frees_every_block_and_gives_the_same_gradient():
+    """stack_backward(spend=True) drops each block's cache once used; the gradients do not change."""
+    for recompute in (False, True):
+        model, (input_ids, mask, _) = model_and_batch("relu", dropout=0.3)
+        keep = padding_keep(mask)
+        h, cache = stack_forward(model.params, model.config, "encoder", input_ids, keep,
+                                 rng=np.random.default_rng(3), recompute=recompute)
+        dh = np.random.default_rng(4).standard_normal(h.shape)
+        _, kept = stack_backward(dh, cache)
+        assert all(b is not None for b in cache[5])
+        _, spent = stack_backward(dh, cache, spend=True)
+        assert all(b is None for b in cache[5])
+        for k, g in kept.items():
+            np.testing.assert_array_equal(spent[k], g, err_msg=k)

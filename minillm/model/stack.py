@@ -236,12 +236,15 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     return h, (stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out)
 
 
-def stack_backward(dh, cache):
+def stack_backward(dh, cache, spend: bool = False):
     """dh: (B, L, C) -> (dmemory (B, S, C) or None, grads keyed like params).
 
     The gradient of the memory is the sum over every decoder block's
     cross-attention; that of the position table the sum over every block's
     self-attention. A block the forward kept as a ``BlockInput`` is recomputed here.
+    ``spend``: drop each block's cache from ``cache`` once its backward is done, so
+    its activations are freed while the gradients grow (the peak is then about the
+    larger of the two, not their sum); the cache cannot be used again.
     """
     stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out = cache
     grads: dict = {}
@@ -252,11 +255,14 @@ def stack_backward(dh, cache):
     dmemory = dself_bias = None
     for i in reversed(range(len(blocks))):
         c_block = blocks[i]
+        if spend:
+            blocks[i] = None  # freed below, with c_block, once block i's backward is done
         if isinstance(c_block, BlockInput):
             # recomputed, not cached: the block again from its input, replaying its dropout draws
             _, c_block = block_forward(c_block.x, c_block.layers, **context,
                                        rng=replay_generator(c_block.rng_state))
         dx, dm, dbias, layer_grads = block_backward(dx, c_block)
+        del c_block
         _add_block_grads(grads, stack, i, layer_grads)
         if dm is not None:
             dmemory = dm if dmemory is None else dmemory + dm

@@ -208,15 +208,19 @@ class T5:
                                        decoder_attention_mask, rng, recompute)  # (N, T, C)
         return h, (c_enc, c_dec, repeats)
 
-    def hidden_backward(self, dhidden, cache) -> dict:
-        """dhidden (N, T, C) -> grads of both stacks (every param but the LM head's own use)."""
+    def hidden_backward(self, dhidden, cache, spend: bool = False) -> dict:
+        """dhidden (N, T, C) -> grads of both stacks (every param but the LM head's own use).
+
+        spend: free each block's activations as soon as its backward is done (the
+        cache is then used up; ``loss_and_grads`` owns its cache and does this).
+        """
         c_enc, c_dec, repeats = cache
-        dmemory, g_dec = stack_backward(dhidden, c_dec)  # (N, S, C)
+        dmemory, g_dec = stack_backward(dhidden, c_dec, spend)  # (N, S, C)
         if repeats > 1:
             # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
             N, S, C = dmemory.shape
             dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
-        _, g_enc = stack_backward(dmemory, c_enc)
+        _, g_enc = stack_backward(dmemory, c_enc, spend)
         return add_grads(add_grads({}, g_enc), g_dec)
 
     def forward(self, input_ids, decoder_input_ids, attention_mask=None,
@@ -269,7 +273,10 @@ class T5:
                                                      scale=s, label_smoothing=label_smoothing,
                                                      chunk_rows=chunk_rows)  # h: (B*T, C)
         dh, g_head = lm_head_cross_entropy_backward(1.0, c_loss)  # (B*T, C)
-        grads = add_grads(self.hidden_backward(dh.reshape(B, T, C), cache), {key: g_head["weight"]})
+        del h, c_loss
+        # the cache is this call's own: each block's activations are freed once its backward is done
+        grads = add_grads(self.hidden_backward(dh.reshape(B, T, C), cache, spend=True),
+                          {key: g_head["weight"]})
         return float(loss), {k: grads[k] for k in self.params}
 
     def num_parameters(self) -> int:
