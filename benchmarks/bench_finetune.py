@@ -39,14 +39,16 @@ environment before NumPy loads):
   batch * 32 / the call's wall time (encoder included). A process of its own.
 - breakdown (untimed, its own processes, ``--no-breakdown`` skips it): minillm's
   memory by tracemalloc (NumPy registers its buffers with it) and nbytes sums:
-  parameters, gradients, AdamW moments, activations (what the forward leaves
-  allocated, the cache the backward needs), temporaries (the traced peak of a real
-  train_step above what it started with, minus activations and gradients: the
-  short-lived arrays alive at the peak), and "other": the timed training process's
-  peak RSS minus all of these (interpreter, libraries, BLAS buffers, allocator
-  slack). transformers: parameters, gradients and optimizer state by nbytes,
-  activations as the distinct storages autograd saves for backward (parameters
-  excluded; ``saved_tensors_hooks``), and the rest of its peak RSS as "other".
+  parameters, AdamW moments, gradients, and what else is alive at the traced peak
+  of a real train_step (above what it started with): the activations not yet
+  freed and the temporaries. The backward frees each block's activations once its
+  backward is done while the gradients grow, so the two share the peak; the
+  activations right after the forward are shown beside it, not summed. "other":
+  the timed training process's peak RSS minus the parts (interpreter, libraries,
+  BLAS buffers, allocator slack). transformers: parameters, gradients and
+  optimizer state by nbytes, and the rest of its peak RSS as "other"; beside it,
+  not summed, its activations: the distinct storages autograd saves for backward
+  (parameters excluded; ``saved_tensors_hooks``).
 
 The parent runs ``--repeats`` rounds; each round runs every measurement once,
 alternating which implementation goes first, so slow drifts of the machine fall
@@ -65,16 +67,19 @@ Writes every per-round figure and the medians as JSON to
 benchmarks/results/finetune.json (``--out``; finetune-quick.json with --quick).
 
 ``--recompute`` adds a minillm training variant with activation recomputation
-(``recompute`` of TrainConfig / sft_loss_and_grads / T5.loss_and_grads); it stops
-with a message when the installed minillm has no such option.
+(``train_step(..., recompute=True)``, what ``minillm train --recompute`` runs).
+
+transformers 5 ties T5's LM head to the embedding whatever the config says (its
+T5Config sets tie_word_embeddings = True and keeps the flag only as the output
+scale), so the flan shapes run with a tied head on both sides: 60.5M and 222.9M
+parameters rather than FLAN-T5's 77M and 248M (an untied head adds 16.4M and
+24.7M to both, and its gradient and moments).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import inspect
 import json
 import os
 import signal
@@ -161,58 +166,25 @@ def _time_steps(step, steps: int) -> dict:
     return {"times_ms": [t * 1000 for t in times], "losses": losses}
 
 
-def _recompute_api():
-    """How the installed minillm recomputes activations: ("trainer", None) when TrainConfig has a
-    ``recompute`` field that train_step honours, ("composed", None) when only sft_loss_and_grads and
-    T5.loss_and_grads take ``recompute=``; raises SystemExit with the reason otherwise."""
-    from minillm.model import T5
-    from minillm.training import sft
-
-    takes = {f"{f.__qualname__}": "recompute" in inspect.signature(f).parameters
-             for f in (T5.loss_and_grads, sft.sft_loss_and_grads)}
-    if not all(takes.values()):
-        missing = ", ".join(k for k, v in takes.items() if not v)
-        raise SystemExit(f"--recompute: the installed minillm ({sft.__file__}) has no recompute option "
-                         f"({missing} take no recompute=); run without --recompute, or with the branch "
-                         "that adds it")
-    fields = {f.name for f in dataclasses.fields(sft.TrainConfig)}
-    if "recompute" in fields and "recompute" in inspect.getsource(sft.train_step):
-        return "trainer"
-    return "composed"
-
-
 def _minillm_trainer(folder: str, w: dict, recompute: bool):
     """(model, step(i) -> loss, optimizer, how): minillm's trainer step on the benchmark batch."""
     from minillm.model import T5
-    from minillm.optim import ScaledAdamW, clip_grad_norm
+    from minillm.optim import ScaledAdamW
     from minillm.training import sft
-    from minillm.training.loop import checked_update
 
     model = T5.from_pretrained(folder, dtype="float32")
-    how = _recompute_api() if recompute else "trainer"
-    extra = {"recompute": True} if recompute and how == "trainer" else {}
     total = WARMUP + 10**6
     cfg = sft.TrainConfig(steps=total, batch_size=w["batch"], lr=OPTIM["lr"], warmup_steps=0,
                           schedule="constant", weight_decay=OPTIM["weight_decay"],
                           betas=OPTIM["betas"], eps=OPTIM["eps"], max_grad_norm=OPTIM["max_grad_norm"],
-                          seed=0, **extra)
+                          seed=0)
     opt = ScaledAdamW.from_config(cfg)
     x, m, y = _batch(w, model.config.vocab_size)
     batch = {"input_ids": x, "attention_mask": m, "labels": y}
 
-    if how == "trainer":
-        def step(i):
-            return sft.train_step(model, opt, [batch], i, cfg, total)["loss"]
-    else:  # train_step's own sequence, with recompute passed to the loss and gradient
-        def step(i):
-            rngs = sft.dropout_generators(cfg.seed, i, [0])
-            loss, grads, _ = sft.sft_loss_and_grads(model, [sft.on_model_device(model, batch)], rngs,
-                                                    recompute=True)
-            clip_grad_norm(grads, cfg.max_grad_norm)
-            checked_update(model.params, grads, opt, cfg.lr, f"step {i + 1}")
-            return loss
-    return model, step, opt, how
-
+    def step(i):  # what `minillm train --init [--recompute]` runs each step
+        return sft.train_step(model, opt, [batch], i, cfg, total, recompute=recompute)["loss"]
+    return model, step, opt, "trainer"
 
 def _transformers_trainer(folder: str, w: dict):
     """(model, step(i) -> loss, optimizer, batch tensors): transformers' fine-tuning step."""
@@ -355,12 +327,18 @@ def _nbytes(arrays) -> int:
 
 
 def worker_mem_minillm(spec: dict) -> dict:
-    """minillm's training memory, measured: nbytes sums and tracemalloc (untimed)."""
+    """minillm's training memory, measured: nbytes sums and tracemalloc (untimed).
+
+    activations: what the forward (both stacks, dropout on, as loss_and_grads runs it)
+    leaves allocated for the backward; step_peak: the traced peak of a real trainer
+    step above its start (parameters and moments allocated). The backward frees each
+    block's activations once used while the gradients grow, so the peak holds the
+    gradients plus what is still alive then: activations and temporaries together.
+    """
     import tracemalloc
 
     from minillm import seeds
     from minillm.backend import keep_freed_memory
-    from minillm.ops.cross_entropy import cross_entropy, cross_entropy_mean_backward
 
     keep_freed_memory()
     w, recompute = spec["workload"], spec.get("recompute", False)
@@ -370,23 +348,15 @@ def worker_mem_minillm(spec: dict) -> dict:
     moments = _nbytes(opt.state_dict()["arrays"].values())
     out = {"parameters": params, "moments": moments, "step_path": how}
     x, m, y = _batch(w, model.config.vocab_size)
+    _, grads, _ = _recompute_grads(model, x, m, y, recompute)
+    out["gradients"] = _nbytes(grads.values())
+    del grads
     tracemalloc.start()
-    if not recompute:
-        # the forward as loss_and_grads runs it (dropout on), its cache held
-        base = tracemalloc.get_traced_memory()[0]
-        rng = seeds.generator(0, "dropout", 1, 0)
-        logits, cache = model.forward(x, model.shift_right(y), m, None, rng)
-        loss, ce_cache = cross_entropy(logits, y)
-        now, peak = tracemalloc.get_traced_memory()
-        out["activations"] = now - base
-        out["forward_peak"] = peak - base
-        del logits  # held by the cross-entropy cache where it is still needed
-        dlogits, _ = cross_entropy_mean_backward(1.0, ce_cache)
-        del ce_cache
-        grads = model.backward(dlogits, cache)
-        out["gradients"] = _nbytes(grads.values())
-        out["forward_backward_peak"] = tracemalloc.get_traced_memory()[1] - base
-        del grads, dlogits, cache, loss
+    base = tracemalloc.get_traced_memory()[0]
+    h, cache = model.hidden_forward(x, model.shift_right(y), m, None, seeds.generator(0, "dropout", 1, 0),
+                                    recompute=recompute)
+    out["activations"] = tracemalloc.get_traced_memory()[0] - base
+    del h, cache
     # the real trainer step, from its steady state (parameters and moments allocated)
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
@@ -394,21 +364,16 @@ def worker_mem_minillm(spec: dict) -> dict:
     out["step_peak"] = tracemalloc.get_traced_memory()[1] - base
     out["tracemalloc_overhead"] = tracemalloc.get_tracemalloc_memory()
     tracemalloc.stop()
-    if recompute:  # the forward's cache is the implementation's business: gradients by nbytes of one more
-        _, grads, _ = _recompute_grads(model, x, m, y)
-        out["gradients"] = _nbytes(grads.values())
-        out["activations_and_temporaries"] = out["step_peak"] - out["gradients"]
-    else:
-        out["temporaries"] = out["step_peak"] - out["activations"] - out["gradients"]
+    out["activations_and_temporaries_at_peak"] = out["step_peak"] - out["gradients"]
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
 
-def _recompute_grads(model, x, m, y):
+def _recompute_grads(model, x, m, y, recompute: bool = True):
     from minillm.training import sft
 
     batch = {"input_ids": x, "attention_mask": m, "labels": y}
-    return sft.sft_loss_and_grads(model, [batch], None, recompute=True)
+    return sft.sft_loss_and_grads(model, [batch], None, recompute=recompute)
 
 
 def worker_mem_transformers(spec: dict) -> dict:
@@ -558,9 +523,11 @@ def degradation(quiet: dict, busy: dict) -> dict:
 
 def breakdown_mb(mem: dict, timed_peak_rss_mb: float) -> dict:
     """The measured parts in MB, and "other": the timed training process's peak RSS minus them."""
-    keys = ["parameters", "gradients", "moments", "activations", "temporaries", "activations_and_temporaries"]
+    keys = ["parameters", "moments", "gradients", "activations_and_temporaries_at_peak"]
     parts = {k: mem[k] / 2**20 for k in keys if k in mem}
     parts["other"] = timed_peak_rss_mb - sum(parts.values())
+    if "activations" in mem:  # not a part of the sum: the backward frees them as the gradients grow
+        parts["(activations after the forward)"] = mem["activations"] / 2**20
     return parts
 
 
@@ -610,8 +577,6 @@ def main(argv=None) -> int:
                      f"choose from {', '.join(SHAPES)}")
         shapes, w = {s: SHAPES[s] for s in names}, dict(WORKLOAD)
     repeats = args.repeats or (2 if args.quick else 3)
-    if args.recompute:
-        _recompute_api()  # fail now, with the reason, rather than after the first shape
     conditions = ["quiet", "busy"] if args.contention else ["quiet"]
     jobs = ["step-minillm", "step-transformers", "gen-minillm", "gen-transformers"]
     if args.recompute:

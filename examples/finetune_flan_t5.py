@@ -19,7 +19,9 @@ trained on the data, then fine-tune it briefly:
     python examples/finetune_flan_t5.py --make-random-folder runs/flan-t5-random --steps 2
 
 (flan-t5-small: 8+8 layers, d_model 512, 6 heads of 64, d_ff 1024, gated-gelu, untied,
-32128 rows; 77M parameters. ``--size tiny`` makes a small one of the same layout.)
+32128 rows; 77M parameters. ``--size flan-t5-base`` makes flan-t5-base's shape: 12+12
+layers, d_model 768, 12 heads, d_ff 2048; 248M. ``--size tiny`` makes a small one of the
+same layout.)
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from minillm.workflows import (
 SIZES = {  # transformers T5Config fields of each random folder
     "flan-t5-small": dict(d_model=512, d_kv=64, num_heads=6, d_ff=1024, num_layers=8,
                           num_decoder_layers=8, vocab_size=32128),
+    "flan-t5-base": dict(d_model=768, d_kv=64, num_heads=12, d_ff=2048, num_layers=12,
+                         num_decoder_layers=12, vocab_size=32128),
     "tiny": dict(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2,
                  vocab_size=None),  # None: the tokenizer's size rounded up to a multiple of 128
 }

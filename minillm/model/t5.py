@@ -134,7 +134,8 @@ class T5:
 
     def encode(self, input_ids, attention_mask=None, rng=None):
         """memory (B, S, C) for input_ids (B, S); attention_mask (B, S) is 1 for real tokens."""
-        return self.encode_forward(input_ids, attention_mask, rng)[0]
+        # only the output is wanted: recompute's cache keeps each block's input, not its activations
+        return self.encode_forward(input_ids, attention_mask, rng, recompute=True)[0]
 
     def encode_forward(self, input_ids, attention_mask=None, rng=None, recompute: bool = False):
         input_ids = self._ids(input_ids, "input_ids")
@@ -146,7 +147,7 @@ class T5:
                rng=None):
         """hidden (B, T, C): the decoder's final-normed output, before the LM head."""
         return self.decode_forward(decoder_input_ids, memory, attention_mask,
-                                   decoder_attention_mask, rng)[0]
+                                   decoder_attention_mask, rng, recompute=True)[0]  # no block caches kept
 
     def decode_forward(self, decoder_input_ids, memory, attention_mask=None,
                        decoder_attention_mask=None, rng=None, recompute: bool = False):
@@ -240,7 +241,9 @@ class T5:
 
     def logits(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
         """logits (B, T, V) in evaluation mode."""
-        return self.forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask)[0]
+        # no backward follows: recompute's cache keeps each block's input, not its activations
+        return self.forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask,
+                            recompute=True)[0]
 
     def shift_right(self, labels):
         """decoder_input_ids: labels shifted right, decoder_start_token_id first, -100 -> pad."""
