@@ -347,6 +347,17 @@ def follow_idle_cores(interval_s: float = 1.0, cores: int | None = None) -> bool
     return True
 
 
+def use_threads(threads: int | str | None) -> bool:
+    """Set up the BLAS threads for ``threads``: a count, "auto" (:func:`follow_idle_cores`) or
+    None (leave them). False when it could not be applied (no OpenBLAS, or "auto" with
+    OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set)."""
+    if threads is None:
+        return True
+    if threads == "auto":
+        return follow_idle_cores()
+    return set_blas_threads(int(threads)) is not None
+
+
 def adapt_threads() -> None:
     """Between array operations: re-size the BLAS pool if :func:`follow_idle_cores` is on."""
     if _FOLLOWING:

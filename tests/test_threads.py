@@ -121,7 +121,7 @@ def test_a_bad_threads_value_is_one_line_and_exit_2(capsys):
 APPLY = textwrap.dedent('''
     import sys
     from minillm import backend
-    from minillm.cli import apply_threads
+    from minillm.workflows.common import apply_threads
 
     arg = sys.argv[1]
     apply_threads(None if arg == "none" else arg if arg == "auto" else int(arg))
@@ -131,7 +131,7 @@ APPLY = textwrap.dedent('''
 
 @needs_openblas
 @pytest.mark.parametrize("value, expected", [("1", "1 False"), ("none", None), ("auto", None)])
-def test_apply_threads_sets_the_count_or_follows_the_idle_cores(value, expected):
+def test_the_threads_setting_sets_the_count_or_follows_the_idle_cores(value, expected):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", APPLY, value], capture_output=True, text=True,
                          timeout=120, check=True, env=env).stdout.strip()
@@ -142,3 +142,29 @@ def test_apply_threads_sets_the_count_or_follows_the_idle_cores(value, expected)
         assert following == "False" and int(count) >= 1
     else:
         assert following == "True"
+
+
+def test_a_bad_threads_setting_is_refused_in_one_line():
+    from minillm.workflows.common import SettingsError, apply_threads
+
+    for bad in (0, -2, 1.5, "two", True):
+        with pytest.raises(SettingsError, match="threads: expected a count >= 1 or 'auto'"):
+            apply_threads(bad)
+
+
+@needs_openblas
+def test_the_generate_workflow_applies_its_threads_setting(tmp_path):
+    """GenerateSettings(threads=1) in one call, as `minillm generate --threads 1` does."""
+    script = textwrap.dedent(f'''
+        from minillm import backend
+        from minillm.workflows import GenerateSettings, generate
+        try:
+            generate(GenerateSettings(dir={str(tmp_path / "missing")!r}, prompts=("hi",), threads=1))
+        except (FileNotFoundError, ValueError):
+            pass  # the folder is checked after the threads are set
+        print(backend.blas_threads())
+    ''')
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         check=True, env=env).stdout.split()
+    assert out == ["1"]

@@ -83,19 +83,6 @@ def add_threads_flag(group) -> None:
         "reproducible bit for bit). Default: OpenBLAS's own (every core, or OPENBLAS_NUM_THREADS)")
 
 
-def apply_threads(value) -> None:
-    """Set up the process for --threads (None: leave the BLAS as it is)."""
-    from minillm.backend import follow_idle_cores, set_blas_threads
-
-    if value == "auto":
-        if not follow_idle_cores():
-            say("--threads auto: not applied (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set, "
-                "or NumPy is not on OpenBLAS here)")
-    elif value is not None:
-        if set_blas_threads(value) is None:
-            say(f"--threads {value}: not applied (NumPy is not on OpenBLAS here)")
-
-
 def check_argv(argv: list[str]) -> str | None:
     """The one-line complaint about an argument that is not valid UTF-8 (None when all are)."""
     for i, a in enumerate(argv, start=1):
@@ -142,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     from minillm.parallel import launched_size
 
     keep_freed_memory()  # steps reuse freed arrays instead of page-faulting them back in
-    apply_threads(getattr(args, "threads", None))
     if launched_size() != 1:
         return _main_ranks(args)
     try:

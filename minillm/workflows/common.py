@@ -51,6 +51,20 @@ def flag(name: str) -> str:
 # --------------------------------------------------------------------------- checks
 
 
+def apply_threads(threads: Any, log: Log = None) -> None:
+    """Settings' ``threads`` (a count >= 1, "auto" or None) applied to the BLAS; a note when it cannot be."""
+    from minillm.backend import use_threads
+
+    if threads is None:
+        return
+    count = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    if threads != "auto" and not count:
+        raise SettingsError(f"threads: expected a count >= 1 or 'auto', got {threads!r}")
+    if not use_threads(threads):
+        (log or log_to_stderr)(f"threads {threads}: not applied (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS "
+                               "is set, or NumPy is not on OpenBLAS here)")
+
+
 def check_device(device: str, world=None) -> None:
     """SettingsError in one line when ``device`` is unusable: 'cuda' without CuPy or a GPU.
 

@@ -50,6 +50,7 @@ from minillm.parallel import Single, get_world
 from minillm.storage.fileio import atomic_path
 from minillm.training import RLConfig, TrainConfig, checkpoint
 from minillm.workflows.common import (
+    apply_threads,
     builtin_verifiers,
     check_device,
     check_folder,
@@ -88,6 +89,7 @@ class EvalSettings:
     top_p: float = 1.0
     dtype: str | None = None
     device: str = "cpu"
+    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
     no_progress: bool = False
 
 
@@ -218,6 +220,7 @@ def _load(settings: EvalSettings, world: Single):
 
     check_settings(settings)
     check_device(settings.device, world)
+    apply_threads(settings.threads)
     tok_path = check_folder(settings.dir, "", "minillm eval needs the folder's tokenizer")
     run = run_of(settings.dir)
     s = resolved(settings, run)

@@ -28,7 +28,7 @@ from minillm.backend import to_numpy
 from minillm.data.batching import truncate
 from minillm.generation import generate as generate_ids
 from minillm.storage.fileio import read_json
-from minillm.workflows.common import Log, check_device, check_folder, log_to_stderr
+from minillm.workflows.common import Log, apply_threads, check_device, check_folder, log_to_stderr
 
 # settings that are generate() keywords of the same name (None: not given), and their types
 OPTIONS = {
@@ -67,6 +67,7 @@ class GenerateSettings:
     max_source_len: int = DEFAULT_MAX_SOURCE_LEN
     dtype: str = "float32"
     device: str = "cpu"
+    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
 
 
 def read_generation_config(path: str) -> dict[str, Any]:
@@ -134,6 +135,7 @@ def iter_generate(settings: GenerateSettings, log: Log = log_to_stderr) -> Itera
 
     s = settings
     check_device(s.device)
+    apply_threads(s.threads, log)
     tok_path = check_folder(s.dir, "expected a T5 folder with tokenizer.json",
                             "minillm generate tokenizes with it")
     if s.batch_size < 1:

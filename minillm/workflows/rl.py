@@ -43,6 +43,7 @@ from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
     SettingsError,
+    apply_threads,
     check_device,
     check_folder,
     check_not_finished,
@@ -96,6 +97,7 @@ class RLSettings:
     dtype: str = "float32"
     save_dtype: str | None = None
     device: str = "cpu"
+    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
     resume: bool = False
     overwrite: bool = False
     steps: int | None = None
@@ -197,6 +199,7 @@ def _check(s: RLSettings, world: Single) -> None:
         raise SettingsError("--resume and --overwrite contradict each other")
     check_save_dtype(s.save_dtype)
     check_device(s.device, world)
+    apply_threads(s.threads, None if world.is_root else (lambda msg: None))  # a note: rank 0's
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
     if not s.resume:

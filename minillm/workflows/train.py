@@ -33,6 +33,7 @@ from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
     SettingsError,
+    apply_threads,
     builtin_verifiers,
     check_device,
     check_folder,
@@ -81,6 +82,7 @@ class TrainSettings:
     dtype: str | None = None
     save_dtype: str | None = None
     device: str = "cpu"
+    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
     vocab_size: int | None = None
     n_train: int | None = None
     n_eval: int | None = None
@@ -216,6 +218,7 @@ def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | Non
 def _check(s: TrainSettings, world: Single) -> None:
     check_settings(s)
     check_device(s.device, world)
+    apply_threads(s.threads, None if world.is_root else (lambda msg: None))  # a note: rank 0's
     check_out(s.out, s.resume, s.overwrite, s.init, "--init")
 
 
