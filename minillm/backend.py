@@ -266,7 +266,7 @@ def threads_for(cores: int, others_busy: float) -> int:
     return max(1, min(cores, math.floor(cores - others_busy + 0.5)))
 
 
-def cpu_times(stat_text: str) -> float:
+def busy_ticks(stat_text: str) -> float:
     """Busy CPU time of the whole machine, in clock ticks, from /proc/stat's text.
 
     The first line is ``cpu user nice system idle iowait irq softirq steal ...``;
@@ -306,7 +306,7 @@ class IdleCores:
         import os
 
         with open("/proc/stat", encoding="ascii") as f:
-            busy = cpu_times(f.read()) / self._tick
+            busy = busy_ticks(f.read()) / self._tick
         t = os.times()
         return self._clock(), busy, t.user + t.system
 
@@ -332,7 +332,7 @@ def follow_idle_cores(interval_s: float = 1.0, cores: int | None = None) -> bool
     ``cores``: the most threads to use (default: the cores this process may run on).
     Does nothing (False) where the user chose a count (``OPENBLAS_NUM_THREADS`` or
     ``OMP_NUM_THREADS`` set), off Linux, or when NumPy is not on OpenBLAS. The
-    minillm CLI calls it for ``--threads auto``; a training script may too.
+    workflows call it for ``threads="auto"`` (``--threads auto``); a training script may too.
     Process-wide, as BLAS's pool is. Results then depend on the load in their last
     bits (see above).
     """

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from minillm.backend import blas_threads, cpu_times, set_blas_threads, threads_for
+from minillm.backend import blas_threads, busy_ticks, set_blas_threads, threads_for
 
 STAT = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1 2 3\n"
 
@@ -25,11 +25,11 @@ def test_threads_for_rounds_the_idle_cores_to_nearest_and_keeps_one():
     assert threads_for(4, -0.3) == 4  # a measurement's noise never asks for more than the cores
 
 
-def test_cpu_times_is_everything_but_idle_and_iowait():
+def test_busy_ticks_is_everything_but_idle_and_iowait():
     # user 100 + nice 5 + system 50 + irq 3 + softirq 2 + steal 0 (idle 1000, iowait 20 left out)
-    assert cpu_times(STAT) == 160.0
+    assert busy_ticks(STAT) == 160.0
     with pytest.raises(ValueError, match="/proc/stat"):
-        cpu_times("intr 1 2 3\n")
+        busy_ticks("intr 1 2 3\n")
 
 
 needs_openblas = pytest.mark.skipif(blas_threads() is None, reason="NumPy is not on OpenBLAS here")
