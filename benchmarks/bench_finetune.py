@@ -167,7 +167,7 @@ def _time_steps(step, steps: int) -> dict:
 
 
 def _minillm_trainer(folder: str, w: dict, recompute: bool):
-    """(model, step(i) -> loss, optimizer, how): minillm's trainer step on the benchmark batch."""
+    """(model, step(i) -> loss, optimizer): minillm's trainer step on the benchmark batch."""
     from minillm.model import T5
     from minillm.optim import ScaledAdamW
     from minillm.training import sft
@@ -184,7 +184,7 @@ def _minillm_trainer(folder: str, w: dict, recompute: bool):
 
     def step(i):  # what `minillm train --init [--recompute]` runs each step
         return sft.train_step(model, opt, [batch], i, cfg, total, recompute=recompute)["loss"]
-    return model, step, opt, "trainer"
+    return model, step, opt
 
 def _transformers_trainer(folder: str, w: dict):
     """(model, step(i) -> loss, optimizer, batch tensors): transformers' fine-tuning step."""
@@ -245,7 +245,7 @@ def _as_the_cli(spec: dict):
 def worker_step_minillm(spec: dict) -> dict:
     adapt = _as_the_cli(spec)
     w = spec["workload"]
-    model, step, _, how = _minillm_trainer(spec["folder"], w, spec.get("recompute", False))
+    model, step, _ = _minillm_trainer(spec["folder"], w, spec.get("recompute", False))
     inner = step
 
     def step(i):  # noqa: F811 - the trainer's step, with the loop's thread check before it
@@ -255,7 +255,7 @@ def worker_step_minillm(spec: dict) -> dict:
     x, m, y = _batch(w, model.config.vocab_size)
     eval_loss = model.loss(x, y, m)  # no dropout: the two implementations agree on it
     res = _time_steps(step, spec["steps"])
-    return dict(res, eval_loss=eval_loss, peak_rss_mb=_peak_rss_mb(), rss_after_load_mb=loaded, step_path=how,
+    return dict(res, eval_loss=eval_loss, peak_rss_mb=_peak_rss_mb(), rss_after_load_mb=loaded,
                 parameters=model.num_parameters())
 
 
@@ -342,13 +342,13 @@ def worker_mem_minillm(spec: dict) -> dict:
 
     keep_freed_memory()
     w, recompute = spec["workload"], spec.get("recompute", False)
-    model, step, opt, how = _minillm_trainer(spec["folder"], w, recompute)
+    model, step, opt = _minillm_trainer(spec["folder"], w, recompute)
     params = _nbytes(model.params.values())
     step(0)  # the first step allocates the AdamW moments
     moments = _nbytes(opt.state_dict()["arrays"].values())
-    out = {"parameters": params, "moments": moments, "step_path": how}
+    out = {"parameters": params, "moments": moments}
     x, m, y = _batch(w, model.config.vocab_size)
-    _, grads, _ = _recompute_grads(model, x, m, y, recompute)
+    _, grads, _ = _loss_and_grads(model, x, m, y, recompute)
     out["gradients"] = _nbytes(grads.values())
     del grads
     tracemalloc.start()
@@ -369,7 +369,7 @@ def worker_mem_minillm(spec: dict) -> dict:
     return out
 
 
-def _recompute_grads(model, x, m, y, recompute: bool = True):
+def _loss_and_grads(model, x, m, y, recompute: bool):
     from minillm.training import sft
 
     batch = {"input_ids": x, "attention_mask": m, "labels": y}
