@@ -30,7 +30,7 @@ The keys after t are never read, so the causal mask is implicit.
 
 Each step calls the ops' inference forms, the forward's kernels without a
 backward cache: ``rms_norm``, ``attention_core`` over the cached keys and values,
-``ffn`` over weights laid out once per generate call (``StepWeights``), and the
+``ffn``, over the weights as stored (``StepWeights`` holds views), and the
 activations of ``FUNCTIONS``.
 
 Beam search keeps the cache's rows in step with its beams: ``reorder_cache``
@@ -54,81 +54,58 @@ from minillm.model.params import ffn_names, op_params
 from minillm.ops.attention import (
     additive_mask,
     attention_core,
-    fused_weight,
     padding_keep,
     project,
     split_heads,
 )
 from minillm.ops.embedding import embedding_forward
-from minillm.ops.ffn import ffn, input_weight
+from minillm.ops.ffn import ffn
 from minillm.ops.norm import rms_norm
 from minillm.ops.position_bias import position_bias_forward, position_buckets
 
 
 @dataclass
 class StepWeights:
-    """The decoder's weights laid out for one-token steps (built once per generate call).
+    """The decoder's weights for one-token steps: views of the parameters, no copies.
 
-    The few rows of a step run fastest as y = x W_in with a contiguous copy of
-    W_in = W^T for the projections out of d_model, and as y = (W x^T)^T with W
-    as stored (no copy) for those into it (BLAS timings at N = 1 to 64 rows).
-    Per layer i: ``qkv[i]`` (C, 3HD) is [W_q; W_k; W_v]^T, fused so the new token's
-    q, k and v come from one matrix product; ``cq[i]`` (C, HD) the cross W_q^T;
-    ``o[i]``, ``co[i]`` (C, HD) the self and cross W_o as stored; ``ln[i]`` the
-    three norm gains; ``ff[i]`` the FFN's (w_in, w_out) for ``ops.ffn``: its input
-    weight transposed ((C, F), or (C, 2F) fused when gated) and W_o (C, F) as stored.
-    ``embed`` (V, C) is the input embedding (shared.weight), ``final_ln`` (C,) the
-    final norm gain times the LM head's scale s, and ``head`` (V, C) the output
-    embedding (lm_head.weight, or shared.weight when tied).
+    The few rows of a step run as y = (W x^T)^T with W as stored (O, I): for N = 1
+    to 8 rows OpenBLAS reads a stored W about as fast as a transposed copy of it, so
+    no copy is laid out (it cost a pass over every decoder weight per generate call,
+    about a tenth of a batch-1 call, and would go stale when the weights change).
+    Per layer i: ``sa[i]`` the self-attention's {"q", "k", "v", "o"} ((HD, C), W_o
+    (C, HD)), ``ca[i]`` the cross-attention's {"q", "o"}, ``ln[i]`` the three norm
+    gains, ``ff[i]`` the FFN's weights for ``ops.ffn``. ``embed`` (V, C) is the
+    input embedding (shared.weight), ``final_ln`` (C,) the final norm gain times
+    the LM head's scale s, and ``head`` (V, C) the output embedding
+    (lm_head.weight, or shared.weight when tied).
     """
 
     embed: Any
-    qkv: list
-    o: list
-    cq: list
-    co: list
+    sa: list
+    ca: list
     ln: list
     ff: list
     final_ln: Any
     head: Any
     act: str
-    gated: bool
     n_heads: int
     eps: float
 
 
-def _transposed(w, rows: int = 64):
-    """A contiguous w^T (I, O) of w (O, I), copied ``rows`` rows of w at a time.
-
-    A plain transposed copy strides across the whole of w for every row it
-    writes; blocks of rows keep both sides in cache (about 2.5x faster here).
-    """
-    out = get_xp(w).empty((w.shape[1], w.shape[0]), dtype=w.dtype)  # (I, O)
-    for r in range(0, w.shape[0], rows):
-        out[:, r:r + rows] = w[r:r + rows].T
-    return out
-
-
 def step_weights(params: dict, config: T5Config) -> StepWeights:
-    """Lay out ``params`` for ``decode_step`` (fused q/k/v and FFN input, transposed; see StepWeights)."""
-    qkv, o, cq, co, ln, ff = [], [], [], [], [], []
+    """The decoder's weights of ``params`` for ``decode_step`` (views; see StepWeights)."""
+    sa, ca, ln, ff = [], [], [], []
     for i in range(config.num_decoder_layers):
         b = f"decoder.block.{i}.layer"
-        sa = op_params(params, f"{b}.0.SelfAttention", "qkvo")
-        ca = op_params(params, f"{b}.1.EncDecAttention", "qo")
-        dense = op_params(params, f"{b}.2.DenseReluDense", ffn_names(config))
-        qkv.append(_transposed(fused_weight(sa, "qkv")))  # (C, 3HD)
-        o.append(sa["o"])  # (C, HD)
-        cq.append(_transposed(ca["q"]))  # (C, HD)
-        co.append(ca["o"])  # (C, HD)
+        sa.append(op_params(params, f"{b}.0.SelfAttention", "qkvo"))
+        ca.append(op_params(params, f"{b}.1.EncDecAttention", "qo"))
+        ff.append(op_params(params, f"{b}.2.DenseReluDense", ffn_names(config)))
         ln.append(tuple(params[f"{b}.{j}.layer_norm.weight"] for j in range(3)))
-        ff.append((_transposed(input_weight(dense)), dense["wo"]))  # (C, F) or (C, 2F); (C, F)
     s = config.d_model**-0.5 if config.scale_decoder_outputs else 1.0
     final_ln = params["decoder.final_layer_norm.weight"] * params["shared.weight"].dtype.type(s)
     head = params.get("lm_head.weight", params["shared.weight"])
-    return StepWeights(params["shared.weight"], qkv, o, cq, co, ln, ff, final_ln, head,
-                       config.dense_act_fn, config.is_gated_act, config.num_heads,
-                       float(config.layer_norm_epsilon))
+    return StepWeights(params["shared.weight"], sa, ca, ln, ff, final_ln, head, config.dense_act_fn,
+                       config.num_heads, float(config.layer_norm_epsilon))
 
 
 @dataclass
@@ -202,25 +179,26 @@ def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
     x, _ = embedding_forward(tokens, {"weight": w.embed})  # (N, C)
     N = x.shape[0]
     bias = cache.position_row[:, :, :, cache.max_length - 1 - t:]  # (1, H, 1, t+1)
-    for i in range(len(w.qkv)):
+    for i in range(len(w.sa)):
         ln0, ln1, ln2 = w.ln[i]
-        # x = x + SelfAttention(norm(x)), over the cached keys 0..t
-        qkv = rms_norm(x, ln0, eps) @ w.qkv[i]  # (N, 3HD) = [q|k|v]
-        HD = qkv.shape[1] // 3
-        q, k, v = (qkv[:, j * HD:(j + 1) * HD].reshape(N, H, 1, -1) for j in range(3))  # (N, H, 1, D)
+        sa, ca = w.sa[i], w.ca[i]
+        # x = x + SelfAttention(norm(x)), over the cached keys 0..t; each projection is
+        # (W h^T)^T with W as stored: (HD, C) @ (C, N) -> (HD, N), transposed to (N, HD)
+        ht = rms_norm(x, ln0, eps).T  # (C, N)
+        q, k, v = ((sa[n] @ ht).T.reshape(N, H, 1, -1) for n in "qkv")  # (N, H, 1, D)
         cache.self_k[i][:, :, t:t + 1] = k
         cache.self_v[i][:, :, t:t + 1] = v
         ctx = attention_core(q, cache.self_k[i][:, :, :t + 1], cache.self_v[i][:, :, :t + 1],
                              bias=bias, scale=1.0)  # (N, H, 1, D); T5's W_q holds the scale
         # ctx W_o^T as (W_o ctx^T)^T, ctx merged at one position: (C, HD) @ (HD, N) -> (N, C)
-        x = x + (w.o[i] @ ctx.reshape(N, -1).T).T
+        x = x + (sa["o"] @ ctx.reshape(N, -1).T).T
         # x = x + EncDecAttention(norm(x), memory)
-        q = (rms_norm(x, ln1, eps) @ w.cq[i]).reshape(N, H, 1, -1)  # (N, H, 1, D)
+        q = (ca["q"] @ rms_norm(x, ln1, eps).T).T.reshape(N, H, 1, -1)  # (N, H, 1, D)
         ctx = attention_core(q, cache.cross_k[i], cache.cross_v[i], bias=cache.cross_bias,
                              scale=1.0)  # (N, H, 1, D)
-        x = x + (w.co[i] @ ctx.reshape(N, -1).T).T  # (C, HD) @ (HD, N) -> (N, C)
+        x = x + (ca["o"] @ ctx.reshape(N, -1).T).T  # (C, HD) @ (HD, N) -> (N, C)
         # x = x + DenseReluDense(norm(x))
-        x = x + ffn(rms_norm(x, ln2, eps), *w.ff[i], act=w.act, gated=w.gated)  # (N, C)
+        x = x + ffn(rms_norm(x, ln2, eps), w.ff[i], act=w.act)  # (N, C)
     cache.length = t + 1
     # logits = (final_norm(x) * s) W^T, with s folded into final_ln
     return rms_norm(x, w.final_ln, eps) @ w.head.T  # (N, V)

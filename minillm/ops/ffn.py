@@ -6,9 +6,8 @@
 x: (B, L, C) -> y: (B, L, C); W_i, W_i0, W_i1: (F, C), W_o: (C, F).
 params: {"wi", "wo"} or {"wi_0", "wi_1", "wo"}, the names transformers uses.
 The gated form runs W_i0 and W_i1 as one GEMM of width 2F each way: x times
-``input_weight(params)``, [W_i0; W_i1]. ``ffn`` is the inference form over that
-weight laid out once (transposed, for generation's one-token steps), no dropout
-and no cache.
+``input_weight(params)``, [W_i0; W_i1]. ``ffn`` is the inference form for
+generation's one-token steps (no dropout, no cache), over the weights as stored.
 """
 
 from __future__ import annotations
@@ -42,19 +41,21 @@ def input_weight(params):
     return get_xp(params["wi_0"]).concatenate([params["wi_0"], params["wi_1"]])  # (2F, C)
 
 
-def ffn(x, w_in, w_out, *, act="relu", gated=False):
+def ffn(x, params, *, act="relu"):
     """y = W_o act(W_i x), or W_o (act(W_i0 x) * W_i1 x) when gated, for inference (a few rows).
 
-    x: (N, C); w_in: input_weight(params)^T, (C, F) or (C, 2F); w_out: W_o (C, F) as stored
-    -> y (N, C). y = h W_o^T is computed as (W_o h^T)^T, which needs no transposed copy of W_o.
+    x: (N, C); params: the weights as stored, as for ``ffn_forward`` -> y (N, C). No dropout,
+    no cache. Computed transposed, h^T = W_i x^T (F, N) and y = (W_o h^T)^T, so each product
+    reads a weight as stored: for a few rows it is as fast as a transposed copy, and the copy
+    (remade whenever the weights change) is not needed.
     """
-    h = x @ w_in  # (N, F) or (N, 2F) = [h0|h1]
-    if gated:
-        F = h.shape[-1] // 2
-        g = FUNCTIONS[act](h[:, :F])  # act(h0)
-        g *= h[:, F:]  # h = act(h0) * h1
-        return (w_out @ g.T).T  # (C, F) @ (F, N) -> (N, C)
-    return (w_out @ FUNCTIONS[act](h).T).T  # (N, C)
+    xt = x.T  # (C, N)
+    if "wi_0" in params:
+        h = FUNCTIONS[act](params["wi_0"] @ xt)  # act(h0)^T: (F, N)
+        h *= params["wi_1"] @ xt  # h = act(h0) * h1
+    else:
+        h = FUNCTIONS[act](params["wi"] @ xt)  # (F, N)
+    return (params["wo"] @ h).T  # (C, F) @ (F, N) -> (N, C)
 
 
 def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
