@@ -79,13 +79,14 @@ def attention_core_forward(q, k, v, *, bias=None, scale=1.0, dropout=0.0, rng=No
     """ctx = dropout(softmax(scale * q k^T + bias)) v.
 
     q: (B, H, T, D), k, v: (B, H, S, D), bias: broadcastable to (B, H, T, S) or None.
-    Returns ctx (B, H, T, D). Cache: q, k, v, the probabilities A and dropout(A).
+    Returns ctx (B, H, T, D). Cache: q, k, v, the probabilities A and the dropout's mask;
+    not dropout(A), which the backward remakes from them (see there).
     """
     a, _ = softmax_forward(_scores(q, k, bias, scale))  # (B, H, T, S)
     a_drop, drop_cache = dropout_forward(a, p=dropout, rng=rng)
     ctx = a_drop @ v  # (B, H, T, D)
     bias_shape = None if bias is None else bias.shape
-    return ctx, (q, k, v, a, a_drop, drop_cache, scale, bias_shape)
+    return ctx, (q, k, v, a, drop_cache, scale, bias_shape)
 
 
 def attention_core(q, k, v, *, bias=None, scale=1.0):
@@ -106,10 +107,14 @@ def _sum_to_shape(t, shape):
 
 def attention_core_backward(dctx, cache):
     """dctx: (B, H, T, D) -> (dq, dk, dv, dbias): dbias has the bias's shape (None without one)."""
-    q, k, v, a, a_drop, drop_cache, scale, bias_shape = cache
+    q, k, v, a, drop_cache, scale, bias_shape = cache
+    # dropout is the linear map x -> x m / (1 - p), and its backward applies that same map
+    # (the same kernel): a_drop remade from a and the mask, bit for bit, not kept (B*H*T*S floats)
+    a_drop, _ = dropout_backward(a, drop_cache)  # (B, H, T, S)
     # ctx = a_drop v
     da_drop = dctx @ v.transpose(0, 1, 3, 2)  # (B, H, T, S)
     dv = a_drop.transpose(0, 1, 3, 2) @ dctx  # (B, H, S, D)
+    del a_drop
     # a_drop = dropout(a);  a = softmax(scores)
     da, _ = dropout_backward(da_drop, drop_cache)
     dscores, _ = softmax_backward(da, a)  # (B, H, T, S)
@@ -165,17 +170,18 @@ def self_attention_forward(x, params, *, n_heads, bias=None, scale=None, dropout
     ctx, core = attention_core_forward(q, k, v, bias=bias, scale=scale, dropout=dropout, rng=rng)
     ctx = merge_heads(ctx)  # (B, T, H*D)
     out = project(ctx, params["o"])  # (B, T, C)
-    return out, (x, w_qkv, core, ctx, params["o"])
+    # the cache holds the parameters, not the fused copy: the backward fuses them again
+    return out, (x, params, core, ctx)
 
 
 def self_attention_backward(dout, cache):
     """dout: (B, T, C) -> ((dx (B, T, C), dbias or None), grads {"q", "k", "v", "o"})."""
-    x, w_qkv, core, ctx, w_o = cache
+    x, params, core, ctx = cache
     H = core[0].shape[1]
-    dctx, d_o = _output_backward(dout, ctx, w_o, H)
+    dctx, d_o = _output_backward(dout, ctx, params["o"], H)
     dq, dk, dv, dbias = attention_core_backward(dctx, core)
     # [q|k|v] = x W_qkv^T
-    dx, dw = _fused_input_backward([dq, dk, dv], x, w_qkv)
+    dx, dw = _fused_input_backward([dq, dk, dv], x, fused_weight(params, "qkv"))
     HD = dw.shape[0] // 3
     return (dx, dbias), {"q": dw[:HD], "k": dw[HD:2 * HD], "v": dw[2 * HD:], "o": d_o}
 
@@ -194,18 +200,20 @@ def cross_attention_forward(x, memory, params, *, n_heads, bias=None, scale=None
     ctx, core = attention_core_forward(q, k, v, bias=bias, scale=scale, dropout=dropout, rng=rng)
     ctx = merge_heads(ctx)  # (B, T, H*D)
     out = project(ctx, params["o"])  # (B, T, C)
-    return out, (x, memory, params["q"], w_kv, core, ctx, params["o"])
+    # the cache holds the parameters, not the fused copy: the backward fuses them again
+    return out, (x, memory, params, core, ctx)
 
 
 def cross_attention_backward(dout, cache):
     """dout: (B, T, C) -> ((dx (B, T, C), dmemory (B, S, C), dbias or None), grads keyed like params)."""
-    x, memory, w_q, w_kv, core, ctx, w_o = cache
+    x, memory, params, core, ctx = cache
     B, T, _ = x.shape
     H = core[0].shape[1]
-    dctx, d_o = _output_backward(dout, ctx, w_o, H)
+    w_q = params["q"]
+    dctx, d_o = _output_backward(dout, ctx, params["o"], H)
     dq, dk, dv, dbias = attention_core_backward(dctx, core)
     # [k|v] = memory W_kv^T
-    dmemory, dw_kv = _fused_input_backward([dk, dv], memory, w_kv)
+    dmemory, dw_kv = _fused_input_backward([dk, dv], memory, fused_weight(params, "kv"))
     # q = x W_q^T
     dq2 = merge_heads(dq).reshape(B * T, -1)  # (B*T, H*D)
     dx = (dq2 @ w_q).reshape(x.shape)  # (B, T, C)
