@@ -43,39 +43,46 @@ def _softmax_rows_block(z, p, zmax, logz):
     xp.log(total[:, 0], out=logz)
 
 
-def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX):
+def cross_entropy_forward(logits, labels, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX,
+                          *, spend: bool = False):
     """logits (N, V), labels (N,) int -> token_loss (N,) (0 where ignored), cache.
 
     The cache keeps the probabilities p = softmax(z), which is all the backward
     needs; -log p[y] is computed as log sum_v exp(z_v) - z_y without forming log p.
-    The (N, V) work runs block by block (``blockwise``).
+    The (N, V) work runs block by block (``blockwise``). ``spend=True`` writes p
+    over the logits (the caller's array then holds p): one (N, V) array, not two.
     """
     xp = get_xp(logits)
     N, V = logits.shape
     valid = labels != ignore_index  # (N,)
     safe = xp.where(valid, labels, 0)  # (N,) a real index even where ignored
-    p = xp.empty_like(logits)  # (N, V)
+    z_y = logits[xp.arange(N), safe]  # (N,) read before p may overwrite the logits
+    z_mean = logits.mean(axis=-1) if label_smoothing else None  # (N,)
+    p = logits if spend else xp.empty_like(logits)  # (N, V)
     zmax = xp.empty((N,), dtype=logits.dtype)  # (N,) max z
     logz = xp.empty((N,), dtype=logits.dtype)  # (N,) log sum exp(z - max z)
     blockwise(_softmax_rows_block, logits, p, zmax, logz)
     # -log p[y] = logsumexp(z) - z_y, with both terms shifted by max z
-    nll = logz - (logits[xp.arange(N), safe] - zmax)  # (N,)
+    nll = logz - (z_y - zmax)  # (N,)
     if label_smoothing:
         # -mean_v log p_v = logsumexp(z) - mean_v z_v
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * (logz - (logits.mean(axis=-1) - zmax))
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * (logz - (z_mean - zmax))
     token_loss = xp.where(valid, nll, xp.asarray(0, dtype=logits.dtype))
     return token_loss, (p, safe, valid, label_smoothing)
 
 
-def cross_entropy_backward(dtoken_loss, cache):
-    """dtoken_loss (N,) -> (dlogits (N, V), {}).  Ignored tokens get zero gradient."""
+def cross_entropy_backward(dtoken_loss, cache, *, spend: bool = False):
+    """dtoken_loss (N,) -> (dlogits (N, V), {}).  Ignored tokens get zero gradient.
+
+    ``spend=True`` writes dlogits over the cached p (the cache is then used up).
+    """
     p, safe, valid, eps = cache
     xp = get_xp(p)
     N, V = p.shape
     seed = xp.where(valid, dtoken_loss, 0).astype(p.dtype, copy=False)  # (N,)
     # loss_n = -sum_v q_nv log p_nv,  q = (1 - eps) onehot(y) + eps / V
     #   =>  dz_n = seed_n (p_n - q_n)
-    dz = xp.empty_like(p)  # (N, V)
+    dz = p if spend else xp.empty_like(p)  # (N, V)
     blockwise(lambda pb, sb, db: xp.multiply(pb, sb[:, None], out=db), p, seed, dz)  # seed_n p_n
     dz[xp.arange(N), safe] -= (1.0 - eps) * seed
     if eps:

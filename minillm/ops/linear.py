@@ -16,12 +16,25 @@ def linear_forward(x, params):
     return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
-def linear_backward(dy, cache):
-    """dy: (..., O) -> dx: (..., I), grads {"weight": (O, I)}."""
+DW_BLOCK_ROWS = 4096
+"""Rows of dW per product when the weight gradient is added into an array (``dw_into``)."""
+
+
+def linear_backward(dy, cache, *, dw_into=None):
+    """dy: (..., O) -> dx: (..., I), grads {"weight": (O, I)}.
+
+    ``dw_into`` (O, I): add dW into that array and return it as the gradient, in
+    blocks of ``DW_BLOCK_ROWS`` rows, so the temporary is a block and not a whole
+    (O, I) (a chunked LM head's dW sums over chunks; (32128, C) is its size).
+    """
     x, w = cache
     dy2 = dy.reshape(-1, dy.shape[-1])  # (N, O)
+    x2 = x.reshape(-1, x.shape[-1])  # (N, I)
     # y = x W^T  =>  dx = dy W
     dx = (dy2 @ w).reshape(x.shape)  # (..., I)
     # y = x W^T  =>  dW = dy^T x, summed over every leading position
-    dw = dy2.T @ x.reshape(-1, x.shape[-1])  # (O, I)
-    return dx, {"weight": dw}
+    if dw_into is None:
+        return dx, {"weight": dy2.T @ x2}  # (O, I)
+    for o in range(0, dw_into.shape[0], DW_BLOCK_ROWS):
+        dw_into[o:o + DW_BLOCK_ROWS] += dy2[:, o:o + DW_BLOCK_ROWS].T @ x2  # (rows, I)
+    return dx, {"weight": dw_into}

@@ -19,8 +19,10 @@ cross-entropy does:
 
 and keeps dh (N, C) and dW (V, C) of a unit dloss as its cache; the backward
 scales them by dloss. At most one chunk's (rows, V) logits, probabilities and
-gradient exist at a time, never the (N, V) arrays of the unfused path; the math
-is that path's own functions, called on fewer rows.
+gradient exist at a time (one array: p is written over the logits and the
+gradient over p), never the (N, V) arrays of the unfused path, and the later
+chunks add their dW into the sum a block of rows at a time (``dw_into``); the
+math is that path's own functions, called on fewer rows.
 """
 
 from __future__ import annotations
@@ -65,22 +67,22 @@ def lm_head_cross_entropy_forward(h, params, labels, *, scale: float = 1.0, labe
         h_c = h[i:i + rows]  # (rows, C)
         hs = h_c * scale if scale != 1.0 else h_c  # (rows, C)
         logits, c_lin = linear_forward(hs, {"weight": w})  # (rows, V)
-        token_loss, c_ce = cross_entropy_forward(logits, labels[i:i + rows], label_smoothing)  # (rows,)
-        del logits  # the cross-entropy cache keeps softmax(logits), all its backward needs
+        # p = softmax(logits) written over the logits, then dlogits over p: one (rows, V) array
+        token_loss, c_ce = cross_entropy_forward(logits, labels[i:i + rows], label_smoothing,
+                                                 spend=True)  # (rows,)
+        del logits
         total += token_loss.sum()
         # loss = (1 / n) sum_i token_loss_i  =>  d loss / d token_loss_i = 1 / n (0 where ignored)
         seed = xp.full(token_loss.shape, 1.0 / n, dtype=h.dtype)  # (rows,)
-        dlogits, _ = cross_entropy_backward(seed, c_ce)  # (rows, V)
+        dlogits, _ = cross_entropy_backward(seed, c_ce, spend=True)  # (rows, V)
         del c_ce
-        dhs, g = linear_backward(dlogits, c_lin)  # (rows, C), {"weight": (V, C)}
+        # logits_c = hs_c W^T for every chunk c  =>  dW = sum_c dlogits_c^T hs_c, the first
+        # chunk's made, the later ones added into it (a block of rows at a time)
+        dhs, g = linear_backward(dlogits, c_lin, dw_into=dw)  # (rows, C), {"weight": (V, C)}
+        dw = g["weight"]
         del dlogits
         # hs = h * scale  =>  dh = dhs * scale
         dh[i:i + rows] = dhs * scale if scale != 1.0 else dhs
-        # logits_c = hs_c W^T for every chunk c  =>  dW = sum_c dlogits_c^T hs_c
-        if dw is None:
-            dw = g["weight"]
-        else:
-            dw += g["weight"]
     if dw is None:  # no rows at all
         dw = xp.zeros_like(w)
     return total / n, (dh, dw)
