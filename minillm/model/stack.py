@@ -236,7 +236,7 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     return h, (stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out)
 
 
-def stack_backward(dh, cache, spend: bool = False):
+def stack_backward(dh, cache, spend: bool = False, embedding_grad=None):
     """dh: (B, L, C) -> (dmemory (B, S, C) or None, grads keyed like params).
 
     The gradient of the memory is the sum over every decoder block's
@@ -245,6 +245,8 @@ def stack_backward(dh, cache, spend: bool = False):
     ``spend``: drop each block's cache from ``cache`` once its backward is done, so
     its activations are freed while the gradients grow (the peak is then about the
     larger of the two, not their sum); the cache cannot be used again.
+    ``embedding_grad`` (V, C): the embedding's gradient is added into it (and
+    returned as grads["shared.weight"]) rather than made afresh.
     """
     stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out = cache
     grads: dict = {}
@@ -272,6 +274,6 @@ def stack_backward(dh, cache, spend: bool = False):
     add_grads(grads, g, f"{stack}.block.0.layer.0.SelfAttention")
     # x = dropout(shared[ids])
     dx, _ = dropout_backward(dx, c_drop_in)
-    _, g = embedding_backward(dx, c_emb)
+    _, g = embedding_backward(dx, c_emb, dw_into=embedding_grad)
     grads["shared.weight"] = g["weight"]
     return dmemory, grads

@@ -209,19 +209,22 @@ class T5:
                                        decoder_attention_mask, rng, recompute)  # (N, T, C)
         return h, (c_enc, c_dec, repeats)
 
-    def hidden_backward(self, dhidden, cache, spend: bool = False) -> dict:
+    def hidden_backward(self, dhidden, cache, spend: bool = False, embedding_grad=None) -> dict:
         """dhidden (N, T, C) -> grads of both stacks (every param but the LM head's own use).
 
         spend: free each block's activations as soon as its backward is done (the
         cache is then used up; ``loss_and_grads`` owns its cache and does this).
+        Both stacks scatter their embedding gradient into one (V, C) array:
+        ``embedding_grad`` when given (the tied head's dW: it is added into), else a new one.
         """
         c_enc, c_dec, repeats = cache
-        dmemory, g_dec = stack_backward(dhidden, c_dec, spend)  # (N, S, C)
+        dmemory, g_dec = stack_backward(dhidden, c_dec, spend, embedding_grad)  # (N, S, C)
         if repeats > 1:
             # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
             N, S, C = dmemory.shape
             dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
-        _, g_enc = stack_backward(dmemory, c_enc, spend)
+        # shared[ids] is read by both stacks  =>  dshared = the sum of both scatters, into one array
+        _, g_enc = stack_backward(dmemory, c_enc, spend, g_dec.pop("shared.weight"))
         return add_grads(add_grads({}, g_enc), g_dec)
 
     def forward(self, input_ids, decoder_input_ids, attention_mask=None,
@@ -277,9 +280,13 @@ class T5:
                                                      chunk_rows=chunk_rows)  # h: (B*T, C)
         dh, g_head = lm_head_cross_entropy_backward(1.0, c_loss)  # (B*T, C)
         del h, c_loss
-        # the cache is this call's own: each block's activations are freed once its backward is done
-        grads = add_grads(self.hidden_backward(dh.reshape(B, T, C), cache, spend=True),
-                          {key: g_head["weight"]})
+        # the cache is this call's own: each block's activations are freed once its backward is done;
+        # a tied head's dW receives the embedding's gradient (one (V, C) array for shared.weight)
+        tied = key == "shared.weight"
+        grads = self.hidden_backward(dh.reshape(B, T, C), cache, spend=True,
+                                     embedding_grad=g_head["weight"] if tied else None)
+        if not tied:
+            grads = add_grads(grads, {key: g_head["weight"]})
         return float(loss), {k: grads[k] for k in self.params}
 
     def num_parameters(self) -> int:

@@ -11,15 +11,17 @@ def embedding_forward(ids, params):
     return w[ids], (ids, w.shape, w.dtype)
 
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout, cache, *, dw_into=None):
     """dout: (..., C) -> (None, {"weight": (V, C)}).
 
     ids are integers, so there is no input gradient. A token that occurs n
     times receives the sum of its n output gradients (scatter with add).
+    ``dw_into`` (V, C): scatter into that array (a table used twice, tied to
+    the LM head or read by both stacks, then has one (V, C) gradient, not three).
     """
     ids, shape, dtype = cache
     xp = get_xp(dout)
-    dw = xp.zeros(shape, dtype=dtype)
+    dw = xp.zeros(shape, dtype=dtype) if dw_into is None else dw_into
     # out = W[ids]  =>  dW[v] = sum of dout over the positions where ids == v
     xp.add.at(dw, ids.reshape(-1), dout.reshape(-1, shape[1]))
     return None, {"weight": dw}
