@@ -150,11 +150,20 @@ class ScaledAdamW:
 
 
 def global_norm(grads: dict) -> float:
-    """sqrt(sum over every gradient of its squared entries)."""
-    total = 0.0
+    """sqrt(sum over every gradient of its squared entries).
+
+    Each gradient's sum of squares is a dot product with itself, block by block
+    (``blockwise``; one block on CuPy), the blocks' sums added as Python floats:
+    no g * g temporary (a (V, C) array for the embedding), one read of each gradient.
+    """
+    sums = []  # one per block, of every gradient
+
+    def add(b):
+        sums.append(get_xp(b).vdot(b, b))  # vdot flattens the block
     for g in grads.values():
-        total += float((g * g).sum())
-    return math.sqrt(total)
+        if g.size:
+            blockwise(add, as_rows(g))
+    return math.sqrt(math.fsum(float(v) for v in sums))
 
 
 def first_nonfinite(arrays: dict) -> str | None:
