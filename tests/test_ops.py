@@ -325,3 +325,80 @@ def test_inference_forms_match_the_forwards(dtype):
         ref, _ = ops.ffn_forward(x, params, act=act)
         assert out.dtype == dtype and rel_error(out, ref) < tol, act
 
+
+
+# ------------------------------------------------------------------ the memory-saving variants
+
+
+@SETTINGS
+@given(rng=rngs(), N=dims(1, 7), I=dims(1, 5), O=dims(1, 11), block=dims(1, 4))
+def test_linear_backward_adds_dw_into_an_array(rng, N, I, O, block):
+    """dw_into: the same dx, and dW added into the given array (returned as the gradient),
+    block by block of its rows; the blocks cover every row whatever their size."""
+    import minillm.ops.linear as linear
+
+    x, w, dy, base = randn(rng, N, I), randn(rng, O, I), randn(rng, N, O), randn(rng, O, I)
+    _, cache = ops.linear_forward(x, {"weight": w})
+    dx, g = ops.linear_backward(dy, cache)
+    before, linear.DW_BLOCK_ROWS = linear.DW_BLOCK_ROWS, block
+    try:
+        into = base.copy()
+        dx2, g2 = ops.linear_backward(dy, cache, dw_into=into)
+    finally:
+        linear.DW_BLOCK_ROWS = before
+    assert g2["weight"] is into
+    assert np.array_equal(dx2, dx)
+    assert rel_error(into, base + dy.T @ x) < 1e-12 and rel_error(into - base, g["weight"]) < 1e-12
+
+
+@SETTINGS
+@given(rng=rngs(), N=dims(1, 5), V=dims(2, 9), smoothing=st.sampled_from([0.0, 0.1]))
+def test_cross_entropy_spend_writes_over_its_input(rng, N, V, smoothing):
+    """spend=True: the same losses and gradient, p written over the logits and dz over p."""
+    z = 3 * randn(rng, N, V)
+    y = rng.integers(0, V, N)
+    y[0] = ops.IGNORE_INDEX
+    seed = randn(rng, N)
+    loss, cache = ops.cross_entropy_forward(z, y, smoothing)
+    dz, _ = ops.cross_entropy_backward(seed, cache)
+    z2 = z.copy()
+    loss2, cache2 = ops.cross_entropy_forward(z2, y, smoothing, spend=True)
+    assert np.array_equal(loss2, loss)
+    assert cache2[0] is z2 and np.array_equal(z2, cache[0])  # z2 now holds p
+    dz2, _ = ops.cross_entropy_backward(seed, cache2, spend=True)
+    assert dz2 is z2 and np.array_equal(dz2, dz)
+
+
+def test_embedding_backward_scatters_into_an_array():
+    rng = np.random.default_rng(0)
+    ids = np.array([[0, 3, 3], [1, 0, 2]])
+    w, dout, base = randn(rng, 5, 4), randn(rng, 2, 3, 4), randn(rng, 5, 4)
+    _, cache = ops.embedding_forward(ids, {"weight": w})
+    _, g = ops.embedding_backward(dout, cache)
+    into = base.copy()
+    _, g2 = ops.embedding_backward(dout, cache, dw_into=into)
+    expected = base.copy()
+    for (b, t), v in np.ndenumerate(ids):
+        expected[v] += dout[b, t]
+    assert g2["weight"] is into and rel_error(into, expected) < 1e-12
+    assert rel_error(into - base, g["weight"]) < 1e-12
+
+
+def test_global_norm_and_clipping():
+    """global_norm against a float64 sum of squares (with empty and 0-d gradients); a NaN or
+    an inf makes it non-finite; clip_grad_norm scales by max_norm / (norm + 1e-6) as torch."""
+    from minillm.optim import clip_grad_norm, global_norm
+
+    rng = np.random.default_rng(1)
+    grads = {"big": rng.standard_normal((3000, 300)).astype(np.float32), "row": np.float32([3, 4]),
+             "empty": np.zeros((0, 5), np.float32), "scalar": np.full((), 2, np.float32)}
+    ref = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+    assert abs(global_norm(grads) / ref - 1) < 1e-6
+    for bad in (np.nan, np.inf):
+        broken = dict(grads, row=np.float32([3, bad]))
+        assert not math.isfinite(global_norm(broken))
+    copy = {k: v.copy() for k, v in grads.items()}
+    norm = clip_grad_norm(copy, 1.0)
+    assert abs(norm / ref - 1) < 1e-6
+    scale = np.float32(1.0 / (norm + 1e-6))
+    assert all(np.array_equal(copy[k], grads[k] * scale) for k in grads)
