@@ -64,14 +64,16 @@ def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
     gated = "wi_0" in params
     if gated:
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
-        h01, c01 = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
+        h01, (x_in, _) = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
         F = params["wi_0"].shape[0]
         h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
         g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)
         # the backward needs only g and q = act'(h0) * h1, so h0, h1 and act'(h0) are not kept
         h, q = xp.empty(g.shape, dtype=g.dtype), xp.empty(g.shape, dtype=g.dtype)  # (B, L, F)
         blockwise(_gate_block, as_rows(g), as_rows(h1), as_rows(dact), as_rows(h), as_rows(q))
-        caches = (c01, g, q)
+        # the linear's cache is (x, W): W, the fused copy of the weights, is made again in the
+        # backward rather than kept ((2F, C) per layer: flan-t5-base's 24 would hold 288 MB)
+        caches = (x_in, params, g, q)
     else:
         h0, c0 = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
         h, ca = act_fwd(h0)
@@ -89,7 +91,8 @@ def ffn_backward(dy, cache):
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
     if gated:
-        c01, g, q = caches
+        x_in, params, g, q = caches
+        c01 = (x_in, input_weight(params))  # the linear's cache, as linear_forward made it
         xp = get_xp(dy)
         F = g.shape[-1]
         dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
