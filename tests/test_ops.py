@@ -402,3 +402,40 @@ def test_global_norm_and_clipping():
     assert abs(norm / ref - 1) < 1e-6
     scale = np.float32(1.0 / (norm + 1e-6))
     assert all(np.array_equal(copy[k], grads[k] * scale) for k in grads)
+
+
+def test_ops_that_need_not_keep_their_input():
+    """keep_input=False: the cache holds no x; the backward given x returns the same gradients,
+    and without it says so. rms_norm_output remakes the norm's output bit for bit (what a layer
+    passes as x)."""
+    rng = np.random.default_rng(2)
+    B, T, S, C, H, D, F = 2, 3, 4, 6, 2, 3, 5
+    x0 = randn(rng, B, T, C)
+    x, c_norm = ops.rms_norm_forward(x0, {"weight": rng.uniform(0.5, 1.5, C)})
+    assert np.array_equal(ops.rms_norm_output(c_norm), x)
+    m, dout = randn(rng, B, S, C), randn(rng, B, T, C)
+    attn = {n: randn(rng, H * D, C) for n in "qkv"} | {"o": randn(rng, C, H * D)}
+    ffn_params = {"wi_0": randn(rng, F, C), "wi_1": randn(rng, F, C), "wo": randn(rng, C, F)}
+    cases = {
+        "self_attention": (lambda keep: ops.self_attention_forward(x, attn, n_heads=H, keep_input=keep),
+                           ops.self_attention_backward),
+        "cross_attention": (lambda keep: ops.cross_attention_forward(x, m, attn, n_heads=H, keep_input=keep),
+                            ops.cross_attention_backward),
+        "ffn": (lambda keep: ops.ffn_forward(x, ffn_params, act="gelu_new", keep_input=keep),
+                ops.ffn_backward),
+        "ffn relu": (lambda keep: ops.ffn_forward(x, {"wi": ffn_params["wi_0"], "wo": ffn_params["wo"]},
+                                                  keep_input=keep), ops.ffn_backward),
+    }
+    for name, (fwd, bwd) in cases.items():
+        out, kept = fwd(True)
+        out2, bare = fwd(False)
+        assert np.array_equal(out, out2), name
+        assert not any(a is x for a in bare if isinstance(a, np.ndarray)), name
+        d1, g1 = bwd(dout, kept)
+        d2, g2 = bwd(dout, bare, x=ops.rms_norm_output(c_norm))
+        flat = lambda d: d if isinstance(d, tuple) else (d,)  # noqa: E731
+        assert all(np.array_equal(a, b) for a, b in zip(flat(d1), flat(d2), strict=True)
+                   if a is not None), name
+        assert all(np.array_equal(g1[k], g2[k]) for k in g1), name
+        with pytest.raises(ValueError, match="pass x"):
+            bwd(dout, bare)

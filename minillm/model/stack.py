@@ -40,7 +40,7 @@ from minillm.ops.attention import (
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.embedding import embedding_backward, embedding_forward
 from minillm.ops.ffn import ffn_backward, ffn_forward
-from minillm.ops.norm import rms_norm_backward, rms_norm_forward
+from minillm.ops.norm import rms_norm_backward, rms_norm_forward, rms_norm_output
 from minillm.ops.position_bias import (
     position_bias_backward,
     position_bias_forward,
@@ -54,8 +54,9 @@ def self_attention_layer_forward(x, layer_norm, SelfAttention, *, bias, config, 
     """x + dropout(SelfAttention(norm(x), bias)).  x: (B, L, C) -> (B, L, C)."""
     p = float(config.dropout_rate)
     n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, L, C)
+    # n is not kept: the backward remakes it from the norm's cache (one (B, L, C) array less)
     a, c_attn = self_attention_forward(n, SelfAttention, n_heads=config.num_heads, bias=bias, scale=1.0,
-                                       dropout=p, rng=rng)  # (B, L, C)
+                                       dropout=p, rng=rng, keep_input=False)  # (B, L, C)
     a, c_drop = dropout_forward(a, p=p, rng=rng)
     return x + a, (c_norm, c_attn, c_drop)
 
@@ -65,7 +66,7 @@ def self_attention_layer_backward(dx, cache):
     c_norm, c_attn, c_drop = cache
     # x + dropout(a),  a = SelfAttention(n),  n = norm(x)
     da, _ = dropout_backward(dx, c_drop)
-    (dn, dbias), g_attn = self_attention_backward(da, c_attn)
+    (dn, dbias), g_attn = self_attention_backward(da, c_attn, x=rms_norm_output(c_norm))
     dn, g_norm = rms_norm_backward(dn, c_norm)
     return dx + dn, dbias, {"layer_norm": g_norm["weight"], "SelfAttention": g_attn}
 
@@ -75,7 +76,7 @@ def cross_attention_layer_forward(x, memory, layer_norm, EncDecAttention, *, bia
     p = float(config.dropout_rate)
     n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, T, C)
     a, c_attn = cross_attention_forward(n, memory, EncDecAttention, n_heads=config.num_heads, bias=bias,
-                                        scale=1.0, dropout=p, rng=rng)  # (B, T, C)
+                                        scale=1.0, dropout=p, rng=rng, keep_input=False)  # (B, T, C)
     a, c_drop = dropout_forward(a, p=p, rng=rng)
     return x + a, (c_norm, c_attn, c_drop)
 
@@ -85,7 +86,8 @@ def cross_attention_layer_backward(dx, cache):
     c_norm, c_attn, c_drop = cache
     # x + dropout(a),  a = EncDecAttention(n, memory),  n = norm(x)
     da, _ = dropout_backward(dx, c_drop)
-    (dn, dmemory, _), g_attn = cross_attention_backward(da, c_attn)  # the mask is constant
+    # the mask is constant; n is remade from the norm's cache
+    (dn, dmemory, _), g_attn = cross_attention_backward(da, c_attn, x=rms_norm_output(c_norm))
     dn, g_norm = rms_norm_backward(dn, c_norm)
     return dx + dn, dmemory, {"layer_norm": g_norm["weight"], "EncDecAttention": g_attn}
 
@@ -94,7 +96,8 @@ def ffn_layer_forward(x, layer_norm, DenseReluDense, *, config, rng=None):
     """x + dropout(DenseReluDense(norm(x))).  x: (B, L, C) -> (B, L, C)."""
     p = float(config.dropout_rate)
     n, c_norm = rms_norm_forward(x, {"weight": layer_norm}, config.layer_norm_epsilon)  # (B, L, C)
-    f, c_ffn = ffn_forward(n, DenseReluDense, act=config.dense_act_fn, dropout=p, rng=rng)  # (B, L, C)
+    f, c_ffn = ffn_forward(n, DenseReluDense, act=config.dense_act_fn, dropout=p, rng=rng,
+                           keep_input=False)  # (B, L, C); n remade in the backward
     f, c_drop = dropout_forward(f, p=p, rng=rng)
     return x + f, (c_norm, c_ffn, c_drop)
 
@@ -104,7 +107,7 @@ def ffn_layer_backward(dx, cache):
     c_norm, c_ffn, c_drop = cache
     # x + dropout(f),  f = DenseReluDense(n),  n = norm(x)
     df, _ = dropout_backward(dx, c_drop)
-    dn, g_ffn = ffn_backward(df, c_ffn)
+    dn, g_ffn = ffn_backward(df, c_ffn, x=rms_norm_output(c_norm))
     dn, g_norm = rms_norm_backward(dn, c_norm)
     return dx + dn, {"layer_norm": g_norm["weight"], "DenseReluDense": g_ffn}
 

@@ -54,7 +54,7 @@ from minillm.ops.lm_loss import (
     lm_head_cross_entropy_backward,
     lm_head_cross_entropy_forward,
 )
-from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward
+from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward, rms_norm_output
 from minillm.ops.policy_loss import (
     LOSS_TYPES,
     clip_fractions,

@@ -158,11 +158,13 @@ def _output_backward(dout, ctx, w_o, n_heads):
     return dctx, d_o
 
 
-def self_attention_forward(x, params, *, n_heads, bias=None, scale=None, dropout=0.0, rng=None):
+def self_attention_forward(x, params, *, n_heads, bias=None, scale=None, dropout=0.0, rng=None,
+                           keep_input=True):
     """Multi-head self-attention: queries, keys and values all from x.
 
     x: (B, T, C), bias: broadcastable to (B, H, T, T) or None.
     params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
+    ``keep_input=False``: the cache does not hold x; the backward must be given it.
     """
     scale = _resolve_scale(scale, params, n_heads)
     w_qkv = fused_weight(params, "qkv")  # (3*H*D, C)
@@ -171,12 +173,23 @@ def self_attention_forward(x, params, *, n_heads, bias=None, scale=None, dropout
     ctx = merge_heads(ctx)  # (B, T, H*D)
     out = project(ctx, params["o"])  # (B, T, C)
     # the cache holds the parameters, not the fused copy: the backward fuses them again
-    return out, (x, params, core, ctx)
+    return out, (x if keep_input else None, params, core, ctx)
 
 
-def self_attention_backward(dout, cache):
-    """dout: (B, T, C) -> ((dx (B, T, C), dbias or None), grads {"q", "k", "v", "o"})."""
-    x, params, core, ctx = cache
+def _given_input(kept, x, op):
+    x = kept if x is None else x
+    if x is None:
+        raise ValueError(f"{op}: the forward did not keep its input (keep_input=False); pass x")
+    return x
+
+
+def self_attention_backward(dout, cache, x=None):
+    """dout: (B, T, C) -> ((dx (B, T, C), dbias or None), grads {"q", "k", "v", "o"}).
+
+    ``x``: the input, when the forward did not keep it.
+    """
+    x_kept, params, core, ctx = cache
+    x = _given_input(x_kept, x, "self_attention_backward")
     H = core[0].shape[1]
     dctx, d_o = _output_backward(dout, ctx, params["o"], H)
     dq, dk, dv, dbias = attention_core_backward(dctx, core)
@@ -187,11 +200,12 @@ def self_attention_backward(dout, cache):
 
 
 def cross_attention_forward(x, memory, params, *, n_heads, bias=None, scale=None, dropout=0.0,
-                            rng=None):
+                            rng=None, keep_input=True):
     """Multi-head attention of queries from x over keys and values from memory.
 
     x: (B, T, C), memory: (B, S, C), bias: broadcastable to (B, H, T, S) or None.
     params: "q", "k", "v": (H*D, C); "o": (C, H*D).  Returns out: (B, T, C).
+    ``keep_input=False``: the cache does not hold x (memory it does); the backward must be given it.
     """
     scale = _resolve_scale(scale, params, n_heads)
     w_kv = fused_weight(params, "kv")  # (2*H*D, C)
@@ -201,12 +215,16 @@ def cross_attention_forward(x, memory, params, *, n_heads, bias=None, scale=None
     ctx = merge_heads(ctx)  # (B, T, H*D)
     out = project(ctx, params["o"])  # (B, T, C)
     # the cache holds the parameters, not the fused copy: the backward fuses them again
-    return out, (x, memory, params, core, ctx)
+    return out, (x if keep_input else None, memory, params, core, ctx)
 
 
-def cross_attention_backward(dout, cache):
-    """dout: (B, T, C) -> ((dx (B, T, C), dmemory (B, S, C), dbias or None), grads keyed like params)."""
-    x, memory, params, core, ctx = cache
+def cross_attention_backward(dout, cache, x=None):
+    """dout: (B, T, C) -> ((dx (B, T, C), dmemory (B, S, C), dbias or None), grads keyed like params).
+
+    ``x``: the input, when the forward did not keep it.
+    """
+    x_kept, memory, params, core, ctx = cache
+    x = _given_input(x_kept, x, "cross_attention_backward")
     B, T, _ = x.shape
     H = core[0].shape[1]
     w_q = params["q"]

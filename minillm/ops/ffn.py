@@ -58,41 +58,48 @@ def ffn(x, params, *, act="relu"):
     return (params["wo"] @ h).T  # (C, F) @ (F, N) -> (N, C)
 
 
-def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None):
+def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None, keep_input=True):
+    """x: (B, L, C) -> y: (B, L, C).  ``keep_input=False``: the cache does not hold x, and
+    ``ffn_backward`` must be given it (a caller that can remake x, as a layer does its norm's output)."""
     act_fwd, _ = ACTIVATIONS[act]
     xp = get_xp(x)
     gated = "wi_0" in params
     if gated:
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
-        h01, (x_in, _) = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
+        h01, _ = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
         F = params["wi_0"].shape[0]
         h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
         g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)
         # the backward needs only g and q = act'(h0) * h1, so h0, h1 and act'(h0) are not kept
         h, q = xp.empty(g.shape, dtype=g.dtype), xp.empty(g.shape, dtype=g.dtype)  # (B, L, F)
         blockwise(_gate_block, as_rows(g), as_rows(h1), as_rows(dact), as_rows(h), as_rows(q))
-        # the linear's cache is (x, W): W, the fused copy of the weights, is made again in the
-        # backward rather than kept ((2F, C) per layer: flan-t5-base's 24 would hold 288 MB)
-        caches = (x_in, params, g, q)
+        # the linear's cache, (x, W), is made again in the backward: W, the fused copy of the
+        # weights, is not kept ((2F, C) per layer: flan-t5-base's 24 would hold 288 MB)
+        caches = (g, q)
     else:
-        h0, c0 = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
+        h0, _ = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
         h, ca = act_fwd(h0)
-        caches = (c0, ca)
+        caches = (ca,)
     hd, cd = dropout_forward(h, p=dropout, rng=rng)
     y, co = linear_forward(hd, {"weight": params["wo"]})  # (B, L, C)
-    return y, (gated, act, caches, cd, co)
+    return y, (act, params, x if keep_input else None, caches, cd, co)
 
 
-def ffn_backward(dy, cache):
-    gated, act, caches, cd, co = cache
+def ffn_backward(dy, cache, x=None):
+    """dy: (B, L, C) -> dx, grads keyed like params. ``x``: the input, when the forward did not keep it."""
+    act, params, x_kept, caches, cd, co = cache
+    x = x_kept if x is None else x
+    if x is None:
+        raise ValueError("ffn_backward: the forward did not keep its input (keep_input=False); pass x")
     _, act_bwd = ACTIVATIONS[act]
+    gated = "wi_0" in params
     # y = W_o hd
     dhd, g_o = linear_backward(dy, co)
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
     if gated:
-        x_in, params, g, q = caches
-        c01 = (x_in, input_weight(params))  # the linear's cache, as linear_forward made it
+        g, q = caches
+        c01 = (x, input_weight(params))  # the linear's cache, as linear_forward made it
         xp = get_xp(dy)
         F = g.shape[-1]
         dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
@@ -101,8 +108,8 @@ def ffn_backward(dy, cache):
         dx, g01 = linear_backward(dh01.reshape(*g.shape[:-1], 2 * F), c01)  # (B, L, 2F) in
         dw01 = g01["weight"]  # (2F, C)
         return dx, {"wi_0": dw01[:F], "wi_1": dw01[F:], "wo": g_o["weight"]}
-    c0, ca = caches
+    (ca,) = caches
     # h = act(h0),  h0 = W_i x
     dh0, _ = act_bwd(dh, ca)
-    dx, gi = linear_backward(dh0, c0)
+    dx, gi = linear_backward(dh0, (x, params["wi"]))  # the linear's cache, as linear_forward made it
     return dx, {"wi": gi["weight"], "wo": g_o["weight"]}

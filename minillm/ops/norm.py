@@ -55,6 +55,16 @@ def rms_norm_forward(x, params, eps=1e-6):
     return y, (xhat, r, w)
 
 
+def rms_norm_output(cache):
+    """y = w * xhat, the forward's output, remade from its cache by the forward's own product.
+
+    The same numbers as the forward returned, bit for bit, so a layer need not keep both y and
+    xhat: the op after the norm can be told not to keep its input (``keep_input=False``).
+    """
+    xhat, _, w = cache
+    return get_xp(xhat).multiply(xhat, w)  # (..., C)
+
+
 def rms_norm(x, weight, eps=1e-6):
     """y = w * x / sqrt(mean(x^2) + eps) for inference: x (..., C), weight (C,) -> (..., C).
 
