@@ -62,27 +62,32 @@ def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None, keep_input=True
     """x: (B, L, C) -> y: (B, L, C).  ``keep_input=False``: the cache does not hold x, and
     ``ffn_backward`` must be given it (a caller that can remake x, as a layer does its norm's output)."""
     act_fwd, _ = ACTIVATIONS[act]
-    xp = get_xp(x)
-    gated = "wi_0" in params
-    if gated:
+    if "wi_0" in params:
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
         h01, _ = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
-        F = params["wi_0"].shape[0]
-        h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
-        g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)
-        # the backward needs only g and q = act'(h0) * h1, so h0, h1 and act'(h0) are not kept
-        h, q = xp.empty(g.shape, dtype=g.dtype), xp.empty(g.shape, dtype=g.dtype)  # (B, L, F)
-        blockwise(_gate_block, as_rows(g), as_rows(h1), as_rows(dact), as_rows(h), as_rows(q))
-        # the linear's cache, (x, W), is made again in the backward: W, the fused copy of the
-        # weights, is not kept ((2F, C) per layer: flan-t5-base's 24 would hold 288 MB)
-        caches = (g, q)
-    else:
-        h0, _ = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
-        h, ca = act_fwd(h0)
-        caches = (ca,)
+        hd, cd = dropout_forward(_gate(h01, act)[2], p=dropout, rng=rng)  # (B, L, F)
+        # the cache is [h0|h1] alone: the backward remakes act(h0), act'(h0), h and hd from it
+        # (the same kernels, bit for bit), one (B, L, F) array less than keeping g, q and hd; the
+        # linears' caches (x, W) are made again too: the fused W is not kept ((2F, C) a layer)
+        y, _ = linear_forward(hd, {"weight": params["wo"]})  # (B, L, C)
+        return y, (act, params, x if keep_input else None, (h01,), cd, None)
+    h0, _ = linear_forward(x, {"weight": params["wi"]})  # (B, L, F)
+    h, ca = act_fwd(h0)
     hd, cd = dropout_forward(h, p=dropout, rng=rng)
     y, co = linear_forward(hd, {"weight": params["wo"]})  # (B, L, C)
-    return y, (act, params, x if keep_input else None, caches, cd, co)
+    return y, (act, params, x if keep_input else None, (ca,), cd, co)
+
+
+def _gate(h01, act):
+    """[h0|h1] (B, L, 2F) -> (g, q, h), each (B, L, F): g = act(h0), q = act'(h0) * h1, h = g * h1."""
+    act_fwd, _ = ACTIVATIONS[act]
+    xp = get_xp(h01)
+    F = h01.shape[-1] // 2
+    h0, h1 = h01[..., :F], h01[..., F:]  # (B, L, F) views
+    g, dact = act_fwd(h0)  # the activation's cache is its derivative act'(h0)
+    h, q = xp.empty(g.shape, dtype=g.dtype), xp.empty(g.shape, dtype=g.dtype)  # (B, L, F)
+    blockwise(_gate_block, as_rows(g), as_rows(h1), as_rows(dact), as_rows(h), as_rows(q))
+    return g, q, h
 
 
 def ffn_backward(dy, cache, x=None):
@@ -92,19 +97,26 @@ def ffn_backward(dy, cache, x=None):
     if x is None:
         raise ValueError("ffn_backward: the forward did not keep its input (keep_input=False); pass x")
     _, act_bwd = ACTIVATIONS[act]
-    gated = "wi_0" in params
+    if "wi_0" in params:
+        (h01,) = caches
+        g, q, h = _gate(h01, act)  # as the forward made them
+        # hd = dropout(h): dropout is the linear map h -> h m / (1 - p), and its backward applies
+        # that same map (the same kernel), so hd is remade from h and the mask, bit for bit
+        hd, _ = dropout_backward(h, cd)
+        del h
+        co = (hd, params["wo"])  # the linear's cache, as linear_forward made it
     # y = W_o hd
     dhd, g_o = linear_backward(dy, co)
+    del co
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
-    if gated:
-        g, q = caches
-        c01 = (x, input_weight(params))  # the linear's cache, as linear_forward made it
+    if "wi_0" in params:
         xp = get_xp(dy)
         F = g.shape[-1]
         dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
         blockwise(_gate_backward_block, as_rows(dh), as_rows(g), as_rows(q), dh01[:, :F], dh01[:, F:])
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM each for dx and d[W_i0|W_i1]
+        c01 = (x, input_weight(params))  # the linear's cache, as linear_forward made it
         dx, g01 = linear_backward(dh01.reshape(*g.shape[:-1], 2 * F), c01)  # (B, L, 2F) in
         dw01 = g01["weight"]  # (2F, C)
         return dx, {"wi_0": dw01[:F], "wi_1": dw01[F:], "wo": g_o["weight"]}
