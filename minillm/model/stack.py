@@ -137,17 +137,25 @@ def block_forward(x, layers, *, self_bias, memory=None, cross_bias=None, config,
         x, c_cross = cross_attention_layer_forward(x, memory, **layers[1], bias=cross_bias, config=config,
                                                    rng=rng)
     x, c_ffn = ffn_layer_forward(x, **layers[-1], config=config, rng=rng)
-    return x, (c_self, c_cross, c_ffn)
+    return x, [c_self, c_cross, c_ffn]  # a list, so that a spending backward can drop each layer's
 
 
-def block_backward(dx, cache):
-    """dx: (B, L, C) -> (dx, dmemory or None, dself_bias, grads: one tree per layer, as block_params)."""
+def block_backward(dx, cache, spend: bool = False):
+    """dx: (B, L, C) -> (dx, dmemory or None, dself_bias, grads: one tree per layer, as block_params).
+
+    ``spend``: drop each layer's cache from ``cache`` once its backward is done (its activations
+    are freed before the next layer's backward; the cache cannot be used again).
+    """
     c_self, c_cross, c_ffn = cache
+    if spend:
+        cache[:] = [None, None, None]
     dx, g_ffn = ffn_layer_backward(dx, c_ffn)
+    del c_ffn
     dmemory, g_cross = None, []
     if c_cross is not None:
         dx, dmemory, g = cross_attention_layer_backward(dx, c_cross)
         g_cross = [g]
+    del c_cross
     dx, dself_bias, g_self = self_attention_layer_backward(dx, c_self)
     return dx, dmemory, dself_bias, [g_self, *g_cross, g_ffn]
 
@@ -262,11 +270,13 @@ def stack_backward(dh, cache, spend: bool = False, embedding_grad=None):
         c_block = blocks[i]
         if spend:
             blocks[i] = None  # freed below, with c_block, once block i's backward is done
-        if isinstance(c_block, BlockInput):
+        recomputed = isinstance(c_block, BlockInput)
+        if recomputed:
             # recomputed, not cached: the block again from its input, replaying its dropout draws
             _, c_block = block_forward(c_block.x, c_block.layers, **context,
                                        rng=replay_generator(c_block.rng_state))
-        dx, dm, dbias, layer_grads = block_backward(dx, c_block)
+        # a recomputed block's cache is this loop's own, spent in any case
+        dx, dm, dbias, layer_grads = block_backward(dx, c_block, spend or recomputed)
         del c_block
         _add_block_grads(grads, stack, i, layer_grads)
         if dm is not None:

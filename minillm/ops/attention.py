@@ -117,6 +117,7 @@ def attention_core_backward(dctx, cache):
     del a_drop
     # a_drop = dropout(a);  a = softmax(scores)
     da, _ = dropout_backward(da_drop, drop_cache)
+    del da_drop
     dscores, _ = softmax_backward(da, a)  # (B, H, T, S)
     # scores = scale * q k^T + bias
     dbias = None if bias_shape is None else _sum_to_shape(dscores, bias_shape)

@@ -107,17 +107,19 @@ def ffn_backward(dy, cache, x=None):
         co = (hd, params["wo"])  # the linear's cache, as linear_forward made it
     # y = W_o hd
     dhd, g_o = linear_backward(dy, co)
-    del co
+    del co  # each (B, L, F) array is dropped once used: the backward's peak is a block's few
     # hd = dropout(h)
     dh, _ = dropout_backward(dhd, cd)
+    del dhd
     if "wi_0" in params:
         xp = get_xp(dy)
-        F = g.shape[-1]
+        shape, F = g.shape, g.shape[-1]
         dh01 = xp.empty((g.size // F, 2 * F), dtype=g.dtype)  # (B*L, 2F) = [dh0|dh1]
         blockwise(_gate_backward_block, as_rows(dh), as_rows(g), as_rows(q), dh01[:, :F], dh01[:, F:])
+        del dh, g, q
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM each for dx and d[W_i0|W_i1]
         c01 = (x, input_weight(params))  # the linear's cache, as linear_forward made it
-        dx, g01 = linear_backward(dh01.reshape(*g.shape[:-1], 2 * F), c01)  # (B, L, 2F) in
+        dx, g01 = linear_backward(dh01.reshape(*shape[:-1], 2 * F), c01)  # (B, L, 2F) in
         dw01 = g01["weight"]  # (2F, C)
         return dx, {"wi_0": dw01[:F], "wi_1": dw01[F:], "wo": g_o["weight"]}
     (ca,) = caches
