@@ -309,6 +309,13 @@ def test_inference_forms_match_the_forwards(dtype):
     assert y.dtype == dtype and np.array_equal(y, ops.rms_norm_forward(x, {"weight": w}, 1e-6)[0])
     z = (3 * rng.standard_normal((N, H, 1, S))).astype(dtype)
     assert np.array_equal(ops.softmax(z), ops.softmax_forward(z)[0])
+    # the activations' inference forms give the forward forms' values bit for bit (the gated
+    # FFN's forward uses the one and its backward remakes the value with the other)
+    from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
+
+    a = (8 * rng.standard_normal((N, 300))).astype(dtype)
+    for act, (forward, _) in ACTIVATIONS.items():
+        assert np.array_equal(FUNCTIONS[act](a), forward(a)[0]), act
 
     q = rng.standard_normal((N, H, 1, D)).astype(dtype)
     k, v = rng.standard_normal((2, N, H, S, D)).astype(dtype)

@@ -65,7 +65,13 @@ def ffn_forward(x, params, *, act="relu", dropout=0.0, rng=None, keep_input=True
     if "wi_0" in params:
         # [h0|h1] = x [W_i0|W_i1]^T: one GEMM of width 2F instead of two of width F
         h01, _ = linear_forward(x, {"weight": input_weight(params)})  # (B, L, 2F)
-        hd, cd = dropout_forward(_gate(h01, act)[2], p=dropout, rng=rng)  # (B, L, F)
+        F = h01.shape[-1] // 2
+        # h = act(h0) * h1: the activation's value alone (its inference form, the same numbers as
+        # the forward form's value), since the backward remakes act'(h0) itself
+        h = FUNCTIONS[act](h01[..., :F])  # act(h0)
+        h *= h01[..., F:]  # h = g * h1, as _gate_block computes it
+        hd, cd = dropout_forward(h, p=dropout, rng=rng)  # (B, L, F)
+        del h
         # the cache is [h0|h1] alone: the backward remakes act(h0), act'(h0), h and hd from it
         # (the same kernels, bit for bit), one (B, L, F) array less than keeping g, q and hd; the
         # linears' caches (x, W) are made again too: the fused W is not kept ((2F, C) a layer)
