@@ -247,7 +247,7 @@ def stack_forward(params, config, stack, ids, keep, memory=None, memory_keep=Non
     return h, (stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out)
 
 
-def stack_backward(dh, cache, spend: bool = False, embedding_grad=None):
+def stack_backward(dh, cache, spend: bool = False, embedding: bool = True):
     """dh: (B, L, C) -> (dmemory (B, S, C) or None, grads keyed like params).
 
     The gradient of the memory is the sum over every decoder block's
@@ -256,8 +256,9 @@ def stack_backward(dh, cache, spend: bool = False, embedding_grad=None):
     ``spend``: drop each block's cache from ``cache`` once its backward is done, so
     its activations are freed while the gradients grow (the peak is then about the
     larger of the two, not their sum); the cache cannot be used again.
-    ``embedding_grad`` (V, C): the embedding's gradient is added into it (and
-    returned as grads["shared.weight"]) rather than made afresh.
+    ``embedding=False``: the embedding's (V, C) gradient is not made here; a third value,
+    (d_embedded (B, L, C), the embedding's cache), lets the caller scatter it when it
+    needs it (``hidden_backward`` does, once the other stack is done).
     """
     stack, c_emb, c_drop_in, c_pos, context, blocks, c_final, c_drop_out = cache
     grads: dict = {}
@@ -287,6 +288,8 @@ def stack_backward(dh, cache, spend: bool = False, embedding_grad=None):
     add_grads(grads, g, f"{stack}.block.0.layer.0.SelfAttention")
     # x = dropout(shared[ids])
     dx, _ = dropout_backward(dx, c_drop_in)
-    _, g = embedding_backward(dx, c_emb, dw_into=embedding_grad)
+    if not embedding:
+        return dmemory, grads, (dx, c_emb)
+    _, g = embedding_backward(dx, c_emb)
     grads["shared.weight"] = g["weight"]
     return dmemory, grads

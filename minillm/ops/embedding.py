@@ -11,17 +11,31 @@ def embedding_forward(ids, params):
     return w[ids], (ids, w.shape, w.dtype)
 
 
-def embedding_backward(dout, cache, *, dw_into=None):
+def embedding_backward(dout, cache):
     """dout: (..., C) -> (None, {"weight": (V, C)}).
 
     ids are integers, so there is no input gradient. A token that occurs n
     times receives the sum of its n output gradients (scatter with add).
-    ``dw_into`` (V, C): scatter into that array (a table used twice, tied to
-    the LM head or read by both stacks, then has one (V, C) gradient, not three).
     """
     ids, shape, dtype = cache
     xp = get_xp(dout)
-    dw = xp.zeros(shape, dtype=dtype) if dw_into is None else dw_into
+    dw = xp.zeros(shape, dtype=dtype)
     # out = W[ids]  =>  dW[v] = sum of dout over the positions where ids == v
     xp.add.at(dw, ids.reshape(-1), dout.reshape(-1, shape[1]))
     return None, {"weight": dw}
+
+
+def embedding_backward_rows(dout, cache):
+    """dout: (..., C) -> (rows (U,), drows (U, C)): the rows of dW that are not zero, in order.
+
+    The same numbers as ``embedding_backward``'s rows (each starts from 0 and adds its
+    positions' gradients in the same order), without the (V, C) array: U <= the number
+    of positions, so a caller can sum several scatters into one dW.
+    """
+    ids, shape, dtype = cache
+    xp = get_xp(dout)
+    rows, where = xp.unique(ids.reshape(-1), return_inverse=True)  # (U,), (positions,)
+    drows = xp.zeros((rows.shape[0], shape[1]), dtype=dtype)  # (U, C)
+    # out = W[ids]  =>  dW[rows[u]] = sum of dout over the positions where ids == rows[u]
+    xp.add.at(drows, where.reshape(-1), dout.reshape(-1, shape[1]))
+    return rows, drows
