@@ -176,6 +176,31 @@ def blockwise(fn: Callable[..., None], *arrays, block: int | None = None) -> Non
         fn(*(a[i:i + rows] for a in arrays))
 
 
+def sum_of_squares(x, leaf: int = BLOCK_ELEMENTS):
+    """sum(x * x), as (x * x).sum() gives it, bit for bit, without the (x * x) array.
+
+    NumPy sums a contiguous array pairwise: it splits n elements at n2 = n // 2 rounded
+    down to a multiple of 8 and adds the two halves' sums. This takes the same splits
+    down to pieces of at most ``leaf`` elements, squares and sums each piece (NumPy's
+    own sum of that piece is the same subtree) and adds the halves in the array's dtype,
+    so the temporary is one piece. ``leaf`` is at least 128, NumPy's own unsplit piece.
+    On other array modules (CuPy): (x * x).sum(). Returns a 0-d value of x's dtype.
+    """
+    if get_xp(x) is not np:
+        return (x * x).sum()
+    leaf = max(int(leaf), 128)
+    flat = x.reshape(-1)  # (n,) a view of a contiguous x
+
+    def tree(a):
+        n = a.shape[0]
+        if n <= leaf:
+            return (a * a).sum()
+        n2 = n // 2
+        n2 -= n2 % 8
+        return tree(a[:n2]) + tree(a[n2:])
+    return tree(flat)
+
+
 # ------------------------------------------------------------ BLAS threads and busy cores
 #
 # OpenBLAS splits each GEMM evenly over its threads. When another process keeps

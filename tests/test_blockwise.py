@@ -144,3 +144,16 @@ def test_activations_saturate_quietly(name):
     assert np.array_equal(y, [0.0, 0.0, 0.0, 100.0, 1e4])
     assert np.array_equal(d, [0.0, 0.0, 0.5, 1.0, 1.0])
     assert np.array_equal(FUNCTIONS[name](x), y)
+
+
+def test_sum_of_squares_is_numpys_sum_bit_for_bit():
+    """(x * x).sum() without the (x * x) array: the same bits, float32 and float64, any shape."""
+    from minillm.backend import sum_of_squares
+
+    rng = np.random.default_rng(4)
+    for shape in [(), (0,), (5,), (3, 7, 11), (1536, 512), (200_001,)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            assert np.asarray(sum_of_squares(x)).tobytes() == (x * x).sum().tobytes(), (shape, dtype)
+            for leaf in (1, 128, 1000):  # NumPy's own pieces are of up to 128 elements
+                assert np.asarray(sum_of_squares(x, leaf=leaf)).tobytes() == (x * x).sum().tobytes()
