@@ -389,6 +389,24 @@ def test_embedding_backward_rows_are_the_dense_scatters_rows():
     assert not g["weight"][[4, 5]].any()
 
 
+def test_embedding_backward_sum_is_the_dense_sum_bit_for_bit():
+    """Two reads of one table: (scatter_a + scatter_b) + dW, as the dense arrays add, bit for bit."""
+    from minillm.ops.embedding import embedding_backward_sum
+
+    rng = np.random.default_rng(5)
+    w = randn(rng, 9, 4)
+    parts = []
+    for ids in (np.array([[0, 3, 3, 7]]), np.array([[3, 1], [7, 7]])):
+        _, cache = ops.embedding_forward(ids, {"weight": w})
+        parts.append((randn(rng, *ids.shape, 4), cache))
+    dense = [ops.embedding_backward(d, c)[1]["weight"] for d, c in parts]
+    head = randn(rng, 9, 4)
+    assert np.array_equal(embedding_backward_sum(parts), dense[0] + dense[1])
+    into = head.copy()
+    out = embedding_backward_sum(parts, dw_into=into)
+    assert out is into and np.array_equal(out, (dense[0] + dense[1]) + head)
+
+
 def test_global_norm_and_clipping():
     """global_norm against a float64 sum of squares (with empty and 0-d gradients); a NaN or
     an inf makes it non-finite; clip_grad_norm scales by max_norm / (norm + 1e-6) as torch."""

@@ -40,7 +40,7 @@ from minillm.model.params import add_grads, init_params, params_from_tensors
 from minillm.model.stack import stack_backward, stack_forward
 from minillm.ops.attention import causal_keep, padding_keep
 from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy
-from minillm.ops.embedding import embedding_backward_rows
+from minillm.ops.embedding import embedding_backward_sum
 from minillm.ops.linear import linear_backward, linear_forward
 from minillm.ops.lm_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
 
@@ -215,8 +215,8 @@ class T5:
 
         spend: free each block's activations as soon as its backward is done (the
         cache is then used up; ``loss_and_grads`` owns its cache and does this).
-        The embedding's gradient is the encoder's scatter plus the decoder's, summed
-        row by row over the rows the ids touch (no (V, C) array per stack).
+        The embedding's gradient is the encoder's scatter plus the decoder's
+        (``embedding_backward_sum``: on the rows the ids touch, no (V, C) array per stack).
         ``embedding_into`` (V, C): add it into that array (a tied head's dW) and return
         that array as grads["shared.weight"]; the numbers are those of
         (encoder's scatter + decoder's scatter) + embedding_into.
@@ -228,22 +228,8 @@ class T5:
             N, S, C = dmemory.shape
             dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
         _, g_enc, (d_enc, c_emb_enc) = stack_backward(dmemory, c_enc, spend, embedding=False)
-        # shared[ids] is read by both stacks  =>  dshared = scatter_enc + scatter_dec, on their rows
-        xp = get_xp(dhidden)
-        rows_e, de = embedding_backward_rows(d_enc, c_emb_enc)  # (Ue,), (Ue, C)
-        rows_d, dd = embedding_backward_rows(d_dec, c_emb_dec)
-        rows = xp.union1d(rows_e, rows_d)  # (U,)
-        both = xp.zeros((rows.shape[0], dd.shape[1]), dtype=dd.dtype)  # (U, C)
-        both[xp.searchsorted(rows, rows_e)] = de
-        both[xp.searchsorted(rows, rows_d)] += dd  # scatter_enc + scatter_dec
-        V = self.params["shared.weight"].shape[0]
-        if embedding_into is None:
-            shared = xp.zeros((V, dd.shape[1]), dtype=dd.dtype)
-            shared[rows] = both
-        else:
-            shared = embedding_into
-            shared += 0.0  # -0.0 + 0 = +0.0, as (0 + 0) + x gives where no id points
-            shared[rows] = both + shared[rows]  # (scatter_enc + scatter_dec) + dW
+        # shared[ids] is read by both stacks  =>  dshared = scatter_enc + scatter_dec (+ a tied head's dW)
+        shared = embedding_backward_sum([(d_enc, c_emb_enc), (d_dec, c_emb_dec)], dw_into=embedding_into)
         g_dec["shared.weight"] = shared
         return add_grads(add_grads({}, g_enc), g_dec)
 
