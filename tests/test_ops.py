@@ -220,7 +220,28 @@ def test_cross_entropy(rng, N, V, smoothing):
     labels = rng.integers(0, V, N)
     labels[rng.random(N) < 0.3] = ops.IGNORE_INDEX
     fwd = lambda z, p: ops.cross_entropy_forward(z, labels, smoothing)  # noqa: E731
-    assert_gradients(fwd, ops.cross_entropy_backward, (3 * randn(rng, N, V),), {}, rng, TOL)
+    assert_gradients(fwd, ops.cross_entropy_backward, (3 * randn(rng, N, V),), {}, rng, TOL, h=CE_H)
+
+
+# The loss of a confident, correct row is tiny (log(1 + e^-10) ~ 4e-5) but computed as
+# log(sum_v exp(z_v - max z)) of a sum near 1, whose rounding (~1e-16) is not tiny next to it:
+# at h = 1e-6 the difference quotient's own error is ~1e-10 against a gradient of 4e-5, so
+# relative 1.5e-6 > TOL, though the backward is exact. h = 1e-4 brings that to ~1e-12, and the
+# central difference's truncation error (h^2 / 6 * f''', with |f'''| <~ |f'| here) stays ~1e-9
+# relative (the worst of 6000 draws of test_cross_entropy's distribution: 3.9e-8).
+CE_H = 1e-4
+
+
+def test_cross_entropy_gradient_of_a_confident_correct_row():
+    """The draw that failed a CI run at h = 1e-6: z = [[-9.13, 0.97]], label 1."""
+    rng = np.random.default_rng(0)
+    z = np.array([[-9.1324127, 0.97459046]])
+    fwd = lambda z, p: ops.cross_entropy_forward(z, np.array([1]), 0.0)  # noqa: E731
+    assert_gradients(fwd, ops.cross_entropy_backward, (z,), {}, rng, TOL, h=CE_H)
+    # and the gradient itself, p - onehot(y), against softmax written out
+    dz, _ = ops.cross_entropy_backward(np.ones(1), fwd(z, None)[1])
+    e = np.exp(z - z.max())
+    np.testing.assert_allclose(dz, e / e.sum() - [[0.0, 1.0]], rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
