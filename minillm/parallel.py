@@ -3,7 +3,11 @@
     world = parallel.get_world()        # Single() without mpiexec; MPIWorld() under mpiexec -n N > 1
     world.rank, world.size, world.local_rank
     grads = allreduce_grads(world, grads, names)   # one in-place Allreduce of one flat buffer
-    world.agree(error)                  # every rank raises when any rank failed (no hang)
+    with world.together():              # an error raised in the block on any rank is raised on every rank
+        ...
+    world.on_root(fn, *args)            # fn on rank 0 alone; every rank raises if it failed
+    world.check(fn, *args)              # fn on every rank, one agreement point
+    world.sum(values)                   # a few float64 sums over the ranks
 
 The only module that imports mpi4py, and only when launched by an MPI launcher
 with more than one process; without one (or with N = 1) nothing here imports it
@@ -36,10 +40,11 @@ UTF-8 bytes in NumPy buffers (:meth:`World.gather_texts`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -132,17 +137,25 @@ class Single:
             mark_agreed(error)
             raise error
 
-    def sum_or_raise(self, values: Sequence[float], error: BaseException | None = None) -> np.ndarray:
-        """The sums over the ranks of a few float64 ``values`` (one small Allreduce), or all raise.
+    def sum(self, values: Sequence[float]) -> np.ndarray:
+        """The sums over the ranks of a few float64 ``values`` (one small Allreduce), on every rank."""
+        return self.allreduce_(np.array(values, dtype=np.float64))
 
-        A rank that failed passes its ``error`` (its values are then ignored): every
-        rank sees the failure in the same reduction and goes on to :meth:`agree`.
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """A block every rank runs to its end, then agrees on: ``with world.together(): ...``.
+
+        An exception (not a KeyboardInterrupt or SystemExit) raised in the block on any
+        rank is raised on every rank as the block ends: the failing rank's own, a
+        :class:`ParallelError` with its message on the others (:meth:`agree`). So a
+        failure on one rank never leaves the others waiting in the next collective.
         """
-        buf = np.array([*values, 0.0 if error is None else 1.0], dtype=np.float64)
-        self.allreduce_(buf)
-        if buf[-1] > 0:
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - handed to every rank by agree
             self.agree(error)
-        return buf[:-1]
+            raise
+        self.agree(None)
 
     def same(self, text: str, what: str) -> None:
         """Every rank holds the same ``text`` (a fingerprint of ``what``), else all raise ValueError."""
@@ -154,15 +167,18 @@ class Single:
             mark_agreed(error)  # every rank saw the same texts: all raise it here
             raise error
 
-    def check(self, fn, *args, **kwargs):
-        """``fn(*args, **kwargs)`` as one agreement point: its result, or every rank raises."""
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - handed to every rank by agree
-            self.agree(e)
-            raise
-        self.agree(None)
-        return out
+    def check(self, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on every rank as one agreement point: its result, or every rank raises."""
+        with self.together():
+            return fn(*args, **kwargs)
+
+    def on_root(self, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on rank 0 alone (a write to the run folder), as one agreement point.
+
+        Returns its result on rank 0 and None on the others; when it raises, every rank raises.
+        """
+        with self.together():
+            return fn(*args, **kwargs) if self.is_root else None
 
     def abort(self, code: int) -> None:
         """End every rank (an error that escaped the agreement points); one process: nothing."""

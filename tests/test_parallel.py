@@ -86,12 +86,33 @@ def test_one_process_collectives_return_their_input():
     grads = {"x": np.ones(3)}
     assert parallel.allreduce_grads(w, grads, grads) is grads
     assert w.gather_texts("é") == ["é"]
-    np.testing.assert_array_equal(w.sum_or_raise([1.5, 2.0]), [1.5, 2.0])
-    with pytest.raises(KeyError):
-        w.sum_or_raise([0.0], KeyError("bad"))
+    np.testing.assert_array_equal(w.sum([1.5, 2.0]), [1.5, 2.0])
+    with pytest.raises(KeyError) as raised, w.together():
+        raise KeyError("bad")
+    assert parallel.is_agreed(raised.value)  # raised at the block's end, as every rank would
     with pytest.raises(ZeroDivisionError):
         w.check(lambda: 1 / 0)
+    assert w.on_root(lambda a, b=0: a + b, 1, b=2) == 3  # rank 0 of 1 runs it
+    with pytest.raises(ValueError):
+        w.on_root(int, "x")
     w.same("a", "x")
+
+
+def test_together_lets_interrupts_through():
+    """Ctrl-C and SystemExit are not errors for the ranks to agree on: they pass unmarked."""
+    w = parallel.Single()
+    for kind in (KeyboardInterrupt, SystemExit):
+        with pytest.raises(kind) as raised, w.together():
+            raise kind()
+        assert not parallel.is_agreed(raised.value)
+
+
+def test_on_root_runs_nothing_on_another_rank():
+    class Rank1(parallel.Single):
+        rank, size = 1, 2
+
+    calls = []
+    assert Rank1().on_root(calls.append, "x") is None and calls == []
 
 
 def test_without_a_launcher_mpi4py_is_not_imported():

@@ -22,6 +22,7 @@ from minillm.backend import get_xp, to_numpy
 from minillm.data.batching import EncodedDataset, collate
 from minillm.generation import generate
 from minillm.ops.cross_entropy import IGNORE_INDEX
+from minillm.parallel import SINGLE
 
 
 def strip_after_eos(ids: Sequence[int], eos_id: int, start_id: int | None = None) -> list[int]:
@@ -46,7 +47,8 @@ def decode_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 
     out: list[str] = [""] * len(encoded)
     cfg = model.config
     r = int(gen_kwargs.get("num_return_sequences", 1))
-    rank, size = (0, 1) if world is None else (world.rank, world.size)
+    world = SINGLE if world is None else world
+    rank, size = world.rank, world.size
     if size > 1 and gen_kwargs.get("do_sample"):
         raise ValueError("sampled decoding draws one stream across the batches: it is not split "
                          "over ranks (run it in one process)")
@@ -56,8 +58,7 @@ def decode_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(order), desc="decoding", unit="ex", leave=False)
-    error = None
-    try:
+    with world.together():  # an error on one rank is raised on every rank
         for i in starts:
             idx = order[i : i + batch_size]
             b = collate(encoded, idx)
@@ -67,14 +68,9 @@ def decode_outputs(model, tokenizer, encoded: EncodedDataset, batch_size: int = 
                     strip_after_eos(ids[j * r], cfg.eos_token_id, cfg.decoder_start_token_id))
             if bar is not None:
                 bar.update(len(idx) * size)
-    except Exception as e:  # noqa: BLE001 - every rank raises it (world.agree)
-        if world is None:
-            raise
-        error = e
     if bar is not None:
         bar.close()
     if size > 1:
-        world.agree(error)
         mine = {int(k): out[int(k)] for i in starts for k in order[i : i + batch_size]}
         for text in world.gather_texts(json.dumps(mine, ensure_ascii=False)):
             for k, v in json.loads(text).items():

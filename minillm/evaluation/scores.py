@@ -27,6 +27,7 @@ from minillm.data.batching import EncodedDataset, collate, encode_examples
 from minillm.data.examples import Example, group_by_task
 from minillm.evaluation.decode import decode_outputs, greedy_outputs
 from minillm.ops.cross_entropy import IGNORE_INDEX
+from minillm.parallel import SINGLE
 
 Verifiers = dict[str, Callable[[Example, str], float]]
 
@@ -43,22 +44,16 @@ def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150,
     """
     order = np.argsort(encoded.lengths[:, 0], kind="stable")
     starts = list(range(0, len(order), batch_size))
-    rank, size = (0, 1) if world is None else (world.rank, world.size)
+    world = SINGLE if world is None else world
     terms = np.zeros(len(starts), dtype=np.float64)  # n_i * loss_i of each batch
     counts = np.zeros(len(starts), dtype=np.float64)  # n_i (exact in float64)
-    error = None
-    try:
-        for j in range(rank, len(starts), size):
+    with world.together():  # an error on one rank is raised on every rank
+        for j in range(world.rank, len(starts), world.size):
             b = collate(encoded, order[starts[j] : starts[j] + batch_size])
             n_b = int((b["labels"] != IGNORE_INDEX).sum())
             terms[j] = model.loss(b["input_ids"], b["labels"], b["attention_mask"]) * n_b
             counts[j] = n_b
-    except Exception as e:  # noqa: BLE001 - every rank raises it (world.agree)
-        if world is None:
-            raise
-        error = e
-    if size > 1:
-        world.agree(error)
+    if world.size > 1:
         both = world.allreduce_(np.concatenate([terms, counts]))
         terms, counts = both[: len(starts)], both[len(starts):]
     total, n = 0.0, 0

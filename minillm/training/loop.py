@@ -23,7 +23,7 @@ the checkpoint a run resumes from are dropped.
 Data parallel (``trainer.world`` of :mod:`minillm.parallel` with R > 1 ranks):
 every rank runs this loop in step; rank 0 alone writes the run folder
 (checkpoints, best/, metrics.jsonl, the plot), shows the progress bar and logs.
-Each write is an agreement point (``world.check``): a failure there stops every
+Each write is an agreement point (``world.on_root``): a failure there stops every
 rank with rank 0's message. The ranks hold the same summed loss and parameters,
 so a non-finite stop and ``stop_after`` happen on all of them at the same step.
 """
@@ -155,13 +155,10 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     trainer.state.rng_state = None if rng is None else rng.bit_generator.state
     if world.size > 1:  # the ranks' parameters must not have drifted apart (they never should)
         world.same(parameter_checksum(trainer.model), f"the parameters at step {trainer.state.step}")
-    if not world.is_root:
-        world.agree(None)  # rank 0 writes; every rank learns whether it could
-        return
     payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
-    world.check(_write, trainer, out_dir, payload, improved)
+    world.on_root(_write, trainer, out_dir, payload, improved)  # every rank learns whether it could
 
 
 def parameter_checksum(model) -> str:
@@ -197,7 +194,7 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
 def write_on_root(trainer: Trainer, path: str, records: list[dict]) -> None:
     """metrics.jsonl, written by rank 0 alone (an agreement point)."""
     world = getattr(trainer, "world", SINGLE)
-    world.check(write_metrics if world.is_root else (lambda *a: None), path, records)
+    world.on_root(write_metrics, path, records)
 
 
 def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
@@ -208,11 +205,11 @@ def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
     Returns (records, the initial evaluation or None).
     """
     world = getattr(trainer, "world", SINGLE)
-    records = world.check(lambda: [r for r in read_metrics(path) if r.get("step", 0)
-                                   <= trainer.state.step] if world.is_root and not fresh else [])
+    records = [] if fresh else world.on_root(
+        lambda: [r for r in read_metrics(path) if r.get("step", 0) <= trainer.state.step]) or []
     initial_eval = None
     if fresh:
-        world.check(trainer.start if world.is_root else (lambda _: None), out_dir)
+        world.on_root(trainer.start, out_dir)
         if trainer.initial_eval:
             initial_eval, _ = held_out(trainer, "initial_eval", records, path)
         save(trainer, out_dir, improved=initial_eval is not None)
@@ -237,7 +234,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     if not world.is_root:
         log, progress, plot = (lambda msg: None), False, False
     config, state = trainer.config, trainer.state
-    world.check(os.makedirs if world.is_root else (lambda *a, **k: None), out_dir, exist_ok=True)
+    world.on_root(os.makedirs, out_dir, exist_ok=True)
     path = os.path.join(out_dir, METRICS_NAME)
     records, initial_eval = begin(trainer, out_dir, path, fresh, log)
     final_eval = None

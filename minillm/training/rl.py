@@ -206,8 +206,8 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
     sizes = [len(i) * k for i in micro]  # sequences of each micro-batch
     ends = np.cumsum(sizes)
     mine = shard(len(micro), world.size, world.rank)
-    local, rows, error = [], [], None
-    try:
+    local, rows = [], []
+    with world.together():  # an error on one rank (a failing reward) is raised on every rank
         for j in mine:
             idx = micro[j]
             b = prompt_batch(encoded, idx)  # host arrays
@@ -226,9 +226,6 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
             n_tok = to_numpy(labels != IGNORE_INDEX).sum(axis=1)  # (B*k,)
             local.append((j, cache, (input_ids, mask, labels, logp, ref_logp)))
             rows.append(np.stack([rewards, kl, n_tok.astype(np.float64), k3], axis=1))  # (B*k, 4)
-    except Exception as e:  # noqa: BLE001 - every rank raises it
-        error = e
-    world.agree(error)
     table = world.gather_rows(np.concatenate(rows) if rows else np.zeros((0, 4)))  # (N, 4)
     rewards, kl, n_tok, k3 = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -247,21 +244,18 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
                                                         n_seq, n_valid, lr, step, config, world)
         return _stats(rewards, kl, k3, n_tok, adv, loss, entropy, norm, lr, updates), ema
     # REINFORCE: rho = 1, nothing clipped
-    loss, entropy, grads, error = 0.0, 0.0, {}, None
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for j, cache, _ in local:
-                lo, hi = int(ends[j]) - sizes[j], int(ends[j])
-                loss_j, g_j, entropy_j = reinforce_backward(policy, adv[lo:hi], cache,
-                                                            config.entropy_coef)
-                w = sizes[j] / n_seq  # the surrogate's mean over the step's sequences
-                loss += loss_j * w
-                add_grads(grads, g_j, weight=None if sizes[j] == n_seq else w)
-                # mean entropy over the step's sampled tokens
-                entropy += entropy_j * (float(n_tok[lo:hi].sum()) / max(n_valid, 1.0))
-    except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
-        error = e
-    loss, entropy = (float(v) for v in world.sum_or_raise([loss, entropy], error))
+    loss, entropy, grads = 0.0, 0.0, {}
+    with world.together(), np.errstate(over="ignore", invalid="ignore"):
+        for j, cache, _ in local:
+            lo, hi = int(ends[j]) - sizes[j], int(ends[j])
+            loss_j, g_j, entropy_j = reinforce_backward(policy, adv[lo:hi], cache,
+                                                        config.entropy_coef)
+            w = sizes[j] / n_seq  # the surrogate's mean over the step's sequences
+            loss += loss_j * w
+            add_grads(grads, g_j, weight=None if sizes[j] == n_seq else w)
+            # mean entropy over the step's sampled tokens
+            entropy += entropy_j * (float(n_tok[lo:hi].sum()) / max(n_valid, 1.0))
+    loss, entropy = (float(v) for v in world.sum([loss, entropy]))
     grads = allreduce_grads(world, grads, policy.params)
     norm = _update(policy, optimizer, loss, grads, lr, step, config)
     updates = {"clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0, "ratio_min": 1.0,
@@ -308,26 +302,23 @@ def _clipped_updates(policy, optimizer, local, sizes, ends, adv, n_seq: int, n_v
     caches = {j: cache for j, cache, _ in local}
     losses, norms, ratio_rows, first_entropy = [], [], [], None
     for i in range(mu):
-        loss, entropy, grads, rows, error = 0.0, 0.0, {}, [], None
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):
-                for j, _, (input_ids, mask, labels, _, ref_logp) in local:
-                    lo, hi = int(ends[j]) - sizes[j], int(ends[j])
-                    cache = caches.pop(j, None)
-                    if cache is None:  # a later update: the policy has moved
-                        _, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)
-                    loss_j, g_j, entropy_j, row = clipped_loss_and_grads(
-                        policy, cache, old[j], ref_logp, adv[lo:hi], config, n_seq=n_seq,
-                        n_tokens=n_valid)
-                    del cache
-                    loss += loss_j
-                    add_grads(grads, g_j)
-                    entropy += entropy_j * (float((to_numpy(labels) != IGNORE_INDEX).sum())
-                                            / max(n_valid, 1.0))
-                    rows.append(row)
-        except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
-            error = e
-        loss, entropy = (float(v) for v in world.sum_or_raise([loss, entropy], error))
+        loss, entropy, grads, rows = 0.0, 0.0, {}, []
+        with world.together(), np.errstate(over="ignore", invalid="ignore"):
+            for j, _, (input_ids, mask, labels, _, ref_logp) in local:
+                lo, hi = int(ends[j]) - sizes[j], int(ends[j])
+                cache = caches.pop(j, None)
+                if cache is None:  # a later update: the policy has moved
+                    _, cache = reinforce_forward(policy, input_ids, labels, mask, repeats=k)
+                loss_j, g_j, entropy_j, row = clipped_loss_and_grads(
+                    policy, cache, old[j], ref_logp, adv[lo:hi], config, n_seq=n_seq,
+                    n_tokens=n_valid)
+                del cache
+                loss += loss_j
+                add_grads(grads, g_j)
+                entropy += entropy_j * (float((to_numpy(labels) != IGNORE_INDEX).sum())
+                                        / max(n_valid, 1.0))
+                rows.append(row)
+        loss, entropy = (float(v) for v in world.sum([loss, entropy]))
         grads = allreduce_grads(world, grads, policy.params)
         norms.append(_update(policy, optimizer, loss, grads, lr, step, config,
                              f" (update {i + 1} of {mu})" if mu > 1 else ""))

@@ -177,7 +177,7 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     AdamW moment that the update made NaN or inf, after it (the model is then
     already changed in place, so the caller must not checkpoint it; the run loop
     does not). The ranks see the same summed loss, gradient and parameters, so
-    they stop together; an error on one rank stops every rank (``world.sum_or_raise``).
+    they stop together; an error on one rank stops every rank (``world.together``).
 
     Returns {"loss", "lr", "grad_norm", "tokens"} (Python numbers; tokens:
     source + target of the whole step, no padding).
@@ -186,15 +186,12 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     total = sum(count_tokens(b)[1] for b in micro_batches)
     mine = shard(len(micro_batches), world.size, world.rank)
     rngs = dropout_generators(config.seed, step, mine) if rng is None else rng
-    loss, grads, error = 0.0, {}, None
-    try:
+    with world.together():  # an error on one rank is raised on every rank
         local = [on_model_device(model, micro_batches[k]) for k in mine]
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
             loss, grads, _ = sft_loss_and_grads(model, local, rngs, config.label_smoothing, total,
                                                 recompute=recompute)
-    except Exception as e:  # noqa: BLE001 - every rank raises it (world.sum_or_raise)
-        error = e
-    loss = float(world.sum_or_raise([loss], error)[0])
+    loss = float(world.sum([loss])[0])
     grads = allreduce_grads(world, grads, model.params)
     with np.errstate(over="ignore", invalid="ignore"):
         norm = clip_grad_norm(grads, config.max_grad_norm)

@@ -211,12 +211,8 @@ def world_folder(world, out: str, resume: bool, overwrite: bool, start: str | No
     An agreement point (:mod:`minillm.parallel`): when rank 0 cannot take the folder,
     every rank raises (rank 0's message); the others wait for it, then go on.
     """
-    if not world.is_root:
-        world.agree(None)
-        yield
-        return
     with contextlib.ExitStack() as stack:
-        world.check(stack.enter_context, run_folder(out, resume, overwrite, start, start_name))
+        world.on_root(lambda: stack.enter_context(run_folder(out, resume, overwrite, start, start_name)))
         yield
 
 

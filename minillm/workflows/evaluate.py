@@ -201,7 +201,7 @@ def evaluate(settings: EvalSettings, world: Single | None = None) -> dict[str, A
                             progress=not s.no_progress, verifiers=verifiers, world=world, **gen)
     outputs = result.pop("outputs")
     if s.predictions:
-        world.check(write_predictions if world.is_root else (lambda *a: None), s.predictions,
+        world.on_root(write_predictions, s.predictions,
                     examples, outputs)
         result["predictions"] = s.predictions
     result["data"] = data

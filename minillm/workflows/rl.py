@@ -233,7 +233,7 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
                     progress=not s.no_progress, log=log, world=world)
-    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+    world.on_root(store_best, s.out, run.tokenizer,
                 s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],

@@ -244,7 +244,7 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
                  stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
                  world=world, recompute=s.recompute)
-    world.check(store_best if world.is_root else (lambda *a: None), s.out, run.tokenizer,
+    world.on_root(store_best, s.out, run.tokenizer,
                 s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
