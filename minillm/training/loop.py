@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm.backend import adapt_threads
+from minillm.blas import adapt_threads
 from minillm.optim import nonfinite_state
 from minillm.parallel import SINGLE, mark_agreed
 from minillm.training import checkpoint as ckpt

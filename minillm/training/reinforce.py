@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minillm import engine
 from minillm.backend import get_xp
 from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minillm.ops.entropy import entropy_backward, entropy_forward
@@ -67,8 +68,8 @@ def reinforce_forward(model, input_ids, labels, attention_mask=None, repeats: in
     memory gradient is their sum). Dropout is off: the gradient is of the
     sampling policy.
     """
-    logits, model_cache = model.forward(input_ids, model.shift_right(labels), attention_mask,
-                                        repeats=repeats)
+    logits, model_cache = engine.forward(model, input_ids, model.shift_right(labels), attention_mask,
+                                         repeats=repeats)
     N, L, V = logits.shape
     token_loss, ce_cache = cross_entropy_forward(logits.reshape(N * L, V), labels.reshape(-1))
     logp = -token_loss.reshape(N, L)  # (N, L), 0 where ignored
@@ -118,7 +119,7 @@ def seeded_backward(model, seed, cache, entropy_coef: float = 0.0):
         # loss -= c * (1/n_tok) sum_{i,t} valid_it H_it  =>  dH_it = -c valid_it / n_tok
         dlogits_h, _ = entropy_backward(-entropy_coef * valid.astype(dtype) / n_tok, h_cache)
         dlogits += dlogits_h
-    grads = model.backward(dlogits.reshape(N, L, -1), model_cache)
+    grads = engine.backward(model, dlogits.reshape(N, L, -1), model_cache)  # consumes the cache
     return bonus, grads, mean_entropy
 
 

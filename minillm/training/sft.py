@@ -20,7 +20,7 @@ stream of each epoch; so the optimizer moments, the step and the data position
 uninterrupted one, and any split of a step's micro-batches draws the same masks.
 
 ``recompute`` (``minillm train --recompute``): each block keeps only its input and
-is recomputed in the backward (:mod:`minillm.model.stack`), the same gradient for
+is recomputed in the backward (:mod:`minillm.engine.stack`), the same gradient for
 less memory and about a third more compute. Like the device, it is a setting of
 the invocation, not of the run: it is not saved, and a run may be resumed with
 either value.
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+from minillm import engine, seeds
 from minillm.data.batching import EncodedDataset, collate, epoch_order
 from minillm.data.examples import Example
 from minillm.evaluation import evaluate
@@ -126,7 +126,8 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     ``total``: N when these micro-batches are a share of a larger step (a rank's
     share under data parallelism): the loss and gradient are then that share's
     part of the step's. ``recompute``: recompute each block in the backward
-    (:meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
+    (:func:`minillm.engine.loss_and_grads`, the lean form of
+    :meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
     """
     n = [count_tokens(b)[1] for b in micro_batches]
     total = sum(n) if total is None else total
@@ -135,9 +136,9 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     rngs = rng if isinstance(rng, list | tuple) else [rng] * len(n)
     loss, grads = 0.0, {}
     for b, n_k, rng_k in zip(micro_batches, n, rngs, strict=True):
-        loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
-                                           rng=rng_k, label_smoothing=label_smoothing,
-                                           recompute=recompute)
+        loss_k, g_k = engine.loss_and_grads(model, b["input_ids"], b["labels"], b["attention_mask"],
+                                            rng=rng_k, label_smoothing=label_smoothing,
+                                            recompute=recompute)
         w = n_k / total
         loss += loss_k * w
         # g = sum_k (n_k / N) grad loss_k; the whole batch in one (weight 1) keeps its arrays
