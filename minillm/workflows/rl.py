@@ -5,19 +5,20 @@
     result.initial_eval["reward"], result.final_eval["reward"]
 
 :class:`RLSettings` has one field per ``minillm rl`` flag (``dir`` is the
-positional DIR), with the same name and default; the REINFORCE settings default
-to None ("not given": :class:`minillm.training.RLConfig`'s default, or on resume
-the run's own). ``dir`` is the starting model (a Hugging Face T5 folder with
-tokenizer.json, e.g. an SFT run folder); it is also the frozen reference of the
-KL penalty, copied into ``out/reference``. ``algo`` is rloo (the KL in the reward,
-``kl_coef``, and a ``baseline``) or grpo (group-normalised advantages, ``beta`` times the
-per-token KL in the loss, a ``loss_type``; :mod:`minillm.training.grpo`); a flag of the
-other algorithm is refused. Everything is checked before the run
-folder is touched, and the folder's lock is held for the run's life (one process
-per run folder). A resumed run imports nothing its folder names: a user reward
-(``module:function``) must be given again with ``--reward``.
-:mod:`minillm.training.reinforce` has the estimator, :mod:`minillm.evaluation.rewards`
-the rewards.
+positional DIR), with the same name and default: the run's (:class:`RunSettings`:
+model, data, reward, folder), then one per REINFORCE setting, made from
+:class:`minillm.training.rl_config.RLConfig` (where each is defined once, with its
+meaning) and None by default ("not given": RLConfig's default, or on resume the run's
+own). ``dir`` is the starting model (a Hugging Face T5 folder with tokenizer.json,
+e.g. an SFT run folder); it is also the frozen reference of the KL penalty, copied
+into ``out/reference``. ``algo`` is rloo (the KL in the reward, ``kl_coef``, and a
+``baseline``) or grpo (group-normalised advantages, ``beta`` times the per-token KL
+in the loss, a ``loss_type``; :mod:`minillm.training.algorithms`); a setting of the
+other algorithm is refused. Everything is checked before the run folder is touched,
+and the folder's lock is held for the run's life (one process per run folder). A
+resumed run imports nothing its folder names: a user reward (``module:function``)
+must be given again with ``--reward``. :mod:`minillm.training.reinforce` has the
+estimator, :mod:`minillm.evaluation.rewards` the rewards.
 
 Random streams (:mod:`minillm.seeds`, under ``seed``): "rl_data" (not SFT's
 "sft_data") and "eval_data" for the built-in suite, "held_out" for ``--data``;
@@ -26,6 +27,7 @@ the trainer draws "order", "sampling" and "eval_sampling".
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -37,8 +39,8 @@ from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_bu
 from minillm.optim import AdamW
 from minillm.parallel import Single, get_world
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
-from minillm.training.grpo import ALGOS, LOSS_TYPES, SCALE_REWARDS
-from minillm.training.reinforce import BASELINES
+from minillm.training.algorithms import ALGOS, algorithm_for
+from minillm.training.rl_config import algo_settings, flag_settings
 from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
@@ -54,6 +56,7 @@ from minillm.workflows.common import (
     clear_run,
     data_sources,
     encode,
+    flag,
     load_run_data,
     log_to_stderr,
     quiet,
@@ -65,25 +68,21 @@ from minillm.workflows.common import (
 from minillm.workflows.train import check_save_dtype, store_best
 
 DEFAULT_OUT = os.path.join("runs", "rl")
-DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
-__all__ = ["ALGOS", "BASELINES", "DEFAULTS", "DEFAULT_OUT", "LOSS_TYPES", "RLResult", "RLSettings",
-           "SCALE_REWARDS", "rl"]
+DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means
+__all__ = ["DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
 
-# RLSettings fields that are RLConfig fields
-CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "k", "baseline", "ema_decay", "whiten", "kl_coef",
-                 "entropy_coef", "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm",
-                 "temperature", "top_k", "top_p", "max_new_tokens", "seed", "eval_every",
-                 "save_every", "algo", "num_iterations", "epsilon", "epsilon_high", "beta",
-                 "scale_rewards", "loss_type")
+CONFIG_FIELDS = tuple(f.name for f in flag_settings())  # RLSettings fields that are RLConfig fields
 # the settings of one algorithm only: given with the other, they are refused
-ALGO_FIELDS = {"rloo": ("baseline", "ema_decay", "whiten", "kl_coef"),
-               "grpo": ("beta", "scale_rewards", "loss_type")}
+ALGO_FIELDS = {algo: tuple(algo_settings(algo)) for algo in ALGOS}
 MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
 
 
 @dataclass(frozen=True)
-class RLSettings:
-    """One field per ``minillm rl`` flag; ``tasks``: comma-separated names (or a sequence of names)."""
+class RunSettings:
+    """The ``minillm rl`` flags that are not REINFORCE settings: the model, data, reward, run folder.
+
+    ``tasks``: comma-separated names (or a sequence of names).
+    """
 
     dir: str | None = None
     out: str = DEFAULT_OUT
@@ -100,36 +99,22 @@ class RLSettings:
     threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
     resume: bool = False
     overwrite: bool = False
-    steps: int | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    k: int | None = None
-    algo: str | None = None
-    num_iterations: int | None = None
-    epsilon: float | None = None
-    epsilon_high: float | None = None
-    beta: float | None = None
-    scale_rewards: str | None = None
-    loss_type: str | None = None
-    baseline: str | None = None
-    ema_decay: float | None = None
-    whiten: bool | None = None
-    kl_coef: float | None = None
-    entropy_coef: float | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    schedule: str | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    max_new_tokens: int | None = None
-    seed: int | None = None
-    eval_every: int | None = None
-    save_every: int | None = None
     stop_after: int | None = None
     no_progress: bool = False
+
+
+def _settings_class() -> type:
+    """RLSettings: RunSettings' fields, then one per RLConfig setting with a flag, default None."""
+    fields = [(f.name, f"{f.type} | None" if "None" not in f.type else f.type,
+               dataclasses.field(default=None)) for f in flag_settings()]
+    cls = dataclasses.make_dataclass("RLSettings", fields, bases=(RunSettings,), frozen=True)
+    cls.__module__, cls.__doc__ = __name__, (
+        "One field per ``minillm rl`` flag: :class:`RunSettings`' and each REINFORCE setting of "
+        ":class:`minillm.training.rl_config.RLConfig` that has a flag (None: not given).")
+    return cls
+
+
+RLSettings = _settings_class()
 
 
 @dataclass(frozen=True)
@@ -220,8 +205,7 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
             clear_run(s.out)
             if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
                 shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
-        how = (f"GRPO (scale_rewards {cfg.scale_rewards}, beta {cfg.beta}, loss {cfg.loss_type}"
-               if cfg.algo == "grpo" else f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}")
+        how = algorithm_for(cfg).summary.format(**cfg.to_dict())
         if cfg.num_iterations > 1:
             how += f", {cfg.num_iterations} clipped updates per step"
         per_step = cfg.batch_size * cfg.grad_accum * world.size
@@ -286,7 +270,7 @@ def _start(s: RLSettings) -> _Run:
     other = [n for a, names in ALGO_FIELDS.items() if a != algo for n in names
              if getattr(s, n) is not None]
     if other:
-        flags = ", ".join("--" + n.replace("_", "-") for n in other)
+        flags = ", ".join(flag(n) for n in other)
         raise SettingsError(f"{flags} {'is' if len(other) == 1 else 'are'} not a setting of "
                             f"--algo {algo}")
     cfg = RLConfig(**{n: getattr(s, n) for n in CONFIG_FIELDS if getattr(s, n) is not None})
