@@ -26,7 +26,7 @@ from minillm.cli import add_threads_flag, say, settings_from
 from minillm.training.checkpoint import SAVE_DTYPES
 from minillm.training.rl_config import RLConfig, flag_settings
 from minillm.workflows import RLSettings, format_policy_eval, rl
-from minillm.workflows.rl import DEFAULT_OUT
+from minillm.workflows.rl_settings import DEFAULT_OUT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

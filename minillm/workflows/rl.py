@@ -4,21 +4,18 @@
     result = rl(RLSettings(dir="runs/sft", out="runs/rl", tasks="sort_words", steps=150))
     result.initial_eval["reward"], result.final_eval["reward"]
 
-:class:`RLSettings` has one field per ``minillm rl`` flag (``dir`` is the
-positional DIR), with the same name and default: the run's (:class:`RunSettings`:
-model, data, reward, folder), then one per REINFORCE setting, made from
-:class:`minillm.training.rl_config.RLConfig` (where each is defined once, with its
-meaning) and None by default ("not given": RLConfig's default, or on resume the run's
-own). ``dir`` is the starting model (a Hugging Face T5 folder with tokenizer.json,
-e.g. an SFT run folder); it is also the frozen reference of the KL penalty, copied
-into ``out/reference``. ``algo`` is rloo (the KL in the reward, ``kl_coef``, and a
-``baseline``) or grpo (group-normalised advantages, ``beta`` times the per-token KL
-in the loss, a ``loss_type``; :mod:`minillm.training.algorithms`); a setting of the
-other algorithm is refused. Everything is checked before the run folder is touched,
-and the folder's lock is held for the run's life (one process per run folder). A
-resumed run imports nothing its folder names: a user reward (``module:function``)
-must be given again with ``--reward``. :mod:`minillm.training.reinforce` has the
-estimator, :mod:`minillm.evaluation.rewards` the rewards.
+:class:`RLSettings` has one field per ``minillm rl`` flag, with the same name and
+default (:mod:`minillm.workflows.rl_settings`). ``dir`` is the starting model (a Hugging
+Face T5 folder with tokenizer.json, e.g. an SFT run folder); it is also the frozen
+reference of the KL penalty, copied into ``out/reference``. ``algo`` is rloo (the KL
+in the reward, ``kl_coef``, and a ``baseline``) or grpo (group-normalised advantages,
+``beta`` times the per-token KL in the loss, a ``loss_type``;
+:mod:`minillm.training.algorithms`); a setting of the other algorithm is refused.
+Everything is checked before the run folder is touched, and the folder's lock is held
+for the run's life (one process per run folder). A resumed run imports nothing its
+folder names: a user reward (``module:function``) must be given again with
+``--reward``. :mod:`minillm.training.reinforce` has the estimator,
+:mod:`minillm.evaluation.rewards` the rewards.
 
 Random streams (:mod:`minillm.seeds`, under ``seed``): "rl_data" (not SFT's
 "sft_data") and "eval_data" for the built-in suite, "held_out" for ``--data``;
@@ -27,11 +24,9 @@ the trainer draws "order", "sampling" and "eval_sampling".
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +34,7 @@ from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_bu
 from minillm.optim import AdamW
 from minillm.parallel import Single, get_world
 from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
-from minillm.training.algorithms import ALGOS, algorithm_for
-from minillm.training.rl_config import algo_settings, flag_settings
+from minillm.training.algorithms import algorithm_for
 from minillm.training.state_file import check_data_position
 from minillm.workflows.common import (
     Log,
@@ -56,7 +50,6 @@ from minillm.workflows.common import (
     clear_run,
     data_sources,
     encode,
-    flag,
     load_run_data,
     log_to_stderr,
     quiet,
@@ -65,56 +58,11 @@ from minillm.workflows.common import (
     warn_ignored,
     world_folder,
 )
+from minillm.workflows.rl_settings import CONFIG_FIELDS, DEFAULT_OUT, DEFAULTS, RLSettings, rl_config
 from minillm.workflows.train import check_save_dtype, store_best
 
-DEFAULT_OUT = os.path.join("runs", "rl")
-DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means
 __all__ = ["DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
-
-CONFIG_FIELDS = tuple(f.name for f in flag_settings())  # RLSettings fields that are RLConfig fields
-# the settings of one algorithm only: given with the other, they are refused
-ALGO_FIELDS = {algo: tuple(algo_settings(algo)) for algo in ALGOS}
 MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """The ``minillm rl`` flags that are not REINFORCE settings: the model, data, reward, run folder.
-
-    ``tasks``: comma-separated names (or a sequence of names).
-    """
-
-    dir: str | None = None
-    out: str = DEFAULT_OUT
-    data: str | None = None
-    eval_data: str | None = None
-    tasks: str | Sequence[str] | None = None
-    reward: str | None = None
-    n_train: int = 2000
-    n_eval: int = 200
-    max_source_len: int = 64
-    dtype: str = "float32"
-    save_dtype: str | None = None
-    device: str = "cpu"
-    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
-    resume: bool = False
-    overwrite: bool = False
-    stop_after: int | None = None
-    no_progress: bool = False
-
-
-def _settings_class() -> type:
-    """RLSettings: RunSettings' fields, then one per RLConfig setting with a flag, default None."""
-    fields = [(f.name, f"{f.type} | None" if "None" not in f.type else f.type,
-               dataclasses.field(default=None)) for f in flag_settings()]
-    cls = dataclasses.make_dataclass("RLSettings", fields, bases=(RunSettings,), frozen=True)
-    cls.__module__, cls.__doc__ = __name__, (
-        "One field per ``minillm rl`` flag: :class:`RunSettings`' and each REINFORCE setting of "
-        ":class:`minillm.training.rl_config.RLConfig` that has a flag (None: not given).")
-    return cls
-
-
-RLSettings = _settings_class()
 
 
 @dataclass(frozen=True)
@@ -266,14 +214,7 @@ def _start(s: RLSettings) -> _Run:
                             "task:NAME or module:function)")
     if s.data is not None and s.tasks is not None:
         raise SettingsError("--tasks selects built-in tasks; it does not apply to --data")
-    algo = s.algo or DEFAULTS.algo
-    other = [n for a, names in ALGO_FIELDS.items() if a != algo for n in names
-             if getattr(s, n) is not None]
-    if other:
-        flags = ", ".join(flag(n) for n in other)
-        raise SettingsError(f"{flags} {'is' if len(other) == 1 else 'are'} not a setting of "
-                            f"--algo {algo}")
-    cfg = RLConfig(**{n: getattr(s, n) for n in CONFIG_FIELDS if getattr(s, n) is not None})
+    cfg = rl_config(s)
     reward = get_reward(reward_name)
     tasks = s.tasks.split(",") if isinstance(s.tasks, str) else s.tasks
     tasks = None if tasks is None else resolve_tasks([t.strip() for t in tasks if t.strip()])
