@@ -23,9 +23,9 @@ in the reward with kl_coef, at the sampling policy), a ratio per sequence,
 the policy that sampled them (its token log-probs are kept from the first update's
 forward pass, where rho = 1), pi_ref's are computed once; each later update runs the
 teacher-forced forward again on the updated policy. At rho = 1 nothing is clipped, so
-with mu = 1 the clipped RLOO step is REINFORCE (the trainer then runs
-:func:`minillm.training.reinforce.reinforce_backward` itself) and GRPO with beta = 0
-is REINFORCE with the advantage A_ij scaled by its sequence's token weight, N w_ij.
+with mu = 1 the clipped RLOO step is REINFORCE (the table then takes RLOO,
+:func:`minillm.training.reinforce.reinforce_loss`, itself) and GRPO with beta = 0 is
+REINFORCE with the advantage A_ij scaled by its sequence's token weight, N w_ij.
 
 Each term is an op of :mod:`minillm.ops.policy_loss`; the functions here give a
 micro-batch's loss and its d loss / d log pi, which :mod:`minillm.training.algorithms`

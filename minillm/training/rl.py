@@ -17,7 +17,7 @@ samples, so the optimizer's t is steps * mu. The settings: :mod:`.rl_config`.
 
 A step is ``grad_accum`` micro-batches of ``batch_size`` prompts (the next
 batches of the epoch's order); the advantages are formed over all of them (so
-whitening and the EMA baseline see the whole step), and each micro-batch's
+normalising them and the EMA baseline see the whole step), and each micro-batch's
 surrogate is weighted by its share of the step's sequences, so its
 policy-gradient term equals one batch of all the prompts (the entropy bonus is
 each micro-batch's token mean, weighted likewise).
@@ -33,9 +33,10 @@ highest held-out greedy reward.
 Data parallel (``mpiexec -n R``, :mod:`minillm.parallel`): a step is
 ``grad_accum * R`` micro-batches; rank r samples, scores and differentiates its
 contiguous block of them (each prompt's k samples and its leave-one-out baseline
-stay on one rank); the per-sequence rewards, KL and lengths are gathered (so every
-rank forms the same advantages and statistics), the loss and entropy summed, and
-the gradient summed in one Allreduce. R ranks with ``--batch-size b`` are one
+stay on one rank); the per-sequence figures (rewards, KL, lengths:
+:class:`~minillm.training.rollout.SequenceFigures`) are gathered (so every rank forms
+the same advantages and statistics), the loss and entropy summed, and the gradient
+summed in one Allreduce. R ranks with ``--batch-size b`` are one
 process with ``--batch-size b --grad-accum R``. The held-out evaluation is
 computed whole on every rank (its samples are one stream across the batches).
 """
