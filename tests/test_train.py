@@ -18,13 +18,13 @@ from minillm.training import checkpoint as ckpt
 from minillm.training import read_metrics
 from minillm.training.sft import (
     TrainConfig,
-    TrainingDiverged,
     TrainState,
     batch_stream,
     fit,
     sft_loss_and_grads,
     train_step,
 )
+from minillm.training.update import TrainingDiverged
 
 EXAMPLES = [
     Example("Reverse the words.\nred owl pen", "pen owl red", "reverse_words"),
@@ -307,7 +307,7 @@ def test_train_config_refuses_each_bad_field_in_one_line(field, value, words):
     ("ema_decay", 1.0, "ema_decay must"), ("temperature", INF, "temperature must"),
     ("temperature", 0.0, "temperature must"), ("top_p", NAN, "top_p must"),
     ("top_p", 0.0, "top_p must"), ("top_k", True, "top_k must"), ("top_k", -1, "top_k must"),
-    ("k", True, "k must"), ("whiten", 1, "whiten must be true or false"),
+    ("k", True, "k must"), ("normalize_advantages", 1, "normalize_advantages must be true or false"),
     ("baseline", "mean", "baseline must be one of"), ("baseline", 3, "baseline must be one of"),
 ])
 def test_rl_config_refuses_each_bad_field_in_one_line(field, value, words):
@@ -325,7 +325,7 @@ def test_configs_accept_their_defaults_and_edges():
 
     TrainConfig(lr=1e38, warmup_steps=0, weight_decay=0, betas=(0.0, 0.0), min_lr_ratio=1.0,
                 save_every=0, label_smoothing=0.5, position_bias_lr_scale=30)
-    RLConfig(lr=1, kl_coef=0, whiten=True, top_p=1, ema_decay=0, baseline="none", k=1)
+    RLConfig(lr=1, kl_coef=0, normalize_advantages=True, top_p=1, ema_decay=0, baseline="none", k=1)
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     assert RLConfig.from_dict(RLConfig().to_dict()) == RLConfig()
 

@@ -40,7 +40,6 @@ progress bar, ``metrics.jsonl``, checkpoints (last and best), loss.svg and tasks
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,11 +52,12 @@ from minillm.data.examples import Example
 from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, ScaledAdamW, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
-from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
+from minillm.training.loop import RunState, Trainer, run
 from minillm.training.run_folder import JSONSettings
+from minillm.training.update import apply_update
 
 
 @dataclass(frozen=True)
@@ -194,16 +194,11 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
                                                 recompute=recompute)
     loss = float(world.sum([loss])[0])
     grads = allreduce_grads(world, grads, model.params)
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = clip_grad_norm(grads, config.max_grad_norm)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"step {step + 1}: the loss is {loss} (not finite)")
-    if not math.isfinite(norm):
-        raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (not finite)")
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
-    checked_update(model.params, grads, optimizer, lr, f"step {step + 1}")
+    norm = apply_update(model.params, grads, optimizer, loss, lr, config.max_grad_norm,
+                        f"step {step + 1}")
     return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 
