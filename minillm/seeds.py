@@ -15,11 +15,13 @@ a stream changes none. Each consumer owns its stream:
     eval_data       the built-in suite's held-out examples (SFT, REINFORCE and ``minillm eval`` alike)
     rl_data         the built-in suite's training prompts for REINFORCE (not SFT's)
     held_out        which 5% of --data is held out when no --eval-data is given
-    order           SFT's batch order and REINFORCE's prompt order, one stream per epoch
+    order           SFT's and pretraining's batch order, REINFORCE's prompt order, one stream per epoch
     dropout         SFT's dropout masks
     sampling        REINFORCE's k samples per prompt during training
     eval_sampling   the held-out sampled reward and KL of REINFORCE's evaluations
     generate        ``minillm generate`` / ``eval --do-sample``
+    span_noise      ``minillm pretrain``'s noise masks, one stream per (step, micro-batch)
+    held_out_noise  ``minillm pretrain``'s held-out examples' noise masks, drawn once
 
 The numbers are part of every saved run's meaning: never renumber them.
 """
@@ -39,6 +41,8 @@ STREAMS: dict[str, int] = {
     "sampling": 8,
     "eval_sampling": 9,
     "generate": 10,
+    "span_noise": 11,
+    "held_out_noise": 12,
 }
 
 

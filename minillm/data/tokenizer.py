@@ -114,26 +114,7 @@ class Tokenizer:
 
         ``vocab_size`` is an upper bound: a small corpus may yield fewer pieces.
         """
-        tok = HFTokenizer(models.BPE(unk_token=UNK))
-        # A space after each newline, so the next word gets its usual "▁word" piece;
-        # the decoder removes exactly that space again.
-        tok.normalizer = normalizers.Replace("\n", "\n ")
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
-                pre_tokenizers.Split("\n", behavior="isolated"),
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.Punctuation(behavior="isolated"),
-            ]
-        )
-        tok.decoder = decoders.Sequence(
-            [
-                decoders.Replace("▁", " "),
-                decoders.Fuse(),
-                decoders.Replace("\n ", "\n"),
-                decoders.Strip(" ", 1, 0),  # the space Metaspace prepended
-            ]
-        )
+        tok = lossless_pipeline(models.BPE(unk_token=UNK))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             special_tokens=list(SPECIAL_TOKENS),
@@ -315,3 +296,29 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
             f"go up to {tokenizer.vocab_size - 1} (needs vocab_size >= {tokenizer.vocab_size}); "
             "use a matching tokenizer or a model built with a larger vocab_size"
         )
+
+
+def lossless_pipeline(model) -> HFTokenizer:
+    """A ``tokenizers.Tokenizer`` of ``model`` with the normaliser, pre-tokenizer and decoder
+    of :meth:`Tokenizer.train` (the module docstring), under which decoding gives the text back."""
+    tok = HFTokenizer(model)
+    # A space after each newline, so the next word gets its usual "▁word" piece;
+    # the decoder removes exactly that space again.
+    tok.normalizer = normalizers.Replace("\n", "\n ")
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+            pre_tokenizers.Split("\n", behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ]
+    )
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.Fuse(),
+            decoders.Replace("\n ", "\n"),
+            decoders.Strip(" ", 1, 0),  # the space Metaspace prepended
+        ]
+    )
+    return tok
