@@ -55,8 +55,9 @@ from minillm.backend import keep_freed_memory  # noqa: E402
 from minillm.data import encode_examples  # noqa: E402
 from minillm.data.tasks import TASKS, builtin_dataset  # noqa: E402
 from minillm.data.tokenizer import Tokenizer  # noqa: E402
-from minillm.training import TrainConfig, fit, read_metrics  # noqa: E402
-from minillm.training.svg import COLORS, Axis, Series, line_chart  # noqa: E402
+from minillm.plots.svg import COLORS, Axis, Series, line_chart  # noqa: E402
+from minillm.runfolder.metrics import read_metrics  # noqa: E402
+from minillm.training import TrainConfig, fit  # noqa: E402
 from minillm.workflows import RLSettings, rl  # noqa: E402
 from minillm.workflows.presets import PRESETS  # noqa: E402
 

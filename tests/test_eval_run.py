@@ -12,7 +12,7 @@ import random
 import pytest
 
 from minillm.cli import main
-from minillm.training import read_metrics
+from minillm.runfolder.metrics import read_metrics
 from minillm.workflows import EvalSettings, TrainSettings, evaluate, train
 
 QUIET = dict(no_progress=True, no_plot=True)

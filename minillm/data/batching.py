@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.examples import Example
 from minillm.ops.cross_entropy import IGNORE_INDEX
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.backend import to_numpy
 from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example
@@ -56,7 +56,9 @@ from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.checkpoint import REFERENCE_DIR
+from minillm.runfolder.settings import JSONSettings
 from minillm.training.checks import (
     check_bool,
     check_choice,
@@ -76,9 +78,6 @@ from minillm.training.grpo import (
 )
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
 from minillm.training.reinforce import BASELINES, compute_advantages, reinforce_backward, reinforce_forward
-from minillm.training.run_folder import JSONSettings
-
-REFERENCE_DIR = "reference"
 
 
 @dataclass(frozen=True)

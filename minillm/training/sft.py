@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.batching import EncodedDataset, collate, epoch_order
 from minillm.data.examples import Example
 from minillm.evaluation import evaluate
@@ -55,9 +55,9 @@ from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
 from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
+from minillm.runfolder.settings import JSONSettings
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
 from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
-from minillm.training.run_folder import JSONSettings
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,7 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     evaluation uses all. ``run_info``: JSON saved in the trainer state (data
     sources, preset, ...). ``stop_after``: stop (with a checkpoint) once this
     step is reached, although the schedule spans ``config.steps``. ``plot``: write
-    loss.svg and tasks.svg at the end (:mod:`minillm.training.plot`).
+    loss.svg and tasks.svg at the end (:mod:`minillm.plots`).
 
     ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`); rank 0
     alone writes ``out_dir``, the progress bar and the log. ``recompute``: keep only
