@@ -24,11 +24,12 @@ ROOT = pathlib.Path(minillm.__file__).parent
 
 # The package's parts by layer, lowest first. A part is a top-level module or subpackage.
 LAYERS = [
-    {"backend", "config", "seeds"},  # leaves: arrays and devices, T5Config, random streams
+    {"backend", "blas", "config", "seeds"},  # leaves: arrays and devices, BLAS threads, T5Config, streams
     {"ops", "storage", "optim", "metrics", "parallel"},  # pure ops; file formats; optimizers; text
     # metrics; data-parallel ranks (mpi4py, lazily)
-    {"model", "data", "plots"},  # the T5 model and its KV cache; examples, tokenizer, batching,
+    {"model", "data", "plots"},  # the T5 model, the reference; examples, tokenizer, batching,
     # tasks; a run's pictures (SVG, from its records)
+    {"engine"},  # the lean engine beside the reference: fused loss, freed caches, decoding's KV cache
     {"generation", "testing", "runfolder"},  # decoding; gradient checks and strategies (for tests);
     # run folders (checkpoints, trainer state, journal, metrics, lock, the folder's rules)
     {"evaluation"},  # decoding and scoring a model; rewards

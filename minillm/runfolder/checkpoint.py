@@ -56,7 +56,9 @@ STATE_VERSION = 3
 # 4, REINFORCE runs only: rl_config names the algorithm and its settings (algo, num_iterations,
 # epsilon, epsilon_high, beta, scale_rewards, loss_type) and optimizer_t is step * num_iterations;
 # an older rl state lacks them, so it is refused in one line rather than guessed.
-STATE_VERSIONS = {None: STATE_VERSION, "rl": 4}  # by the state's "kind"
+# 5, REINFORCE runs only: rl_config's whiten (the population std + 1e-8) is normalize_advantages
+# (TRL's: the sample std + 1e-4), so a version-4 run that whitened would not continue as it began.
+STATE_VERSIONS = {None: STATE_VERSION, "rl": 5}  # by the state's "kind"
 
 
 # ----------------------------------------------------------------------- recovery

@@ -38,29 +38,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from minillm.backend import adapt_threads
-from minillm.optim import nonfinite_state
+from minillm.blas import adapt_threads
 from minillm.parallel import SINGLE, mark_agreed
 from minillm.plots import plot_metrics
 from minillm.runfolder import checkpoint as ckpt
 from minillm.runfolder.metrics import METRICS_NAME, read_metrics, write_metrics
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, the gradient, or (after the update) a parameter or moment became NaN or inf."""
-
-
-def checked_update(params: dict, grads: dict, optimizer, lr: float, where: str) -> None:
-    """``optimizer.step(params, grads, lr)`` in place, then TrainingDiverged (naming ``where``,
-    e.g. "step 12") when a parameter or moment is not finite: the run must not save them."""
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        optimizer.step(params, grads, lr)
-    bad = nonfinite_state(params, optimizer)
-    if bad is not None:
-        raise TrainingDiverged(f"{where}: after the update (lr {lr:.3g}) {bad} is not finite "
-                               "(NaN or inf)")
+from minillm.training.update import TrainingDiverged
 
 
 @dataclasses.dataclass

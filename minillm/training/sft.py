@@ -20,7 +20,7 @@ stream of each epoch; so the optimizer moments, the step and the data position
 uninterrupted one, and any split of a step's micro-batches draws the same masks.
 
 ``recompute`` (``minillm train --recompute``): each block keeps only its input and
-is recomputed in the backward (:mod:`minillm.model.stack`), the same gradient for
+is recomputed in the backward (:mod:`minillm.engine.stack`), the same gradient for
 less memory and about a third more compute. Like the device, it is a setting of
 the invocation, not of the run: it is not saved, and a run may be resumed with
 either value.
@@ -40,24 +40,25 @@ progress bar, ``metrics.jsonl``, checkpoints (last and best), loss.svg and tasks
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+import minillm.engine as engine
 import minillm.seeds as seeds
 from minillm.data.batching import EncodedDataset, collate, epoch_order
 from minillm.data.examples import Example
 from minillm.evaluation import evaluate
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, ScaledAdamW, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
 from minillm.runfolder.settings import JSONSettings
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
-from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
+from minillm.training.loop import RunState, Trainer, run
+from minillm.training.update import apply_update
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     ``total``: N when these micro-batches are a share of a larger step (a rank's
     share under data parallelism): the loss and gradient are then that share's
     part of the step's. ``recompute``: recompute each block in the backward
-    (:meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
+    (:func:`minillm.engine.loss_and_grads`, the lean form of
+    :meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
     """
     n = [count_tokens(b)[1] for b in micro_batches]
     total = sum(n) if total is None else total
@@ -135,9 +137,9 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     rngs = rng if isinstance(rng, list | tuple) else [rng] * len(n)
     loss, grads = 0.0, {}
     for b, n_k, rng_k in zip(micro_batches, n, rngs, strict=True):
-        loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
-                                           rng=rng_k, label_smoothing=label_smoothing,
-                                           recompute=recompute)
+        loss_k, g_k = engine.loss_and_grads(model, b["input_ids"], b["labels"], b["attention_mask"],
+                                            rng=rng_k, label_smoothing=label_smoothing,
+                                            recompute=recompute)
         w = n_k / total
         loss += loss_k * w
         # g = sum_k (n_k / N) grad loss_k; the whole batch in one (weight 1) keeps its arrays
@@ -193,16 +195,11 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
                                                 recompute=recompute)
     loss = float(world.sum([loss])[0])
     grads = allreduce_grads(world, grads, model.params)
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = clip_grad_norm(grads, config.max_grad_norm)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"step {step + 1}: the loss is {loss} (not finite)")
-    if not math.isfinite(norm):
-        raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (not finite)")
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
-    checked_update(model.params, grads, optimizer, lr, f"step {step + 1}")
+    norm = apply_update(model.params, grads, optimizer, loss, lr, config.max_grad_norm,
+                        f"step {step + 1}")
     return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
 
 

@@ -34,7 +34,7 @@ def flag(name: str) -> str:
 
 def apply_threads(threads: Any, log: Log = None) -> None:
     """Settings' ``threads`` (a count >= 1, "auto" or None) applied to the BLAS; a note when it cannot be."""
-    from minillm.backend import use_threads
+    from minillm.blas import use_threads
 
     if threads is None:
         return
