@@ -11,19 +11,14 @@ import pytest
 import minillm
 from minillm import engine
 from minillm.data import Example, collate, encode_examples
+from minillm.data.batching import batch_stream
 from minillm.evaluation import evaluate, strip_after_eos
 from minillm.ops.cross_entropy import log_softmax
 from minillm.optim import AdamW, ScaledAdamW
 from minillm.runfolder import checkpoint as ckpt
 from minillm.runfolder.metrics import read_metrics
-from minillm.training.sft import (
-    TrainConfig,
-    TrainState,
-    batch_stream,
-    fit,
-    sft_loss_and_grads,
-    train_step,
-)
+from minillm.training.sft import TrainConfig, TrainState, sft_loss_and_grads, train_step
+from minillm.training.sft_trainer import fit
 from minillm.training.update import TrainingDiverged
 
 EXAMPLES = [

@@ -3,7 +3,8 @@
     loop.py        the run loop both trainers share (steps, evaluation, checkpoints, metrics)
     update.py      the tail of every optimizer step: clip, check, step, check (TrainingDiverged)
     checks.py      checks of the trainers' settings: each field's type and range
-    sft.py         supervised fine-tuning: TrainConfig, train_step, fit
+    sft.py         supervised fine-tuning: TrainConfig, the loss and gradient, train_step
+    sft_trainer.py SFT's run: the data stream, held-out evaluation, the best; fit
     reinforce.py   the REINFORCE estimator: the surrogate's forward/backward, baselines
     grpo.py        GRPO: group-normalised advantages, the clipped loss, its KL
     algorithms.py  the policy-gradient algorithms, one row each: advantages, loss and seed gradient
@@ -16,7 +17,8 @@ What a run writes (checkpoints, trainer_state.json, metrics.jsonl, the lock) is
 """
 
 from minillm.training.rl import REFERENCE_DIR, RLConfig, RLState, fit_rl
-from minillm.training.sft import TrainConfig, TrainState, fit
+from minillm.training.sft import TrainConfig, TrainState
+from minillm.training.sft_trainer import fit
 from minillm.training.update import TrainingDiverged
 
 __all__ = ["REFERENCE_DIR", "RLConfig", "RLState", "TrainConfig", "TrainState", "TrainingDiverged",

@@ -282,7 +282,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     checkpoints from host copies. The device is not part of ``config``.
     ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run, which
     first evaluates and writes a step-0 checkpoint). The run folder, metrics.jsonl
-    and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
+    and progress bar are those of :func:`minillm.training.sft_trainer.fit`; metrics records carry
     the mean reward, KL, entropy and advantage statistics.
 
     ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`).
