@@ -133,6 +133,8 @@ def test_t5_layout(tmp_path):
     assert sentinel_ids(tok, 100) == top
     tok.save(tmp_path / "tokenizer.json")
     back = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    back.save(tmp_path / "again.json")  # the same file however often it is saved
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "tokenizer.json").read_bytes()
     for text in [*TEXTS[:3], "a <extra_id_0> span <extra_id_7> end.", "unseen Zebra 7"]:
         ids = tok.encode(text)
         assert back.encode(text) == ids and ids[-1] == 1

@@ -21,7 +21,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ["train", "generate", "eval", "rl", "data"]
+COMMANDS = ["train", "generate", "eval", "rl", "data", "pretrain"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -191,3 +191,24 @@ def corpus_digest(docs: Sequence[Document]) -> str:
             data = part.encode("utf-8")
             h.update(len(data).to_bytes(8, "little") + data)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def encode_documents(docs: Sequence[Document], tokenizer, first_special: int | None = None
+                     ) -> tuple[list[list[int]], int]:
+    """(token ids of each document, each ending with ``</s>``; how many ids were dropped).
+
+    Ids at or above ``first_special`` (the lowest sentinel id: T5's sentinels are the
+    top of the vocabulary) are dropped: a ``<extra_id_N>`` written in the text
+    would otherwise look like span corruption's own sentinels.
+    """
+    out, dropped = [], 0
+    for ids in tokenizer.encode_batch([d.text for d in docs]):
+        if first_special is not None:
+            kept = [t for t in ids if t < first_special]
+            dropped += len(ids) - len(kept)
+            ids = kept
+        out.append(ids)
+    return out, dropped

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizers import AddedToken, models, processors, trainers
+from tokenizers import Tokenizer as HFTokenizer
 
 from minillm.data.tokenizer import ALPHABET, EOS, SPECIAL_TOKENS, UNK, Tokenizer, lossless_pipeline
 
@@ -65,7 +66,10 @@ def train_t5_tokenizer(texts: Iterable[str], vocab_size: int = 4000, num_sentine
                             for i in reversed(range(num_sentinels))])
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, 1)])
-    return Tokenizer(tok)
+    # The pieces' scores as every reader of tokenizer.json gets them: the first save and load
+    # moves a few by one unit in the last place, and no later one does; so a run's tokenizer.json
+    # is the same file however often it is saved (a checkpoint, a resume, train --init).
+    return Tokenizer(HFTokenizer.from_str(tok.to_str()))
 
 
 def sentinel_ids(tokenizer: Tokenizer, needed: int) -> int:
@@ -83,3 +87,11 @@ def sentinel_ids(tokenizer: Tokenizer, needed: int) -> int:
             raise ValueError(f"span corruption needs {needed} sentinels counting down from <extra_id_0> "
                              f"(id {top}); {sentinel(j)} is {'missing' if have is None else f'id {have}'}")
     return top
+
+
+def count_sentinels(tokenizer: Tokenizer) -> int:
+    """How many sentinels count down from ``<extra_id_0>`` in T5's layout (0 without one)."""
+    top, n = tokenizer.token_to_id(sentinel(0)), 0
+    while top is not None and tokenizer.token_to_id(sentinel(n)) == top - n:
+        n += 1
+    return n

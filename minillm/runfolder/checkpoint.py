@@ -58,7 +58,8 @@ STATE_VERSION = 3
 # an older rl state lacks them, so it is refused in one line rather than guessed.
 # 5, REINFORCE runs only: rl_config's whiten (the population std + 1e-8) is normalize_advantages
 # (TRL's: the sample std + 1e-4), so a version-4 run that whitened would not continue as it began.
-STATE_VERSIONS = {None: STATE_VERSION, "rl": 5}  # by the state's "kind"
+# 1, pretraining runs (minillm pretrain): their first schema.
+STATE_VERSIONS = {None: STATE_VERSION, "rl": 5, "pretrain": 1}  # by the state's "kind"
 
 
 # ----------------------------------------------------------------------- recovery

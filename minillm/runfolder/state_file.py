@@ -9,7 +9,7 @@ got "abc"``). Missing and unknown keys are refused too. The fields::
 
     format, version         the file's tag and schema version (checkpoint.STATE_FORMAT /
                             STATE_VERSIONS: one per kind)
-    kind                    "rl" for a REINFORCE run; absent for SFT
+    kind                    "rl" for a REINFORCE run, "pretrain" for span corruption; absent for SFT
     step                    steps done: 0 <= step <= the config's steps; optimizer_t is
                             step * the config's num_iterations (1 when it has none)
     epoch, batch_in_epoch   the data position after ``step`` steps (exact for the built-in data)
@@ -50,8 +50,8 @@ from minillm.storage.fileio import read_json
 # table a state's name is looked up in (never an attribute of numpy looked up by name).
 BIT_GENERATORS = {"PCG64": np.random.PCG64}
 DTYPES = ("float32", "float64")
-CONFIG_KEYS = {None: "train_config", "rl": "rl_config"}  # by the state's "kind"
-KIND_FIELDS = {None: (), "rl": ("ema",)}  # fields a kind adds to the common ones
+CONFIG_KEYS = {None: "train_config", "rl": "rl_config", "pretrain": "train_config"}  # by the state's "kind"
+KIND_FIELDS = {None: (), "rl": ("ema",), "pretrain": ()}  # fields a kind adds to the common ones
 COMMON = ("format", "version", "step", "epoch", "batch_in_epoch", "rng_state", "best", "dtype",
           "run", "optimizer_t")
 _STR, _OPT_STR, _INT, _OPT_INT = (str,), (str, None), (int,), (int, None)
@@ -66,6 +66,13 @@ RUN_FIELDS = {
            "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
            "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None)},
+    "pretrain": {"preset": (_STR, None), "init": (_OPT_STR, None), "tokenizer": (_OPT_STR, None),
+                 "text": ((list, None), None), "text_sha256": ((list, None), None),
+                 "eval_text": ((list, None), None), "eval_text_sha256": ((list, None), None),
+                 "corpus_sha256": (_STR, None), "n_train": (_INT, 1), "n_eval": (_INT, 0),
+                 "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "input_length": (_INT, 2),
+                 "raw_length": (_INT, 2), "target_length": (_INT, 2), "noise_density": ((float,), None),
+                 "mean_span_length": ((float,), None)},
 }
 # run fields a state written before them lacks (read as null)
 OPTIONAL_RUN_FIELDS = ("task_weights",)
@@ -111,17 +118,12 @@ def check_run(c: FieldChecker, run: Any, kind: str | None) -> None:
            tuple(k for k in table if k in OPTIONAL_RUN_FIELDS))
     for name, (allowed, lo) in table.items():
         c.typed(f"run.{name}", run.get(name), allowed, lo)
-    if run["data"] is None and run["n_eval"] is None:
+    if kind == "pretrain":
+        check_text_files(c, run)
+    elif run["data"] is None and run["n_eval"] is None:
         raise c.fail("run.n_eval", "expected an integer >= 1 with the built-in data", None)
-    for key in ("data", "eval_data"):  # an absolute path and its sha256, or neither
-        path, digest = run[key], run[f"{key}_sha256"]
-        if (path is None) != (digest is None):
-            raise c.fail(f"run.{key}_sha256", f"expected {'null' if path is None else 'a sha256'} "
-                         f"with run.{key} {shown(path)}", digest)
-        if path is not None and not os.path.isabs(path):
-            raise c.fail(f"run.{key}", "expected an absolute path", path)
-        if digest is not None and (len(digest) != 64 or set(digest) - set("0123456789abcdef")):
-            raise c.fail(f"run.{key}_sha256", "expected 64 hex digits", digest)
+    for key in ("data", "eval_data") if kind != "pretrain" else ():
+        check_file(c, f"run.{key}", run[key], run[f"{key}_sha256"])
     weights = run.get("task_weights")
     if weights is not None and not all(isinstance(t, str) and is_number(w) and w > 0
                                        for t, w in weights.items()):
@@ -129,6 +131,28 @@ def check_run(c: FieldChecker, run: Any, kind: str | None) -> None:
                      "numbers", weights)
     if kind == "rl" and run["tasks"] is not None and not all(isinstance(t, str) for t in run["tasks"]):
         raise c.fail("run.tasks", "expected null or a list of strings", run["tasks"])
+
+
+def check_file(c: FieldChecker, field: str, path: Any, digest: Any) -> None:
+    """A data file the run names: an absolute path and its sha256, or neither."""
+    if (path is None) != (digest is None):
+        raise c.fail(f"{field}_sha256", f"expected {'null' if path is None else 'a sha256'} "
+                     f"with {field} {shown(path)}", digest)
+    if path is not None and not (isinstance(path, str) and os.path.isabs(path)):
+        raise c.fail(field, "expected an absolute path", path)
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and not set(digest) - set("0123456789abcdef")):
+        raise c.fail(f"{field}_sha256", "expected 64 hex digits", digest)
+
+
+def check_text_files(c: FieldChecker, run: dict) -> None:
+    """A pretraining run's --text / --eval-text: null, or lists of absolute paths and their sha256."""
+    for key in ("text", "eval_text"):
+        paths, digests = run[key], run[f"{key}_sha256"]
+        if (paths is None) != (digests is None) or (paths is not None and len(paths) != len(digests)):
+            raise c.fail(f"run.{key}_sha256", f"expected one sha256 for each file of run.{key}", digests)
+        for i, (path, digest) in enumerate(zip(paths or [], digests or [], strict=True)):
+            check_file(c, f"run.{key}[{i}]", path, digest)
 
 
 def check_position(c: FieldChecker, state: dict, config, run: dict, kind: str | None) -> None:
@@ -191,10 +215,11 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
         raise StateError(f"{path}: not a minillm trainer state (format is not {fmt!r})")
     kind = state.get("kind")
     if kind not in CONFIG_KEYS:
-        raise c.fail("kind", "expected \"rl\" or no kind (SFT)", kind)
+        raise c.fail("kind", "expected \"rl\", \"pretrain\" or no kind (SFT)", kind)
     want = version.get(kind) if isinstance(version, dict) else version
     if state.get("version") != want or not is_int(state.get("version")):
-        run_kind = f" for {'an rl' if kind == 'rl' else 'a train'} run" if isinstance(version, dict) else ""
+        named = {"rl": "an rl", "pretrain": "a pretrain"}.get(kind, "a train")
+        run_kind = f" for {named} run" if isinstance(version, dict) else ""
         raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
                          f"this minillm reads {want}{run_kind}")
     key = CONFIG_KEYS[kind]

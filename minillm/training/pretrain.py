@@ -33,14 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.batching import EncodedDataset, epoch_order
 from minillm.data.span_corruption import check_noise, corrupt_batch
 from minillm.evaluation.scores import teacher_forced_nll
 from minillm.optim import ScaledAdamW
 from minillm.parallel import SINGLE, Single
 from minillm.training.loop import run
-from minillm.training.sft import SFTTrainer, TrainConfig, TrainState, train_step
+from minillm.training.sft import TrainConfig, TrainState, train_step
+from minillm.training.sft_trainer import SFTTrainer
 
 
 @dataclass(frozen=True)

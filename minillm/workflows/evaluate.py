@@ -137,7 +137,7 @@ def run_of(folder: str) -> RunFolder | None:
     else:
         return None
     state = checkpoint.read_state(run_dir, {"train_config": TrainConfig, "rl_config": RLConfig})
-    if not state.get("run"):
+    if not state.get("run") or state.get("kind") == "pretrain":  # pretraining: no instruction data
         return None
     return RunFolder(run_dir, state, state["step"] if step_of is None else step_of)
 

@@ -80,15 +80,21 @@ def check_run_files(run: dict[str, Any], whose: str = RESUMED) -> None:
     check_same_file(run.get("eval_data"), run.get("eval_data_sha256"), "eval_data", whose)
 
 
+COMMANDS = {None: "train", "rl": "rl", "pretrain": "pretrain"}  # the command of each kind of run
+
+
 def read_run(out: str, kind: str) -> dict:
-    """The trainer state of the run to resume in ``out`` (``kind`` "sft" or "rl")."""
+    """The trainer state of the run to resume in ``out`` (``kind`` "sft", "rl" or "pretrain")."""
     if not checkpoint.has_checkpoint(out):
         raise FileNotFoundError(f"{out}: no checkpoint to resume (trainer_state.json missing)")
     from minillm.training import RLConfig, TrainConfig
 
     state = checkpoint.read_state(out, {"train_config": TrainConfig, "rl_config": RLConfig})
-    if kind == "rl" and state.get("kind") != "rl":
-        raise SettingsError(f"{out} holds a minillm train run, not an rl run")
+    want = None if kind == "sft" else kind
+    if state.get("kind") != want:
+        article = "an" if want == "rl" else "a"
+        raise SettingsError(f"{out} holds a minillm {COMMANDS[state.get('kind')]} run, "
+                            f"not {article} {COMMANDS[want]} run")
     return state
 
 
