@@ -9,6 +9,7 @@
     minillm eval       EvalSettings        evaluate(settings)        the JSON dict it prints
     minillm generate   GenerateSettings    generate(settings)        list[str], the outputs
     minillm data       DataSettings        make_data(settings)       list[Example]
+    minillm pretrain   PretrainSettings    pretrain(settings)        PretrainResult
 
 Each settings class is a frozen dataclass with one field per flag of its command
 (same names, same defaults). A workflow checks its settings before it writes
@@ -35,11 +36,12 @@ from minillm.workflows.checks import SettingsError
 from minillm.workflows.data import DataSettings, make_data, task_samples
 from minillm.workflows.evaluate import EvalSettings, evaluate
 from minillm.workflows.generate import GenerateSettings, generate
+from minillm.workflows.pretrain import PretrainResult, PretrainSettings, pretrain
 from minillm.workflows.rl import RLResult, RLSettings, rl
 from minillm.workflows.train import TrainResult, TrainSettings, train
 
 __all__ = [
-    "DataSettings", "EvalSettings", "GenerateSettings", "RLResult", "RLSettings", "SettingsError",
-    "TrainResult", "TrainSettings", "TrainingDiverged", "evaluate", "generate", "make_data", "rl",
-    "format_eval", "format_policy_eval", "task_samples", "train",
+    "DataSettings", "EvalSettings", "GenerateSettings", "PretrainResult", "PretrainSettings", "RLResult",
+    "RLSettings", "SettingsError", "TrainResult", "TrainSettings", "TrainingDiverged", "evaluate",
+    "generate", "make_data", "pretrain", "rl", "format_eval", "format_policy_eval", "task_samples", "train",
 ]
