@@ -150,11 +150,22 @@ def test_text_shorter_than_one_example_is_refused(run_dir, texts, tmp_path, caps
     refused(capsys, str(run_dir), args, "the held-out text has", "fewer than one raw example of 34")
 
 
+def test_contradictory_flags_are_one_line(run_dir, texts, capsys):
+    base = [*quick(texts), "--out", str(run_dir), "--overwrite"]
+    refused(capsys, str(run_dir), [*base, "--init", str(run_dir), "--tokenizer", "t.json"],
+            "give --tokenizer or --init, not both")
+    refused(capsys, str(run_dir), [*base, "--tokenizer", str(run_dir / "tokenizer.json")],
+            "--vocab-size sizes the tokenizer a run trains; --tokenizer brings one")
+    refused(capsys, str(run_dir), ["pretrain", "--out", str(run_dir), "--resume", "--overwrite"],
+            "contradict")
+
+
 def test_a_tokenizer_without_sentinels_is_refused(run_dir, texts, tmp_path, capsys):
     from minillm.data.tokenizer import Tokenizer
 
     Tokenizer.train([paragraphs(20, 2)], vocab_size=120).save(tmp_path / "bpe.json")
-    refused(capsys, str(run_dir), [*quick(texts), "--out", str(run_dir), "--overwrite", "--tokenizer",
+    args = [a for a in quick(texts) if a not in ("--vocab-size", "300")]
+    refused(capsys, str(run_dir), [*args, "--out", str(run_dir), "--overwrite", "--tokenizer",
                                    str(tmp_path / "bpe.json")], "no <extra_id_0>")
 
 

@@ -162,6 +162,9 @@ def check_settings(s: PretrainSettings) -> None:
         raise ValueError(f"{which}: {e}") from None
     if s.tokenizer and s.init:
         raise SettingsError("give --tokenizer or --init, not both (--init brings its own tokenizer)")
+    if s.vocab_size is not None and (s.tokenizer or s.init):
+        given = "--tokenizer" if s.tokenizer else "--init"
+        raise SettingsError(f"--vocab-size sizes the tokenizer a run trains; {given} brings one")
 
 
 def _noise(s: PretrainSettings) -> tuple[float, float]:
