@@ -43,7 +43,7 @@ from minillm.runfolder.checkpoint import save_model
 from minillm.runfolder.metrics import read_metrics
 from minillm.storage.fileio import write_json, write_text
 from minillm.workflows import PretrainSettings, RLSettings, TrainSettings, pretrain, rl, train
-from minillm.workflows.pretrain import start_model
+from minillm.workflows.pretrain_data import start_model
 
 FULL = dict(preset="small", vocab_size=4000, pretrain_steps=600, names_steps=1000, suite_steps=2000,
             rl_steps=40, n_train=20_000)

@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import minillm.seeds as seeds
 from minillm.data.span_corruption import check_noise, expanded_length
 from minillm.optim import ScaledAdamW
 from minillm.parallel import Single, get_world
@@ -50,6 +49,7 @@ from minillm.workflows.pretrain_data import (
     pretraining_examples,
     pretraining_tokenizer,
     read_documents,
+    start_model,
     text_sources,
 )
 from minillm.workflows.runs import (
@@ -273,24 +273,3 @@ def _start(s: PretrainSettings, log: Log) -> _Run:
     training.update({k: getattr(s, k) for k in CONFIG_FIELDS if getattr(s, k) is not None})
     return _Run(info, TrainConfig(**training), data, start_model(s, tokenizer), tokenizer)
 
-
-def start_model(s: PretrainSettings, tokenizer):
-    """The model a new run starts from: --init's, or the preset's T5 sized to ``tokenizer`` with
-    weights on the "init" stream of ``s.seed`` (what SFT from scratch starts from, for a comparison)."""
-    from minillm.config import T5Config
-    from minillm.data.tokenizer import check_vocab
-    from minillm.model import T5
-
-    dtype = s.dtype or "float32"
-    if s.init:
-        model = T5.from_pretrained(s.init, dtype=dtype, device=s.device)
-        if s.dropout is not None:
-            model = T5(model.config.replace(dropout_rate=s.dropout), model.params)
-    else:
-        shape = dict(get_preset(s.preset).model)
-        if s.dropout is not None:
-            shape["dropout_rate"] = s.dropout
-        rng = seeds.generator(0 if s.seed is None else s.seed, "init")
-        model = T5.init(T5Config(vocab_size=tokenizer.vocab_size, **shape), rng, dtype=dtype, device=s.device)
-    check_vocab(tokenizer, model.config.vocab_size)
-    return model

@@ -1,8 +1,9 @@
-"""What ``minillm pretrain`` reads: its documents, its tokenizer, its raw and held-out examples.
+"""What ``minillm pretrain`` starts from: its documents, tokenizer, model, raw and held-out examples.
 
     info.update(text_sources(settings))                  # --text / --eval-text with their sha256
     train_docs, held_docs = read_documents(info)         # the same documents on every resume
     tokenizer = pretraining_tokenizer(settings, train_docs)
+    model = start_model(settings, tokenizer)              # --init's, or the preset's T5, new
     data = pretraining_examples(info, train_docs, held_docs, tokenizer)
 
 The ``run`` dict of the trainer state (:mod:`minillm.runfolder.state_file`, kind
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+import minillm.seeds as seeds
 from minillm.data.batching import EncodedDataset
 from minillm.data.corpus import (
     Document,
@@ -31,6 +33,7 @@ from minillm.data.corpus import (
 )
 from minillm.data.span_corruption import pack, span_counts
 from minillm.workflows.checks import Log, SettingsError, check_folder
+from minillm.workflows.presets import get_preset
 from minillm.workflows.runs import check_same_file, file_digest
 
 DEFAULT_VOCAB_SIZE = 4000  # the tokenizer trained when none is given (100 of them sentinels)
@@ -122,3 +125,26 @@ def pretraining_examples(info: dict[str, Any], train_docs: list[Document], held_
         parts.append(raw)
     held = held_out_examples(parts[1], noise, info["seed"], tokenizer.pad_token_id)
     return PretrainingData(parts[0], held, noise)
+
+
+def start_model(s, tokenizer):
+    """The model a new run starts from: --init's, or the preset's T5 sized to ``tokenizer`` with
+    weights on the "init" stream of ``s.seed`` (``s``: a PretrainSettings; what SFT from scratch
+    starts from, for a comparison)."""
+    from minillm.config import T5Config
+    from minillm.data.tokenizer import check_vocab
+    from minillm.model import T5
+
+    dtype = s.dtype or "float32"
+    if s.init:
+        model = T5.from_pretrained(s.init, dtype=dtype, device=s.device)
+        if s.dropout is not None:
+            model = T5(model.config.replace(dropout_rate=s.dropout), model.params)
+    else:
+        shape = dict(get_preset(s.preset).model)
+        if s.dropout is not None:
+            shape["dropout_rate"] = s.dropout
+        rng = seeds.generator(0 if s.seed is None else s.seed, "init")
+        model = T5.init(T5Config(vocab_size=tokenizer.vocab_size, **shape), rng, dtype=dtype, device=s.device)
+    check_vocab(tokenizer, model.config.vocab_size)
+    return model
