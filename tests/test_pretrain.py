@@ -160,6 +160,25 @@ def test_contradictory_flags_are_one_line(run_dir, texts, capsys):
             "contradict")
 
 
+def test_without_eval_text_one_document_in_ten_is_held_out(texts, tmp_path, capsys):
+    import hashlib
+
+    lines = [json.dumps({"text": p}) for p in paragraphs(200, 3).split("\n\n") if p]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    args = [a for a in quick(texts) if a not in ("--eval-text", str(texts / "eval.txt"))]
+    args[args.index("--text") + 1] = str(tmp_path / "t.jsonl")
+    assert main([*args, "--out", str(tmp_path / "run"), "--steps", "1"]) == 0
+    held = [t for t in map(lambda x: json.loads(x)["text"], lines)
+            if int(hashlib.sha256(t.encode()).hexdigest(), 16) % 10 == 0]
+    assert 5 < len(held) < 40
+    run = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["run"]
+    assert run["eval_text"] is None and run["text"] == [str(tmp_path / "t.jsonl")] and run["n_eval"] >= 1
+    (tmp_path / "one.txt").write_text("a single paragraph of text.\n")
+    args[args.index("--text") + 1] = str(tmp_path / "one.txt")
+    refused(capsys, str(tmp_path / "run"), [*args, "--out", str(tmp_path / "run"), "--overwrite"],
+            "give --eval-text for the held-out text")
+
+
 def test_a_tokenizer_without_sentinels_is_refused(run_dir, texts, tmp_path, capsys):
     from minillm.data.tokenizer import Tokenizer
 
