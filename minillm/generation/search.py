@@ -29,7 +29,7 @@ from minillm.backend import get_xp
 from minillm.blas import adapt_threads
 from minillm.engine import decode_step, encode, init_cache, reorder_cache, step_weights
 from minillm.generation.beam import beam_search
-from minillm.generation.processors import Settings, check_settings, process_scores, sample
+from minillm.generation.processors import Settings, check_fits, check_settings, process_scores, sample
 
 
 @dataclass
@@ -110,6 +110,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     s = check_settings(config, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
                        num_beams, length_penalty, early_stopping, num_return_sequences,
                        repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id)
+    check_fits(config, s, input_ids.shape[0], input_ids.shape[1])
     if s.do_sample:
         if rng is None:
             raise ValueError("do_sample=True needs rng=numpy.random.default_rng(seed)")

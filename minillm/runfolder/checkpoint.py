@@ -258,9 +258,15 @@ def read_state(folder: str | os.PathLike, config_classes: dict | None = None) ->
     return read_trainer_state(path, STATE_FORMAT, STATE_VERSIONS, config_classes)
 
 
-def saved_step(folder: str | os.PathLike) -> str:
-    """The step of the checkpoint in ``folder``, for messages ("?" when unreadable)."""
+def saved_step(folder: str | os.PathLike) -> str | None:
+    """The step of the checkpoint in ``folder``, for messages: None when there is none ("?" when
+    its state does not read). A committed but unfinished commit counts as written."""
+    folder = os.fspath(folder)
+    if not (os.path.lexists(os.path.join(folder, STATE_NAME))
+            or os.path.lexists(os.path.join(folder, STAGING, COMMIT))):
+        return None
     try:
+        recover(folder)
         return str(read_state(folder)["step"])
     except (OSError, ValueError, KeyError):
         return "?"

@@ -39,10 +39,11 @@ from collections.abc import Callable
 from typing import Any
 
 from minillm.blas import adapt_threads
-from minillm.parallel import SINGLE, mark_agreed
+from minillm.parallel import SINGLE
 from minillm.plots import plot_metrics
 from minillm.runfolder import checkpoint as ckpt
 from minillm.runfolder.metrics import METRICS_NAME, read_metrics, write_metrics
+from minillm.training.stops import check_figures, stopped, words, write
 from minillm.training.update import TrainingDiverged
 
 
@@ -137,8 +138,8 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
-    world.on_root(ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer, trainer.optimizer,
-                  payload, best=improved)  # every rank learns whether it could
+    write(world, out_dir, ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer,
+          trainer.optimizer, payload, best=improved)  # every rank learns whether it could
 
 
 def parameter_checksum(model) -> str:
@@ -155,7 +156,10 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
     if result is None:
         return None, False
     state = trainer.state
-    records.append({"step": state.step, "kind": kind, **trainer.eval_record(result)})
+    record = {"step": state.step, "kind": kind, **trainer.eval_record(result)}
+    check_figures(record, f"the held-out evaluation at step {state.step}", os.path.dirname(path),
+                  getattr(trainer, "world", SINGLE))  # every rank holds the same figures
+    records.append(record)
     write_on_root(trainer, path, records)
     entry = trainer.best_entry(result)
     improved = state.best is None or trainer.is_better(entry, state.best)
@@ -166,8 +170,7 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
 
 def write_on_root(trainer: Trainer, path: str, records: list[dict]) -> None:
     """metrics.jsonl, written by rank 0 alone (an agreement point)."""
-    world = getattr(trainer, "world", SINGLE)
-    world.on_root(write_metrics, path, records)
+    write(getattr(trainer, "world", SINGLE), os.path.dirname(path), write_metrics, path, records)
 
 
 def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
@@ -216,8 +219,9 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
         final_eval = steps(trainer, out_dir, path, records, stop, bar, progress, log)
     except KeyboardInterrupt:
         bar.close()
-        log(f"interrupted at step {state.step}; the last checkpoint is in {out_dir} "
-            "(continue with --resume)")
+        step = ckpt.saved_step(out_dir) if world.is_root else None
+        log(f"interrupted at step {state.step}; {words(step, out_dir)}"
+            + (" (continue with --resume)" if step is not None else ""))
         raise
     finally:
         bar.close()
@@ -272,9 +276,5 @@ def one_step(trainer: Trainer, out_dir: str) -> dict[str, Any]:
     world = getattr(trainer, "world", SINGLE)
     try:
         return trainer.step()
-    except TrainingDiverged as e:
-        kept = ckpt.saved_step(out_dir) if world.is_root else "?"
-        stop = TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
-                                f"{kept}) is kept in {out_dir}")
-        mark_agreed(stop)  # every rank holds the same figures: all stop at this step
-        raise stop from None
+    except TrainingDiverged as e:  # every rank holds the same figures: all stop at this step
+        raise stopped(e, out_dir, world) from None
