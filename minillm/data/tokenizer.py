@@ -44,9 +44,7 @@ from __future__ import annotations
 import os
 import re
 import string
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -55,6 +53,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from minillm.data.panics import panics_as_errors, reason
 from minillm.data.tokenizer_config import read_tokenizer_config
 from minillm.ops.cross_entropy import IGNORE_INDEX  # label padding; decode skips it
+from minillm.storage.fileio import write_text
 from minillm.storage.reading import LIMITS, read_input
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -187,17 +186,9 @@ class Tokenizer:
         return cls(backend, **{**settings, **special_tokens}, source=path)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            self._tok.save(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace), as
+        ``tokenizers`` saves it; written by Python, so a full disk is an OSError naming the file."""
+        write_text(path, self._tok.to_str(pretty=True))
 
     # -- encoding / decoding -----------------------------------------------------------
 

@@ -172,7 +172,7 @@ def check_dtype(c: FieldChecker, dtype: Any) -> None:
         raise c.fail("dtype", f"expected one of {', '.join(DTYPES)}", dtype)
     cfg_path = os.path.join(os.path.dirname(c.path), "config.json")
     try:
-        saved = read_json(cfg_path).get("dtype")
+        saved = read_json(cfg_path, "config", os.path.dirname(c.path)).get("dtype")
     except (OSError, ValueError, AttributeError):
         return  # the model reader reports a bad config.json itself
     if saved is not None and saved != dtype:
@@ -226,7 +226,8 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
 
 def read_trainer_state(path: str, fmt: str, version: int, config_classes=None) -> dict:
     """Read and check a trainer_state.json (:func:`check_state`); every error one line."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: missing (not a minillm run folder, or no checkpoint yet)")
-    return check_state(path, read_json(path), fmt, version, config_classes)
+    return check_state(path, read_json(path, "state", os.path.dirname(path)), fmt, version,
+                       config_classes)
 

@@ -54,8 +54,8 @@ def stopped(error: BaseException, out_dir: str, world: Single = SINGLE) -> Runti
     A failed write to the folder (an OSError on rank 0, or another rank's report of one)
     is a :class:`RunStopped`; a divergence stays a :class:`TrainingDiverged`.
     """
-    what = (f"{error.filename}: {error.strerror}" if isinstance(error, OSError) and error.strerror
-            else str(error))
+    what = (f"{error.filename or out_dir}: {error.strerror}"
+            if isinstance(error, OSError) and error.strerror else str(error))
     kind = TrainingDiverged if isinstance(error, TrainingDiverged) else RunStopped
     note = kept(out_dir, world, "last good" if kind is TrainingDiverged else "last")
     stop = kind(f"{what}; stopped. {note[0].upper()}{note[1:]}")

@@ -50,7 +50,14 @@ from minillm.parallel import Single, get_world
 from minillm.runfolder import checkpoint
 from minillm.storage.fileio import atomic_path
 from minillm.training import RLConfig, TrainConfig
-from minillm.workflows.checks import apply_threads, check_device, check_folder
+from minillm.workflows.checks import (
+    MAX_INT,
+    apply_threads,
+    check_at_most,
+    check_device,
+    check_folder,
+    check_positive,
+)
 from minillm.workflows.run_data import RL_MAX_TARGET_LEN, builtin_verifiers, load_run_data
 from minillm.workflows.runs import check_run_files
 
@@ -144,12 +151,12 @@ def run_of(folder: str) -> RunFolder | None:
 
 def check_settings(s: EvalSettings) -> None:
     """ValueError naming the flag, before anything is read or written."""
-    for name in ("n", "batch_size", "max_new_tokens", "num_beams"):
-        v = getattr(s, name)
-        if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    check_positive(s, ("n", "batch_size", "max_new_tokens", "num_beams"))
     if s.max_source_len is not None and s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    check_at_most("max_source_len", s.max_source_len)
+    if s.seed is not None and not 0 <= s.seed <= MAX_INT:
+        raise ValueError(f"--seed must be in [0, 2**53], got {s.seed}")
     if s.predictions is not None:
         folder = os.path.dirname(os.path.abspath(s.predictions))
         if os.path.isdir(s.predictions) or s.predictions.endswith(os.sep):

@@ -40,6 +40,7 @@ from minillm.training.algorithms import algorithm_for
 from minillm.workflows.checks import (
     Log,
     SettingsError,
+    check_at_most,
     check_folder,
     check_positive,
     check_run_flags,
@@ -124,6 +125,7 @@ def _check(s: RLSettings, world: Single) -> None:
     check_positive(s, ("n_train", "n_eval", "stop_after"))
     if s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    check_at_most("max_source_len", s.max_source_len)
     check_run_flags(s, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")

@@ -34,10 +34,12 @@ from minillm.training import TrainConfig, TrainState, fit
 from minillm.workflows.checks import (
     Log,
     SettingsError,
+    check_at_most,
     check_positive,
     check_run_flags,
     flag,
     log_to_stderr,
+    most,
 )
 from minillm.workflows.models import build_model, describe
 from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
@@ -145,18 +147,20 @@ def check_settings(s: TrainSettings) -> None:
     """ValueError / SettingsError naming the flag, for settings no run can use."""
     check_positive(s, ("steps", "batch_size", "grad_accum", "vocab_size", "n_train", "n_eval",
                        "stop_after"))
-    if s.epochs is not None and not s.epochs > 0:
-        raise ValueError(f"--epochs must be positive, got {s.epochs}")
+    if s.epochs is not None and not 0 < s.epochs <= most("epochs"):
+        raise ValueError(f"--epochs must be positive and at most {most('epochs'):,}, got {s.epochs}")
     if s.epochs is not None and s.steps is not None:
         raise SettingsError("give --steps or --epochs, not both")
     for name in ("max_source_len", "max_target_len"):
         v = getattr(s, name)
         if v is not None and v < 2:
             raise ValueError(f"{flag(name)} must be at least 2, got {v}")
+        check_at_most(name, v)
     for name in ("eval_every", "warmup_steps", "seed"):
         v = getattr(s, name)
         if v is not None and v < 0:
             raise ValueError(f"{flag(name)} must be non-negative, got {v}")
+        check_at_most(name, v)
     if s.lr is not None and not s.lr > 0:
         raise ValueError(f"--lr must be positive, got {s.lr}")
     if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
