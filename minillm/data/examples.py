@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from minillm.storage.fileio import atomic_path, parse_json
 from minillm.storage.reading import open_input, read_lines
 
+BLANK = b" \t\r\n"  # JSON's whitespace: a line of only these is blank (skipped)
 # Alpaca prompt template: the instruction alone when ``input`` is empty, else
 # instruction, newline, input. The built-in tasks use the same template.
 PROMPT_TEMPLATE = "{instruction}\n{input}"
@@ -106,9 +107,10 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
     Each line is either Alpaca (``instruction``, optional ``input``, ``output``) or
     ``prompt`` + ``completion``; both may carry a ``task`` string. Any bad line
     raises ValueError naming the file and the 1-based line number; a file without
-    examples is an error too. The file is read by the one rule of
-    :mod:`minillm.storage.reading` (a regular file: no FIFO, no device) as a stream of
-    lines of at most 1 MiB, so memory holds the examples, not the file.
+    examples is an error too. A blank line holds only JSON's whitespace (:data:`BLANK`).
+    The file is read by the one rule of :mod:`minillm.storage.reading` (a regular file:
+    no FIFO, no device) as a stream of lines of at most 1 MiB, so memory holds the
+    examples, not the file.
     """
     path = os.fspath(path)
     with open_input(path) as f:
@@ -134,7 +136,7 @@ def parse_line(raw: bytes, where: str) -> Example | None:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{where}: not UTF-8 text (byte {e.start} of the line)") from None
-    if not line.strip():
+    if not line.strip(BLANK.decode("ascii")):
         return None
     try:
         obj = parse_json(line)

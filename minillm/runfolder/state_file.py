@@ -61,14 +61,17 @@ RUN_FIELDS = {
            "init": (_OPT_STR, None), "n_train": (_INT, 1), "n_eval": (_OPT_INT, 1),
            "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "max_target_len": (_INT, 2), "data_sha256": (_OPT_STR, None),
-           "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None)},
+           "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None),
+           "data_sample": (_OPT_INT, 1)},
     "rl": {"start": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
            "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
            "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
-           "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None)},
+           "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None),
+           "data_sample": (_OPT_INT, 1)},
 }
-# run fields a state written before them lacks (read as null)
-OPTIONAL_RUN_FIELDS = ("task_weights",)
+# run fields a state written before them lacks (read as null); data_sample: the training examples
+# of --data a run reads when it needs fewer than the file holds (null: all)
+OPTIONAL_RUN_FIELDS = ("task_weights", "data_sample")
 
 
 def check_rng_state(c: FieldChecker, s: Any) -> None:

@@ -43,7 +43,7 @@ from minillm.workflows.checks import (
 )
 from minillm.workflows.models import build_model, describe
 from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
-from minillm.workflows.run_data import builtin_verifiers, encode, load_run_data
+from minillm.workflows.run_data import builtin_verifiers, count_train, data_sample, encode, load_run_data
 from minillm.workflows.runs import (
     check_not_finished,
     check_run_files,
@@ -216,6 +216,8 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
             f"vocab {run.model.config.vocab_size}; {len(run.train)} training and {len(run.held)} "
             f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum * world.size} "
             f"examples{ranks}; run folder {s.out}")
+        if info.get("data_sample"):
+            log(f"{info['data']}: {len(run.train)} training examples drawn at random (the steps use no more)")
     verifiers = builtin_verifiers() if info["data"] is None else None
     result = fit(run.model, run.tokenizer, train_enc, cfg, s.out, eval_examples=run.held,
                  eval_data=eval_enc, periodic_eval=info.get("n_eval_periodic"),
@@ -272,8 +274,10 @@ def _start(s: TrainSettings, ranks: int = 1) -> _Run:
         "max_target_len": s.max_target_len or preset.max_target_len,
     }
     info.update(data_sources(s))
+    n_train = count_train(info)  # --data: counted, not parsed (the run reads what it draws)
+    cfg = _train_config(s, preset, seed, n_train, ranks)
+    info["data_sample"] = data_sample(info, cfg.steps * cfg.batch_size * cfg.grad_accum * ranks)
     train_ex, held = load_run_data(info, "sft_data")
-    cfg = _train_config(s, preset, seed, len(train_ex), ranks)
     model, tokenizer = build_model(s, preset, train_ex, seed)
     return _Run(info, cfg, train_ex, held, model, tokenizer)
 
