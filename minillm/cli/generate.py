@@ -58,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per generated sequence, batch by batch (:func:`minillm.workflows.generate`)."""
-    prompts = tuple(args.prompts) or text_lines(sys.stdin.buffer, "stdin")  # lazily, 1 MiB a line
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)  # its bytes (a text stream in tests)
+    prompts = tuple(args.prompts) or text_lines(stdin, "stdin")  # read lazily, 1 MiB a line at most
     for text in iter_generate(settings_from(GenerateSettings, args, prompts=prompts)):
         sys.stdout.write(text.replace("\n", "\\n") + "\n")
     sys.stdout.flush()

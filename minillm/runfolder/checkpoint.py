@@ -290,7 +290,7 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     state = read_state(folder)
     dtype = dtype or state.get("dtype", "float32")
     model = T5.from_pretrained(folder, dtype=dtype, device=device)
-    tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME))
+    tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME), folder=folder)
     arrays = read_optimizer(os.path.join(folder, OPTIMIZER_NAME), model.params, state["optimizer_t"])
     arrays = {k: to_device(np.ascontiguousarray(v, dtype=dtype), device) for k, v in arrays.items()}
     return model, tokenizer, {"t": int(state["optimizer_t"]), "arrays": arrays}, state

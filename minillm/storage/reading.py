@@ -147,11 +147,12 @@ def read_lines(stream: BinaryIO, name: str, limit: int = MAX_LINE) -> Iterator[t
 
 
 def text_lines(stream: BinaryIO, name: str, limit: int = MAX_LINE) -> Iterator[str]:
-    """The UTF-8 lines of a binary stream (stdin's prompts), without their line ends, lazily;
-    a line that is too long or not UTF-8 is one ValueError naming ``name`` and the line."""
+    """The UTF-8 lines of a binary stream (stdin's prompts; a text stream's lines as they are),
+    without their line ends, lazily; a line that is too long or not UTF-8 is one ValueError
+    naming ``name`` and the line."""
     for lineno, raw in read_lines(stream, name, limit):
         try:
-            yield raw.decode("utf-8").rstrip("\r\n")
+            yield (raw.decode("utf-8") if isinstance(raw, bytes) else raw).rstrip("\r\n")
         except UnicodeDecodeError as e:
             raise ValueError(f"{name}, line {lineno}: not UTF-8 text (byte {e.start} of the "
                              "line)") from None

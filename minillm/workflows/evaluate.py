@@ -240,7 +240,7 @@ def _load(settings: EvalSettings, world: Single):
     if settings.max_new_tokens is not None or not own_data:
         max_target_len = s.max_new_tokens  # --max-new-tokens is also the target truncation
     model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
-    tokenizer = Tokenizer.from_file(tok_path)
+    tokenizer = Tokenizer.from_file(tok_path, folder=os.path.dirname(tok_path))
     check_vocab(tokenizer, model.config.vocab_size)
     gen: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, num_beams=s.num_beams,
                                length_penalty=s.length_penalty, do_sample=s.do_sample)

@@ -94,7 +94,9 @@ def read_generation_config(path: str, folder: str | None = None) -> dict[str, An
         if k == "early_stopping":
             ok = isinstance(v, bool) or v == "never"
         if not ok:
-            raise ValueError(f"{path}: {k}: expected {getattr(want, '__name__', want)}, got {v!r}")
+            what = ("a token id or a non-empty list of them" if k == "eos_token_id"
+                    else getattr(want, "__name__", want))
+            raise ValueError(f"{path}: {k}: expected {what}, got {v!r:.80}")
     return opts
 
 

@@ -218,7 +218,7 @@ def _start(s: RLSettings, ranks: int = 1) -> _Run:
     info.update(data_sources(s))
     info["data_sample"] = data_sample(info, cfg.steps * cfg.batch_size * cfg.grad_accum * ranks)
     train_ex, held = _load_data(info)
-    tokenizer = Tokenizer.from_file(tok_path)
+    tokenizer = Tokenizer.from_file(tok_path, folder=os.path.dirname(tok_path))
     policy = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
     check_vocab(tokenizer, policy.config.vocab_size)
     reference = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
