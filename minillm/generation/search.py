@@ -20,6 +20,7 @@ Beam search (num_beams > 1) is ``minillm.generation.beam``.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,17 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     else:
         out = _greedy_or_sample(decoder, s, B * repeats, rng, get_xp(memory), output_scores)
     return out if output_scores else out.sequences
+
+
+def check_options(config, batch_size: int, source_len: int, **options) -> Settings:
+    """What :func:`generate` checks of its ``options`` (its keywords; the rest at their defaults),
+    and that ``batch_size`` prompts of ``source_len`` tokens fit in memory, without decoding: a
+    caller that decodes batch after batch refuses a bad option before the first."""
+    names = [n for n in inspect.signature(check_settings).parameters if n != "config"]
+    defaults = inspect.signature(generate).parameters
+    s = check_settings(config, **{n: options.get(n, defaults[n].default) for n in names})
+    check_fits(config, s, batch_size, source_len)
+    return s
 
 
 def _greedy_or_sample(decoder, s: Settings, N: int, rng, xp, keep_scores: bool) -> GenerateOutput:

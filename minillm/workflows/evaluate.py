@@ -46,6 +46,7 @@ from typing import Any
 import minillm.seeds as seeds
 from minillm.data import load_jsonl
 from minillm.evaluation import evaluate_model
+from minillm.generation import check_options
 from minillm.parallel import Single, get_world
 from minillm.runfolder import checkpoint
 from minillm.storage.fileio import atomic_path
@@ -247,6 +248,7 @@ def _load(settings: EvalSettings, world: Single):
     if s.do_sample:
         gen.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                    rng=seeds.generator(s.seed, "generate"))
+    check_options(model.config, s.batch_size, s.max_source_len, **gen)  # before the first batch
     return s, run, model, tokenizer, examples, verifiers, data, max_target_len, gen
 
 

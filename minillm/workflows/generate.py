@@ -16,7 +16,6 @@ Sampling draws on the "generate" stream of :mod:`minillm.seeds`.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -28,6 +27,7 @@ import numpy as np
 import minillm.seeds as seeds
 from minillm.backend import to_numpy
 from minillm.data.batching import truncate
+from minillm.generation import check_options
 from minillm.generation import generate as generate_ids
 from minillm.storage.fileio import read_json
 from minillm.workflows.checks import Log, apply_threads, check_device, check_folder, log_to_stderr
@@ -45,10 +45,6 @@ FILE_TYPES = {"do_sample": bool, "early_stopping": bool, "eos_token_id": int, "p
               "max_length": int, "min_length": int}
 DEFAULT_MAX_SOURCE_LEN = 512  # T5's model_max_length (tokenizer_config.json)
 MAX_BATCH, MAX_SOURCE_LEN, MAX_SEED = 1 << 16, 1 << 16, (1 << 63) - 1  # the flags' ranges
-# generate()'s checked options (processors.check_settings' arguments after the config)
-CHECKED = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
-           "num_beams", "length_penalty", "early_stopping", "num_return_sequences",
-           "repetition_penalty", "no_repeat_ngram_size", "eos_token_id", "pad_token_id")
 
 
 @dataclass(frozen=True)
@@ -152,7 +148,7 @@ def iter_generate(settings: GenerateSettings, log: Log = log_to_stderr) -> Itera
     opts = generation_options(s)
     tokenizer = Tokenizer.from_file(tok_path, folder=s.dir)
     model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
-    check_generation_options(model.config, opts, s.batch_size, s.max_source_len)
+    check_options(model.config, s.batch_size, s.max_source_len, **opts)  # before a prompt is read
     eos = opts.get("eos_token_id", model.config.eos_token_id)
     eos = set(eos) if isinstance(eos, list) else {eos}
     rng = seeds.generator(s.seed, "generate") if opts.get("do_sample") else None
@@ -179,17 +175,6 @@ def check_sizes(s: GenerateSettings) -> None:
         raise ValueError(f"--max-source-len must be in [2, {MAX_SOURCE_LEN:,}], got {s.max_source_len}")
     if not 0 <= s.seed <= MAX_SEED:
         raise ValueError(f"--seed must be in [0, 2**63), got {s.seed}")
-
-
-def check_generation_options(config, opts: dict[str, Any], batch_size: int, source_len: int) -> None:
-    """The options as :func:`minillm.generate` checks them, before any prompt is read (a bad
-    generation_config.json is refused even with no prompt), and what a batch of them needs."""
-    from minillm.generation.processors import check_fits, check_settings
-
-    defaults = inspect.signature(generate_ids).parameters
-    given = {k: opts.get(k, defaults[k].default) for k in CHECKED}
-    settings = check_settings(config, **given)
-    check_fits(config, settings, batch_size, source_len)
 
 
 def _batches(prompts: Iterable[str], size: int) -> Iterator[list[str]]:
