@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import os
+import re
 import resource
 import shutil
 import signal

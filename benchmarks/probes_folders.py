@@ -155,24 +155,34 @@ def _sparse_tensor(ws, run):
         f.truncate(8 + len(text) + len(data) + (4 << 30))
 
 
+def _file(name: str, how: str):
+    """A spoiler: the run's file ``name`` replaced (:func:`probes.replace`)."""
+    return lambda ws, run: replace(os.path.join(run, name), how, ws)
+
+
+def _text(name: str, text: str):
+    """A spoiler: the run's file ``name`` written with ``text``."""
+    return lambda ws, run: json_file(os.path.join(run, name), text)
+
+
+def _commit_outside(ws, run):
+    os.mkdir(os.path.join(run, ".staging"))
+    json_file(os.path.join(run, ".staging", "COMMIT"), '["../outside/keep.txt", "/etc/passwd"]')
+
+
+STATE = "trainer_state.json"
 for _name, _spoil, _expect, _names in (
-        ("trainer_state.json of 2 GB", lambda ws, r: replace(os.path.join(r, "trainer_state.json"), "2GB", ws),
-         2, ("trainer_state.json",)),
-        ("trainer_state.json as a FIFO", lambda ws, r: replace(os.path.join(r, "trainer_state.json"), "fifo", ws),
-         2, ("trainer_state.json",)),
-        ("trainer_state.json: step 10**30", lambda ws, r: edit_json(os.path.join(r, "trainer_state.json"),
-                                                                    step=10**30), 2, ("step",)),
+        ("trainer_state.json of 2 GB", _file(STATE, "2GB"), 2, (STATE,)),
+        ("trainer_state.json as a FIFO", _file(STATE, "fifo"), 2, (STATE,)),
+        ("trainer_state.json: step 10**30",
+         lambda ws, r: edit_json(os.path.join(r, STATE), step=10**30), 2, ("step",)),
         ("optimizer.safetensors with a 4 GB tensor (sparse)", _sparse_tensor, 2, ("optimizer.safetensors",)),
-        ("metrics.jsonl with a 2 MB line", lambda ws, r: json_file(os.path.join(r, "metrics.jsonl"),
-                                                                   "x" * (2 << 20) + "\n"), 2, ("metrics.jsonl",)),
-        ("metrics.jsonl of lists and strings", lambda ws, r: json_file(os.path.join(r, "metrics.jsonl"),
-                                                                       '[1]\n"a"\n'), 0, ()),
-        ("best/best_step.json of 2 GB", lambda ws, r: replace(os.path.join(r, "best", "best_step.json"), "2GB",
-                                                              ws), 0, ()),
-        (".staging/COMMIT naming ../outside", lambda ws, r: (os.mkdir(os.path.join(r, ".staging")), json_file(
-            os.path.join(r, ".staging", "COMMIT"), '["../outside/keep.txt", "/etc/passwd"]')), 0, ()),
-        ("config.json of 2 GB", lambda ws, r: replace(os.path.join(r, "config.json"), "2GB", ws), 2,
-         ("config.json",))):
+        ("metrics.jsonl with a 2 MB line", _text("metrics.jsonl", "x" * (2 << 20) + "\n"), 2,
+         ("metrics.jsonl",)),
+        ("metrics.jsonl of lists and strings", _text("metrics.jsonl", '[1]\n"a"\n'), 0, ()),
+        ("best/best_step.json of 2 GB", _file(os.path.join("best", "best_step.json"), "2GB"), 0, ()),
+        (".staging/COMMIT naming ../outside", _commit_outside, 0, ()),
+        ("config.json of 2 GB", _file("config.json", "2GB"), 2, ("config.json",))):
     probe("run folder reads", f"--resume with {_name}", expect=_expect, names=_names)(_resume_with(_spoil))
 
 probe("run folder reads", "eval of a run whose trainer_state.json is 2 GB", names=("trainer_state.json",))(
@@ -241,7 +251,7 @@ def _launcher_killed(which: str):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             t0 = time.perf_counter()
-            while not os.path.exists(os.path.join(out, "trainer_state.json")) and time.perf_counter() - t0 < 60:
+            while not os.path.exists(os.path.join(out, STATE)) and time.perf_counter() - t0 < 60:
                 time.sleep(0.05)
             ranks = _ranks(out, proc.pid)
             victim = proc.pid if which != "proxy" else _parent(ranks[0])
@@ -298,7 +308,8 @@ for _which in ("gforker", "hydra", "proxy"):
 
 REWARDS = {
     "sys.exit(0) (issue)": ("import sys\ndef score(p, o, r):\n    sys.exit(0)\n", 2, ("SystemExit",)),
-    "sys.exit at import": ("import sys\nsys.exit(3)\ndef score(p, o, r):\n    return 0.0\n", 2, ("SystemExit",)),
+    "sys.exit at import": ("import sys\nsys.exit(3)\ndef score(p, o, r):\n    return 0.0\n", 2,
+                           ("SystemExit",)),
     "KeyboardInterrupt": ("def score(p, o, r):\n    raise KeyboardInterrupt\n", 130, ("interrupted",)),
     "1e308 (issue)": ("def score(p, o, r):\n    return 1e308\n", 1, ("No checkpoint was written",)),
     "NaN": ("def score(p, o, r):\n    return float('nan')\n", 2, ("not a finite number",)),

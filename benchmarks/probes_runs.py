@@ -55,8 +55,8 @@ for _what, _target in (("/dev/zero", "/dev/zero"), ("a FIFO", "fifo"), ("a folde
                 path = "/dev/zero"
             args = ["--data", _jsonl(ws.path("ok.jsonl"), [GOOD] * 8)] if flag == "--eval-data" else []
             return ["train", *args, flag, path, *TINY, "--out", ws.path("r")]
-        probe("data", f"train {_flag} {_what}", names=("d.jsonl" if _target != "/dev/zero" else "/dev/zero",))(
-            _prepare)
+        _named = "d.jsonl" if _target != "/dev/zero" else "/dev/zero"
+        probe("data", f"train {_flag} {_what}", names=(_named,))(_prepare)
 
 
 @probe("data", "eval --data /dev/zero (issue)", names=("/dev/zero",))
@@ -101,7 +101,8 @@ TRAIN_FLAGS = {"--n-train": BIG, "--n-eval": BIG, "--grad-accum": BIG, "--batch-
 for _flag, _value in TRAIN_FLAGS.items():
     def _prepare(ws, flag=_flag, value=_value):
         return ["train", "--preset", "tiny", "--out", ws.path("r"), flag, value]
-    _issue = " (issue)" if _flag in ("--n-train", "--n-eval", "--grad-accum", "--epochs", "--vocab-size") else ""
+    _issue = (" (issue)" if _flag in ("--n-train", "--n-eval", "--grad-accum", "--epochs", "--vocab-size")
+              else "")
     probe("settings", f"train {_flag} {_value}{_issue}", names=(_flag,))(_prepare)
 
 for _flag, _value in (("--lr", "nan"), ("--lr", "-1"), ("--dropout", "1"), ("--epochs", "0"),

@@ -80,8 +80,11 @@ def check_out(out: str, resume: bool, overwrite: bool, start: str | None = None,
         raise SettingsError(f"--out {out} is a file, not a run folder")
     if os.path.isdir(out):
         check_entries(out)
-        if not os.access(out, os.W_OK):  # before anything (--overwrite: of the old run) is deleted
-            raise SettingsError(f"--out {out} cannot be written (a read-only folder or file system)")
+        for folder in (out, *(os.path.join(out, sub) for sub in RUN_FOLDERS)):
+            if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+                # before anything (with --overwrite: of the old run) is deleted or written
+                raise SettingsError(f"--out {folder} cannot be written (a read-only folder or file "
+                                    "system)")
     if start is not None and os.path.isdir(out) and _same_or_inside(start, out):
         raise SettingsError(f"--out must differ from {start_name} and not contain it ({out} holds "
                             f"{start}); a run there would overwrite its starting model")

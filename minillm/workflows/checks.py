@@ -27,6 +27,7 @@ from minillm.training.checks import MAXIMA as TRAINER_MAXIMA
 MAXIMA = {"vocab_size": 1 << 20,  # a tokenizer trained here (the largest in use hold 256k)
           "max_source_len": 1 << 16, "max_target_len": 1 << 16, "stop_after": 1 << 30,
           "num_beams": 1 << 12, "epochs": 10**6}
+MAX_THREADS = 1 << 12  # BLAS threads (OpenBLAS takes an int)
 EXAMPLE_COUNTS = ("n_train", "n_eval", "n")  # examples made or read: bounded by the memory
 EXAMPLE_BYTES, MAX_EXAMPLES = 2048, 10**8  # an example with its tokens and batch rows, generously
 
@@ -49,9 +50,9 @@ def apply_threads(threads: Any, log: Log = None) -> None:
 
     if threads is None:
         return
-    count = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    count = isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS
     if threads != "auto" and not count:
-        raise SettingsError(f"threads: expected a count >= 1 or 'auto', got {threads!r}")
+        raise SettingsError(f"--threads: expected a count in [1, {MAX_THREADS}] or 'auto', got {threads!r}")
     if not use_threads(threads):
         (log or log_to_stderr)(f"threads {threads}: not applied (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS "
                                "is set, or NumPy is not on OpenBLAS here)")
