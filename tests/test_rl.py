@@ -16,8 +16,8 @@ from minillm.evaluation import policy_kl, sampled_labels, token_logprobs
 from minillm.evaluation.rewards import Reward, RewardError
 from minillm.ops import entropy_forward
 from minillm.optim import AdamW
+from minillm.runfolder import checkpoint as ckpt
 from minillm.testing import check_gradients
-from minillm.training import checkpoint as ckpt
 from minillm.training.reinforce import compute_advantages, reinforce_loss_and_grads, rloo_baseline
 from minillm.training.rl import RLConfig, rl_step
 from tests.conftest import cuda_available, start_folder
@@ -302,7 +302,7 @@ def _weights(folder):
 
 
 def _train_records(folder):
-    from minillm.training import read_metrics
+    from minillm.runfolder.metrics import read_metrics
 
     return [{k: v for k, v in r.items() if not k.endswith("_s")}
             for r in read_metrics(os.path.join(folder, "metrics.jsonl")) if r["kind"] != "initial_eval"]

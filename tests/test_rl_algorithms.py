@@ -254,8 +254,8 @@ def test_flags_and_rl_settings_are_made_from_rl_config():
 
 
 def test_a_version_4_rl_state_is_refused_in_one_line():
-    from minillm.training import checkpoint as ckpt
-    from minillm.training.state_file import StateError, check_state
+    from minillm.runfolder import checkpoint as ckpt
+    from minillm.runfolder.state_file import StateError, check_state
 
     state = {"format": ckpt.STATE_FORMAT, "kind": "rl", "version": 4}
     with pytest.raises(StateError, match=r"^x/trainer_state.json: trainer state version 4, this "

@@ -101,7 +101,7 @@ def test_a_thread_count_the_user_set_is_left_alone():
 def test_the_threads_flag_takes_a_count_or_auto_and_refuses_the_rest():
     import argparse
 
-    from minillm.cli import threads
+    from minillm.cli.flags import threads
 
     assert threads("auto") == "auto"
     assert threads("3") == 3
@@ -121,7 +121,7 @@ def test_a_bad_threads_value_is_one_line_and_exit_2(capsys):
 APPLY = textwrap.dedent('''
     import sys
     from minillm import blas as backend
-    from minillm.workflows.common import apply_threads
+    from minillm.workflows.checks import apply_threads
 
     arg = sys.argv[1]
     apply_threads(None if arg == "none" else arg if arg == "auto" else int(arg))
@@ -145,7 +145,7 @@ def test_the_threads_setting_sets_the_count_or_follows_the_idle_cores(value, exp
 
 
 def test_a_bad_threads_setting_is_refused_in_one_line():
-    from minillm.workflows.common import SettingsError, apply_threads
+    from minillm.workflows.checks import SettingsError, apply_threads
 
     for bad in (0, -2, 1.5, "two", True):
         with pytest.raises(SettingsError, match="threads: expected a count >= 1 or 'auto'"):

@@ -11,19 +11,14 @@ import pytest
 import minillm
 from minillm import engine
 from minillm.data import Example, collate, encode_examples
+from minillm.data.batching import batch_stream
 from minillm.evaluation import evaluate, strip_after_eos
 from minillm.ops.cross_entropy import log_softmax
 from minillm.optim import AdamW, ScaledAdamW
-from minillm.training import checkpoint as ckpt
-from minillm.training import read_metrics
-from minillm.training.sft import (
-    TrainConfig,
-    TrainState,
-    batch_stream,
-    fit,
-    sft_loss_and_grads,
-    train_step,
-)
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.metrics import read_metrics
+from minillm.training.sft import TrainConfig, TrainState, sft_loss_and_grads, train_step
+from minillm.training.sft_trainer import fit
 from minillm.training.update import TrainingDiverged
 
 EXAMPLES = [
@@ -332,7 +327,7 @@ def test_configs_accept_their_defaults_and_edges():
 
 def test_generator_state_round_trips_and_a_foreign_one_is_named():
     from minillm import seeds
-    from minillm.training.run_folder import restore_generator
+    from minillm.runfolder.settings import restore_generator
 
     rng = seeds.generator(3, "dropout")
     rng.random(5)

@@ -10,7 +10,7 @@
 DIR is the starting model (a Hugging Face T5 folder with tokenizer.json, e.g. an
 SFT run folder); it is also the frozen reference of the KL penalty, copied into
 ``OUT/reference``. The run folder is that of ``minillm train`` (see
-:mod:`minillm.training.checkpoint`). The work is :func:`minillm.workflows.rl`
+:mod:`minillm.runfolder`). The work is :func:`minillm.workflows.rl`
 (``RLSettings`` has a field per flag); this module parses the flags and prints
 the evaluations before and after. The REINFORCE flags are made from
 :class:`minillm.training.rl_config.RLConfig`, where each setting is defined once.
@@ -22,8 +22,8 @@ import argparse
 import dataclasses
 import typing
 
-from minillm.cli import add_threads_flag, say, settings_from
-from minillm.training.checkpoint import SAVE_DTYPES
+from minillm.cli.flags import add_threads_flag, say, settings_from
+from minillm.runfolder.checkpoint import SAVE_DTYPES
 from minillm.training.rl_config import RLConfig, flag_settings
 from minillm.workflows import RLSettings, format_policy_eval, rl
 from minillm.workflows.rl_settings import DEFAULT_OUT

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minillm.engine import attention, ffn
+import minillm.engine.attention as attention
+import minillm.engine.ffn as ffn
 from minillm.engine.elementwise import (
     dropout_apply,
     dropout_forward,

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from minillm import engine, seeds
+import minillm.engine as engine
+import minillm.seeds as seeds
 from minillm.backend import get_xp, to_numpy
 from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example, group_by_task

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm import engine
+import minillm.engine as engine
 from minillm.data.batching import EncodedDataset, collate, encode_examples
 from minillm.data.examples import Example, group_by_task
 from minillm.evaluation.decode import decode_outputs, greedy_outputs
@@ -66,7 +66,7 @@ def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150,
 
 def text_metrics(outputs: Sequence[str], targets: Sequence[str]) -> dict[str, float]:
     """exact_match, corpus BLEU and mean ROUGE-1/2/L F of outputs against targets."""
-    from minillm import metrics
+    import minillm.metrics as metrics
 
     types = ("rouge1", "rouge2", "rougeL")
     rouge = [metrics.rouge(o, t, types=types) for o, t in zip(outputs, targets, strict=True)]

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minillm import engine
+import minillm.engine as engine
 from minillm.backend import get_xp
 from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from minillm.ops.entropy import entropy_backward, entropy_forward

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example
 from minillm.evaluation import evaluate_policy
@@ -59,7 +59,8 @@ from minillm.evaluation.rewards import Reward
 from minillm.model.params import add_grads
 from minillm.optim import AdamW, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.checkpoint import REFERENCE_DIR
 from minillm.training.algorithms import Algorithm, algorithm_for, part_loss_and_grads
 from minillm.training.grpo import RatioFigures, ratio_summary
 from minillm.training.loop import RunState, Trainer, run
@@ -68,7 +69,6 @@ from minillm.training.rl_config import RLConfig
 from minillm.training.rollout import Rollout, SequenceFigures, StepSize, collect_rollouts
 from minillm.training.update import apply_update
 
-REFERENCE_DIR = "reference"
 __all__ = ["REFERENCE_DIR", "RLConfig", "RLState", "RLTrainer", "fit_rl", "prompt_order", "rl_step"]
 
 
@@ -282,7 +282,7 @@ def fit_rl(policy, reference, tokenizer, reward: Reward, train_examples: Sequenc
     checkpoints from host copies. The device is not part of ``config``.
     ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run, which
     first evaluates and writes a step-0 checkpoint). The run folder, metrics.jsonl
-    and progress bar are those of :func:`minillm.training.sft.fit`; metrics records carry
+    and progress bar are those of :func:`minillm.training.sft_trainer.fit`; metrics records carry
     the mean reward, KL, entropy and advantage statistics.
 
     ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`).

@@ -14,7 +14,7 @@ the rest reads:
 From it come the ``minillm rl`` flags (:mod:`minillm.cli.rl`), the fields of
 :class:`minillm.workflows.RLSettings` (one per flag, None: "not given"), the
 ``rl_config`` of trainer_state.json (:meth:`JSONSettings.to_dict`) and its checked
-reader (:func:`minillm.training.state_file.check_settings`: each field's JSON type
+reader (:func:`minillm.runfolder.fields.check_settings`: each field's JSON type
 from the annotation, then ``__post_init__``'s checks).
 """
 
@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from minillm.ops.policy_loss import LOSS_TYPES
+from minillm.runfolder.settings import JSONSettings
 from minillm.training.algorithms import ALGOS
 from minillm.training.checks import (
     SCHEDULES,
@@ -37,7 +38,6 @@ from minillm.training.checks import (
 )
 from minillm.training.grpo import SCALE_REWARDS
 from minillm.training.reinforce import BASELINES
-from minillm.training.run_folder import JSONSettings
 
 POSITIVE = partial(check_int, low=1)  # an integer >= 1
 COUNT = partial(check_int, low=0)  # an integer >= 0

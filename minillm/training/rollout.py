@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.backend import to_numpy
 from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example

@@ -25,7 +25,6 @@ the trainer draws "order", "sampling" and "eval_sampling".
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,36 +32,33 @@ from typing import Any
 from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_builtin_reward
 from minillm.optim import AdamW
 from minillm.parallel import Single, get_world
-from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
+from minillm.runfolder import checkpoint
+from minillm.runfolder.rules import check_out, clear_run, world_folder
+from minillm.runfolder.state_file import check_data_position
+from minillm.training import REFERENCE_DIR, RLConfig, RLState, fit_rl
 from minillm.training.algorithms import algorithm_for
-from minillm.training.state_file import check_data_position
-from minillm.workflows.common import (
+from minillm.workflows.checks import (
     Log,
     SettingsError,
-    apply_threads,
-    check_device,
     check_folder,
-    check_not_finished,
-    check_out,
     check_positive,
-    check_run_files,
-    check_world,
-    clear_run,
-    data_sources,
-    encode,
-    load_run_data,
+    check_run_flags,
     log_to_stderr,
-    quiet,
-    read_run,
-    run_fingerprint,
-    warn_ignored,
-    world_folder,
 )
 from minillm.workflows.rl_settings import CONFIG_FIELDS, DEFAULT_OUT, DEFAULTS, RLSettings, rl_config
-from minillm.workflows.train import check_save_dtype, store_best
+from minillm.workflows.run_data import RL_MAX_TARGET_LEN, encode, load_run_data
+from minillm.workflows.runs import (
+    check_not_finished,
+    check_run_files,
+    check_world,
+    data_sources,
+    read_run,
+    run_fingerprint,
+    store_best,
+    warn_ignored,
+)
 
 __all__ = ["DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
-MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ def rl(settings: RLSettings, log: Log = log_to_stderr, world: Single | None = No
     t0 = time.perf_counter()
     s = settings
     world = get_world() if world is None else world
-    log = log if world.is_root else quiet
+    log = world.root_log(log)
     world.check(_check, s, world)
     folder = (s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
     if s.resume:
@@ -128,11 +124,7 @@ def _check(s: RLSettings, world: Single) -> None:
     check_positive(s, ("n_train", "n_eval", "stop_after"))
     if s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
-    if s.resume and s.overwrite:
-        raise SettingsError("--resume and --overwrite contradict each other")
-    check_save_dtype(s.save_dtype)
-    check_device(s.device, world)
-    apply_threads(s.threads, None if world.is_root else (lambda msg: None))  # a note: rank 0's
+    check_run_flags(s, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
     if not s.resume:
@@ -146,13 +138,11 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
     world.check(_check_reward, run.reward, list(run.train) + list(run.held))
     world.same(run_fingerprint(run.policy, len(run.train), cfg), "the run (data, settings, model)")
     max_source_len = run.info["max_source_len"]
-    train_enc = encode(run.train, run.tokenizer, max_source_len, MAX_TARGET_LEN)
-    eval_enc = encode(run.held, run.tokenizer, max_source_len, MAX_TARGET_LEN) if run.held else None
+    train_enc = encode(run.train, run.tokenizer, max_source_len, RL_MAX_TARGET_LEN)
+    eval_enc = encode(run.held, run.tokenizer, max_source_len, RL_MAX_TARGET_LEN) if run.held else None
     if not s.resume:
-        if s.overwrite and os.path.isdir(s.out) and world.is_root:
-            clear_run(s.out)
-            if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
-                shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
+        if s.overwrite:
+            world.on_root(clear_run, s.out, (REFERENCE_DIR,))
         how = algorithm_for(cfg).summary.format(**cfg.to_dict())
         if cfg.num_iterations > 1:
             how += f", {cfg.num_iterations} clipped updates per step"
@@ -165,8 +155,7 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
                     progress=not s.no_progress, log=log, world=world)
-    world.on_root(store_best, s.out, run.tokenizer,
-                s.save_dtype, run.policy.dtype, log)
+    world.on_root(store_best, s.out, run.tokenizer, s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],
                     best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from minillm.training.algorithms import ALGOS
 from minillm.training.rl_config import RLConfig, algo_settings, flag_settings
-from minillm.workflows.common import SettingsError, flag
+from minillm.workflows.checks import SettingsError, flag
 
 DEFAULT_OUT = os.path.join("runs", "rl")
 DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means
