@@ -6,8 +6,8 @@ temporary folder here); the copy committed beside the page, docs/tour-attention.
 to the one the tour draws. ``python tests/test_tour.py`` runs the tour with docs/ as the
 folder, which refreshes the committed picture.
 
-The page's shape is checked too: sections 1-8 each run code and assert, and no stretch of
-prose runs longer than a screen before its code.
+The page's shape is checked too: sections 1-8 each run code and assert, no stretch of prose
+runs longer than a screen before its code, and code lines keep the project's length.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import sys
 import traceback
 
 import pytest
@@ -24,6 +23,7 @@ DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 TOUR = DOCS / "tour.md"
 PICTURE = "tour-attention.svg"
 SCREEN = 40  # lines of prose (blank lines included) before the next code block, at most
+LINE_LENGTH = 110  # pyproject.toml's [tool.ruff] line-length
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -44,7 +44,7 @@ def blocks(text: str) -> list[tuple[int, str, str]]:
 
 
 def run_page(text: str, filename: str, namespace: dict) -> dict:
-    """Execute every ```python block of ``text`` in order in ``namespace``, with the page's line numbers."""
+    """Execute each ```python block of ``text`` in order in ``namespace``, keeping the page's line numbers."""
     for line, lang, source in blocks(text):
         if lang == "python":
             exec(compile("\n" * (line - 1) + source, filename, "exec"), namespace)
@@ -65,7 +65,7 @@ def run_tour(out: pathlib.Path) -> dict:
 
 
 def sections(text: str) -> dict[str, str]:
-    """{"1": the text of section "## 1. ...", ...}: each numbered section up to the next heading of its level."""
+    """{"1": the text of section "## 1. ...", ...}: each numbered section, up to the next "## " heading."""
     parts = re.split(r"^## ", text, flags=re.M)
     return {m.group(1): part for part in parts[1:] if (m := re.match(r"(\d+)\. ", part))}
 
@@ -108,29 +108,33 @@ def test_the_committed_picture_is_the_one_the_tour_draws(tour):
 
 def test_sections_one_to_eight_each_run_code_that_asserts():
     found = sections(TOUR.read_text(encoding="utf-8"))
-    assert sorted(found, key=int) == [str(i) for i in range(1, 9)]
+    assert list(found) == [str(i) for i in range(1, 9)]
     for number, text in found.items():
         code = [src for _, lang, src in blocks(text) if lang == "python"]
         assert code, f"section {number} has no python block"
-        assert any(re.search(r"^\s*assert", src, flags=re.M) for src in code), f"section {number} asserts nothing"
+        asserts = any(re.search(r"^\s*assert", src, flags=re.M) for src in code)
+        assert asserts, f"section {number} asserts nothing"
 
 
 def test_no_more_than_a_screen_of_prose_before_code():
-    lines = TOUR.read_text(encoding="utf-8").splitlines()
     prose, in_code = 0, False
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(TOUR.read_text(encoding="utf-8").splitlines(), 1):
         if line.startswith("```"):
-            in_code = not in_code
-            if in_code:
-                prose = 0
-            continue
-        if not in_code:
-            prose = 0 if line.startswith("## ") and prose == 0 else prose + 1
+            in_code, prose = not in_code, 0
+        elif not in_code:
+            prose += 1
             assert prose <= SCREEN, f"docs/tour.md:{number}: more than {SCREEN} lines of prose without code"
 
 
+def test_code_lines_keep_the_projects_line_length():
+    text = TOUR.read_text(encoding="utf-8")
+    long = [f"docs/tour.md:{line + i}" for line, lang, src in blocks(text) if lang == "python"
+            for i, code in enumerate(src.splitlines()) if len(code) > LINE_LENGTH]
+    assert not long, f"code lines over {LINE_LENGTH} characters: {long}"
+
+
 def test_the_runner_runs_python_blocks_in_order_and_names_the_failing_line():
-    page = "prose\n```python\nx = 1\n```\nmore\n```bash\nexit 1\n```\n```python\ny = x + 1\nz = y / 0\n```\n"
+    page = "prose\n```python\nx = 1\n```\nmore\n```bash\nexit 1\n```\n```python\ny = x + 1\ny / 0\n```\n"
     assert [(line, lang) for line, lang, _ in blocks(page)] == [(3, "python"), (7, "bash"), (10, "python")]
     namespace: dict = {}
     with pytest.raises(ZeroDivisionError) as info:
@@ -142,4 +146,3 @@ def test_the_runner_runs_python_blocks_in_order_and_names_the_failing_line():
 
 if __name__ == "__main__":  # refresh docs/tour-attention.svg
     run_tour(DOCS)
-    sys.exit(0)
