@@ -260,3 +260,35 @@ def test_a_resumed_run_counts_its_patience_on(tmp_path, scripted_eval):
     result = train(s, log=lambda m: None)
     assert result.step == 15 and result.best["step"] == 6 and result.early_stop is not None
     assert os.path.isdir(result.best_dir)
+
+
+def test_bad_stopping_flags_are_one_line_and_exit_2(tmp_path, capsys):
+    from minillm.cli import main
+
+    data = write_jsonl(tmp_path / "train.jsonl", EXAMPLES[:40])
+    for flags, words in ((["--early-stopping-patience", "-1"], "--early-stopping-patience must be an "
+                          "integer >= 0, got -1"), (["--best-metric", "bleu"], "--best-metric: invalid "
+                                                    "choice: 'bleu'")):
+        assert main(["train", "--data", data, "--out", str(tmp_path / "run"), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0]
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="--best-metric must be one of loss, exact_match"):
+        train(TrainSettings(data=data, best_metric="bleu", out=str(tmp_path / "run")))
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/iso-codes/json"), reason="needs Debian's iso-codes")
+def test_the_iso_names_example_builds_its_data_set(tmp_path):
+    import subprocess
+    import sys
+
+    from minillm.data import load_jsonl
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "examples", "iso_names.py"), "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    train_ex, held = load_jsonl(tmp_path / "train.jsonl"), load_jsonl(tmp_path / "val.jsonl")
+    assert len(held) == -(-(len(train_ex) + len(held)) // 9) and len(train_ex) > 1000
+    by_input = {e.prompt: e.target for e in train_ex + held}
+    assert by_input["Give the French name of this country.\nGermany"] == "Allemagne"

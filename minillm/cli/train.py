@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     """Train as the flags say (:func:`minillm.workflows.train`); print the final evaluation."""
     result = train(settings_from(TrainSettings, args), log=say)
     if result.final_eval is not None:
-        of = f"best/, step {result.best['step']}" if result.early_stop else f"step {result.step}"
-        print(f"held-out evaluation of {of} (greedy decoding):")
+        of = f"of best/, step {result.best['step']}" if result.early_stop else f"at step {result.step}"
+        print(f"held-out evaluation {of} (greedy decoding):")
         print(format_eval(result.final_eval))
         print(f"exact_match {result.final_eval['exact_match']:.4f}")
     elif result.stopped_early:

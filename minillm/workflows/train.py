@@ -10,7 +10,8 @@ settings, device, the run folder) before the run folder is touched, so bad input
 never damages it; then it builds the data, the tokenizer and the model (or
 resumes them from the folder), takes the folder's lock (one process per run
 folder, held to the end), trains with :func:`minillm.training.fit` and evaluates.
-The run folder is described in :mod:`minillm.runfolder`.
+The run folder is described in :mod:`minillm.runfolder`. With ``--data``, the
+budget, the evaluation interval and early stopping default as :mod:`.own_data` says.
 
 Random streams (:mod:`minillm.seeds`, all under the one ``seed``): "sft_data" and
 "eval_data" for the built-in suite, "held_out" for the 5% of ``--data`` held out,
@@ -111,9 +112,11 @@ class TrainSettings:
 class TrainResult:
     """What a finished (or stopped) ``train`` call reports.
 
-    ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate_model`'s
-    dict: exact_match, per_task, ...), None when the run stopped early (``stop_after``);
-    ``best``: {"step", "exact_match"} of the checkpoint in ``out/best`` (None: none yet);
+    ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate`'s
+    dict: exact_match, per_task, ...), best/'s after early stopping, None when the run
+    stopped at ``stop_after``; ``best``: {"step", "loss"[, "exact_match"]} of the checkpoint
+    in ``out/best`` (None: none yet); ``early_stop``: why early stopping ended the run (None:
+    it did not);
     ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call; ``plots``:
     {"loss": loss.svg, "tasks": tasks.svg} as written into ``out`` (empty with ``no_plot``).
     """
