@@ -74,6 +74,10 @@ def test_data_gets_the_budget_the_builtin_suite_keeps_its_preset():
     assert plan_training(settings(eval_every=7), small, 0, 1104).config.eval_every == 7
     off = plan_training(settings(early_stopping_patience=0), small, 0, 1104)
     assert off.rule == EarlyStopping("loss", 0) and "no early stopping" in off.lines[-1]
+    at_end = plan_training(settings(eval_every=0), small, 0, 1104)
+    assert at_end.lines[-1] == "held-out evaluation only at the end (--eval-every 0): no early stopping"
+    by_em = plan_training(settings(best_metric="exact_match"), small, 0, 1104)
+    assert by_em.rule == EarlyStopping("exact_match", 5) and by_em.generate_every == 1
     # the built-in suite: the preset's TrainConfig, nothing else, nothing said
     builtin = plan_training(TrainSettings(), small, seed=0, n_train=100_000)
     assert builtin.config == TrainConfig(**small.training, seed=0)

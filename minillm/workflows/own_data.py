@@ -116,6 +116,8 @@ def plan_training(s, preset, seed: int, n_train: int, ranks: int = 1) -> OwnData
 def stopping_line(rule: EarlyStopping, eval_every: int, generate_every: int) -> str:
     """The run's line about its evaluations, best/ and early stopping."""
     what = "held-out loss" if rule.metric == "loss" else "held-out exact match"
+    if not eval_every:
+        return "held-out evaluation only at the end (--eval-every 0): no early stopping"
     evals = (f"held-out loss every {eval_every} steps, exact match every {eval_every * generate_every}"
              if generate_every > 1 else f"held-out evaluation every {eval_every} steps")
     stop = (f"early stopping after {rule.patience} evaluations without a better one "
