@@ -2,7 +2,8 @@
 
     minillm train                                   # the "small" preset on the built-in suite
     minillm train --preset tiny --steps 50 --out runs/tiny
-    minillm train --data train.jsonl --eval-data eval.jsonl --epochs 3
+    minillm train --data train.jsonl --eval-data eval.jsonl   # budget and early stopping: docs/own-data.md
+    minillm train --data train.jsonl --epochs 3 --early-stopping-patience 0
     minillm train --init path/to/flan-t5-small --data train.jsonl --lr 3e-4
     minillm train --out runs/sft --resume           # continue a stopped run, bit for bit
 
