@@ -8,6 +8,7 @@ One run, from a fresh start or resumed from its state::
                  every log_every steps            a "train" record in metrics.jsonl, the bar's figures
                  every eval_every steps           an "eval" record ("final_eval" at the last step)
                  a better evaluation              checkpoint, and the model into best/
+                 trainer.should_stop() after one  checkpoint, the reason said, the run ends (early)
                  every save_every steps, at the last step and at stop_after: checkpoint
     at the end:  (SFT, unless plot=False) loss.svg and tasks.svg, also after Ctrl-C or a divergence
 
@@ -36,7 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from minillm.blas import adapt_threads
 from minillm.parallel import SINGLE
@@ -62,6 +63,12 @@ class RunState:
     batch_in_epoch: int = 0
     rng_state: dict | None = None
     best: dict | None = None
+    saved_when_set: ClassVar[tuple[str, ...]] = ()  # fields saved only when not None
+
+    def to_saved(self) -> dict:
+        """The fields as trainer_state.json keeps them (those of ``saved_when_set`` only when set)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None or k not in self.saved_when_set}
 
     @classmethod
     def from_saved(cls, saved: dict):
@@ -123,6 +130,11 @@ class Trainer:
         """Whether ``entry`` beats the best so far."""
         raise NotImplementedError
 
+    def should_stop(self) -> str | None:
+        """After a periodic evaluation: None to go on, or why the run stops here (early stopping;
+        the trainer records the stop in its state, which the checkpoint then saves)."""
+        return None
+
 
 def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     """Commit the last checkpoint (and with ``improved``, the model into best/, with its step).
@@ -135,7 +147,7 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     trainer.state.rng_state = None if rng is None else rng.bit_generator.state
     if world.size > 1:  # the ranks' parameters must not have drifted apart (they never should)
         world.same(parameter_checksum(trainer.model), f"the parameters at step {trainer.state.step}")
-    payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
+    payload = {**({"kind": trainer.kind} if trainer.kind else {}), **trainer.state.to_saved(),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
     write(world, out_dir, ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer,
@@ -254,20 +266,23 @@ def steps(trainer: Trainer, out_dir: str, path: str, records: list[dict], stop: 
             bar.set_postfix(trainer.postfix(records[-1]))
             t_last, window = now, []
         is_last = state.step == config.steps
-        improved = False
+        improved, stop_reason = False, None
         if is_last:
             final_eval, improved = held_out(trainer, "final_eval", records, path)
         elif config.eval_every and state.step % config.eval_every == 0:
             result, improved = held_out(trainer, "eval", records, path)
             if result is not None:
-                line = trainer.eval_line("eval", result)
+                stop_reason = trainer.should_stop()  # early stopping (the state records it)
+                line = trainer.eval_line("eval", result) + (f"\n{stop_reason}" if stop_reason else "")
                 if progress:
                     bar.write(line)  # above the bar
                 else:
                     log(line)
-        if improved or is_last or state.step == stop or (
+        if improved or is_last or state.step == stop or stop_reason or (
                 save_every and state.step % save_every == 0):
             save(trainer, out_dir, improved)
+        if stop_reason:
+            break
     return final_eval
 
 
