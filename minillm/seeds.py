@@ -22,6 +22,8 @@ a stream changes none. Each consumer owns its stream:
     generate        ``minillm generate`` / ``eval --do-sample``
     span_noise      ``minillm pretrain``'s noise masks, one stream per (step, micro-batch)
     held_out_noise  ``minillm pretrain``'s held-out examples' noise masks, drawn once
+    data_sample     which of --data's training examples a run reads when it needs fewer than the
+                    file holds (its steps x examples a step)
 
 The numbers are part of every saved run's meaning: never renumber them.
 """
@@ -43,6 +45,7 @@ STREAMS: dict[str, int] = {
     "generate": 10,
     "span_noise": 11,
     "held_out_noise": 12,
+    "data_sample": 13,
 }
 
 
