@@ -56,6 +56,19 @@ def run_dir(texts, tmp_path_factory):
     return out
 
 
+def test_settings_have_one_field_per_flag_with_its_default():
+    import argparse
+    import dataclasses
+
+    from minillm.cli import build_parser
+    from minillm.workflows import PretrainSettings
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.dest: tuple(a.default) if isinstance(a.default, list) else a.default
+             for a in action.choices["pretrain"]._actions if a.dest != "help"}
+    assert flags == {f.name: f.default for f in dataclasses.fields(PretrainSettings)}
+
+
 def test_tiny_pretraining_run_folder(run_dir, capsys):
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["kind"] == "pretrain" and state["step"] == 6
@@ -138,6 +151,10 @@ def refused(capsys, where, argv, *expect):
     (["--input-length", "2"], "--input-length"), (["--steps", "0"], "--steps must be positive"),
     (["--text", "missing.txt"], "missing.txt: no such file (--text)"),
     (["--input-length", "4000"], "needs 222 sentinels counting down from <extra_id_0>"),
+    (["--input-length", "100000000"], "--input-length must be at most 65,536"),
+    (["--steps", str(10**20)], "--steps must be at most"),
+    (["--seed", str(10**20)], "--seed must be at most"),
+    (["--text", "/dev/null"], "(--text)"),
 ])
 def test_bad_settings_are_one_line_and_touch_nothing(run_dir, texts, capsys, flags, expect):
     refused(capsys, str(run_dir), [*quick(texts), "--out", str(run_dir), "--overwrite", *flags], expect)

@@ -39,8 +39,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from minillm.storage.fileio import parse_json
+from minillm.storage.reading import MiB, open_input, read_input, read_lines
 
 HELD_OUT_EVERY = 10  # one document in 10 is held out
+SOURCE_LIMIT = 8 * MiB  # a standard-library source file (the largest are a few hundred KB)
 SKIPPED_FOLDERS = {"test", "tests", "idle_test", "turtledemo", "site-packages", "dist-packages",
                    "__pycache__", "_bundled"}
 
@@ -94,8 +96,7 @@ def builtin_documents(root: str | None = None) -> list[Document]:
     docs = []
     for path, module in stdlib_files(root):
         try:
-            with open(path, encoding="utf-8") as f:
-                found = list(docstrings(f.read(), module))
+            found = list(docstrings(read_input(path, SOURCE_LIMIT).decode("utf-8"), module))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue  # a file this Python cannot parse (e.g. lib2to3's deliberately broken data)
         for name, defines, doc in found:
@@ -115,14 +116,15 @@ def builtin_documents(root: str | None = None) -> list[Document]:
 def read_text_files(paths: Sequence[str], flag: str = "--text") -> list[Document]:
     """Documents of plain text files (paragraphs) and JSONL files (``*.jsonl``: a ``text`` per line).
 
-    A missing file, text that is not UTF-8, a bad JSONL line or a file without
-    text is a ValueError / FileNotFoundError naming the file (and line) and ``flag``.
+    Each file is read by the one rule (:mod:`minillm.storage.reading`: a regular file,
+    lines of at most 1 MiB). A missing file, one that is not a regular file, text that is
+    not UTF-8, a bad JSONL line or a file without text is a ValueError / FileNotFoundError
+    naming the file (and line); a missing one names ``flag`` too.
     """
     docs = []
     for path in paths:
-        if not os.path.isfile(path):
-            raise (ValueError if os.path.isdir(path) else FileNotFoundError)(
-                f"{path}: {'a folder' if os.path.isdir(path) else 'no such file'} ({flag} wants text files)")
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"{path}: no such file ({flag} wants text files)")
         found = _jsonl_documents(path) if path.endswith(".jsonl") else _paragraphs(path)
         if not found:
             raise ValueError(f"{path}: no text ({flag})")
@@ -131,8 +133,9 @@ def read_text_files(paths: Sequence[str], flag: str = "--text") -> list[Document
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+    """(line number, text) of a text file, read by the one rule (lines of at most 1 MiB)."""
+    with open_input(path) as f:
+        for lineno, raw in read_lines(f, path):
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -39,7 +39,7 @@ from minillm.data.span_corruption import check_noise, corrupt_batch
 from minillm.evaluation.scores import teacher_forced_nll
 from minillm.optim import ScaledAdamW
 from minillm.parallel import SINGLE, Single
-from minillm.training.loop import run
+from minillm.training.loop import Trainer, run
 from minillm.training.sft import TrainConfig, TrainState, train_step
 from minillm.training.sft_trainer import SFTTrainer
 
@@ -74,10 +74,12 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
-class PretrainTrainer(SFTTrainer):
-    """SFT's trainer with span-corrupted batches and a loss-only evaluation."""
+class PretrainTrainer(Trainer):
+    """The run loop's pretraining part: SFT's step on span-corrupted batches, the held-out loss."""
 
-    name, kind = "pretrain", "pretrain"
+    name, config_key, kind = "pretrain", "train_config", "pretrain"
+    # the training record (mean loss, lr, gradient norm, tokens/s) and the bar's figures: SFT's
+    train_record, postfix = SFTTrainer.train_record, SFTTrainer.postfix
 
     def __init__(self, model, tokenizer, raw: np.ndarray, noise: Noise, config: TrainConfig,
                  state: TrainState, optimizer: ScaledAdamW | None = None,

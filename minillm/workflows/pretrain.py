@@ -40,7 +40,15 @@ from minillm.runfolder.rules import check_out, clear_run, world_folder
 from minillm.runfolder.state_file import check_data_position
 from minillm.training import TrainConfig, TrainState
 from minillm.training.pretrain import fit_pretrain
-from minillm.workflows.checks import Log, SettingsError, check_positive, check_run_flags, flag, log_to_stderr
+from minillm.workflows.checks import (
+    Log,
+    SettingsError,
+    check_at_most,
+    check_positive,
+    check_run_flags,
+    flag,
+    log_to_stderr,
+)
 from minillm.workflows.models import describe
 from minillm.workflows.presets import DEFAULT_PRESET, get_preset
 from minillm.workflows.pretrain_data import (
@@ -64,6 +72,7 @@ from minillm.workflows.runs import (
 DEFAULT_OUT = os.path.join("runs", "pretrain")
 # the corruption and evaluation defaults (T5's noise; inputs of 128 tokens suit a CPU)
 INPUT_LENGTH, NOISE_DENSITY, MEAN_SPAN_LENGTH, N_EVAL = 128, 0.15, 3.0, 256
+MAX_INPUT_LENGTH = 1 << 16  # as --max-source-len's bound
 # TrainConfig defaults of pretraining (the preset gives position_bias_lr_scale)
 TRAINING = dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, eval_every=200, weight_decay=0.01,
                 max_grad_norm=1.0, eval_batch_size=64, log_every=10)
@@ -148,6 +157,9 @@ def check_settings(s: PretrainSettings) -> None:
     for name in ("eval_every", "warmup_steps", "seed"):
         if getattr(s, name) is not None and getattr(s, name) < 0:
             raise ValueError(f"{flag(name)} must be non-negative, got {getattr(s, name)}")
+        check_at_most(name, getattr(s, name))
+    if s.input_length is not None and s.input_length > MAX_INPUT_LENGTH:
+        raise ValueError(f"--input-length must be at most {MAX_INPUT_LENGTH:,}, got {s.input_length:,}")
     if s.lr is not None and not s.lr > 0:
         raise ValueError(f"--lr must be positive, got {s.lr}")
     if s.dropout is not None and not 0.0 <= s.dropout < 1.0:

@@ -32,7 +32,7 @@ from minillm.data.corpus import (
     split_documents,
 )
 from minillm.data.span_corruption import pack, span_counts
-from minillm.workflows.checks import Log, SettingsError, check_folder
+from minillm.workflows.checks import Log, SettingsError, check_folder, flag
 from minillm.workflows.presets import get_preset
 from minillm.workflows.runs import check_same_file, file_digest
 
@@ -53,11 +53,15 @@ def text_sources(settings) -> dict[str, Any]:
     run: dict[str, Any] = {}
     for key in ("text", "eval_text"):
         paths = [os.path.abspath(p) for p in getattr(settings, key)] or None
+        digests = []
         for given, path in zip(getattr(settings, key), paths or [], strict=True):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{given}: no such file (--{key.replace('_', '-')})")
-        run[key] = paths
-        run[f"{key}_sha256"] = [file_digest(p) for p in paths] if paths else None
+            if not os.path.lexists(path):
+                raise FileNotFoundError(f"{given}: no such file ({flag(key)})")
+            try:
+                digests.append(file_digest(path))
+            except ValueError as e:  # a folder, a FIFO, a device
+                raise ValueError(f"{e} ({flag(key)})") from None
+        run[key], run[f"{key}_sha256"] = paths, digests or None
     return run
 
 
