@@ -14,6 +14,7 @@ from minillm.data.corpus import (
     is_held_out,
     read_text_files,
     split_documents,
+    tidy,
 )
 from minillm.data.docstring_names import INSTRUCTION, name_examples, summary
 from minillm.data.t5_tokenizer import sentinel_ids, train_t5_tokenizer
@@ -51,6 +52,12 @@ def test_builtin_corpus_reads_docstrings_without_importing(tmp_path):
     assert mine[0].key == "Return true if the pathname refers to an existing directory."
     topics = [d for d in docs if d.name.startswith("topics.")]
     assert len(topics) > 50 and all(d.defines is None and d.text for d in topics)
+
+
+def test_tidy_drops_layout_not_words():
+    text = "Summary line.\n\n    Example::\n\n        >>> f(1,  2)\n\n\n\n\tthe  end  "
+    assert tidy(text) == "Summary line.\n\nExample::\n\n>>> f(1, 2)\n\nthe end"
+    assert tidy(text).split() == text.split()
 
 
 def test_the_real_standard_library_gives_a_corpus(stdlib):

@@ -11,7 +11,8 @@ is running, read at run time.
 - every docstring of a module, class, function or method in the standard library's
   ``.py`` files, parsed with :mod:`ast` (nothing is imported, so no module runs),
   one document each: the dotted name on the first line, then the docstring
-  (``posixpath.isdir`` / ``Return true if the pathname refers to an existing directory.``);
+  (``posixpath.isdir`` / ``Return true if the pathname refers to an existing directory.``),
+  its indentation and runs of spaces tidied away (:func:`tidy`);
   tests, demos, site-packages and bundled wheels are left out; a docstring met
   again (``_pyio`` repeats ``io``'s) is kept once, where the sorted walk meets it first;
 - the language reference's sections that ``help()`` shows (``pydoc_data.topics``),
@@ -34,6 +35,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import sysconfig
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -100,14 +102,23 @@ def builtin_documents(root: str | None = None) -> list[Document]:
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue  # a file this Python cannot parse (e.g. lib2to3's deliberately broken data)
         for name, defines, doc in found:
-            if doc not in seen:
+            doc = tidy(doc)
+            if doc and doc not in seen:
                 seen.add(doc)
                 docs.append(Document(name, f"{name}\n{doc}", key=doc, defines=defines))
     from pydoc_data.topics import topics
 
     for topic in sorted(topics):
-        docs.append(Document(f"topics.{topic}", topics[topic].strip(), key=topics[topic]))
+        text = tidy(topics[topic])
+        docs.append(Document(f"topics.{topic}", text, key=text))
     return docs
+
+
+def tidy(text: str) -> str:
+    """Each line's runs of spaces and tabs as one space, without its indentation; at most one
+    blank line in a row. (A docstring's indentation is layout: kept, each space would be a token.)"""
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # --------------------------------------------------------------------------- text files

@@ -258,9 +258,13 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
         )
 
 
-def lossless_pipeline(model) -> HFTokenizer:
+def lossless_pipeline(model, isolate_punctuation: bool = True) -> HFTokenizer:
     """A ``tokenizers.Tokenizer`` of ``model`` with the normaliser, pre-tokenizer and decoder
-    of :meth:`Tokenizer.train` (the module docstring), under which decoding gives the text back."""
+    of :meth:`Tokenizer.train` (the module docstring), under which decoding gives the text back.
+
+    ``isolate_punctuation=False`` leaves punctuation inside the space-separated pieces, as
+    SentencePiece does (T5's tokenizer): the model then learns pieces such as ``()`` or ``▁os.``.
+    """
     tok = HFTokenizer(model)
     # A space after each newline, so the next word gets its usual "▁word" piece;
     # the decoder removes exactly that space again.
@@ -270,8 +274,7 @@ def lossless_pipeline(model) -> HFTokenizer:
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
             pre_tokenizers.Split("\n", behavior="isolated"),
             pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.Punctuation(behavior="isolated"),
-        ]
+        ] + ([pre_tokenizers.Punctuation(behavior="isolated")] if isolate_punctuation else [])
     )
     tok.decoder = decoders.Sequence(
         [
