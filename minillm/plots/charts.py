@@ -65,9 +65,9 @@ def loss_chart(records: Sequence[dict]) -> str | None:
         series.append(Series("held-out exact match", *held_em, COLORS[2], right=True, dashed=True,
                              markers=True))
         right = Axis("exact match", lo=0.0, hi=1.0)
+    title = "training and held-out loss" + (", held-out exact match" if right else "")
     return line_chart(series, "step", Axis("loss (nats / target token)", log=True), right,
-                      title="training and held-out loss, held-out exact match",
-                      note=sizes_note(evals))
+                      title=title, note=sizes_note(evals))
 
 
 def tasks_chart(records: Sequence[dict]) -> str | None:
