@@ -24,7 +24,7 @@ both tasks), OUT/lifecycle.json (the curves and the table) and the table on stdo
 
 Each step is one call of :mod:`minillm.workflows`, the call its command makes. Periodic
 evaluations score the first 270 held-out examples (OUT/names/eval.jsonl is shuffled, so they
-are a random 270 of its 573), the final one all of them.
+are a random 270 of them), the final one all of them.
 """
 
 from __future__ import annotations
