@@ -43,6 +43,7 @@ from minillm.backend import adapt_threads
 from minillm.optim import nonfinite_state
 from minillm.parallel import SINGLE, mark_agreed
 from minillm.training import checkpoint as ckpt
+from minillm.training.progress import progress_bar
 from minillm.training.run_folder import (
     METRICS_NAME,
     plot_metrics,
@@ -227,8 +228,6 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     Returns {"step", "initial_eval", "final_eval", "best", "stopped_early", "plots"}
     (plots: {"loss"/"tasks": the SVG written}).
     """
-    from tqdm import tqdm
-
     world = getattr(trainer, "world", SINGLE)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not world.is_root:
@@ -240,8 +239,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     final_eval = None
     save_every = config.eval_every if config.save_every is None else config.save_every
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
-    bar = tqdm(total=config.steps, initial=state.step, desc=trainer.name, unit="step",
-               dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    bar = progress_bar(config.steps, state.step, trainer.name, enabled=progress)  # plain lines off a tty
     t_start = t_last = time.perf_counter()
     window: list[dict] = []
     plots: dict[str, str] = {}
