@@ -66,6 +66,7 @@ PRESETS: dict[str, Preset] = {
             training=dict(steps=7000, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=1000, weight_decay=0.01,
                           max_grad_norm=1.0),
+            task_weights={"qa": 2.0},
             n_train=100_000,
         ),
         Preset(

@@ -4,11 +4,16 @@
 person holding a number of one kind of thing; the question names one kind (the
 key), and the answer is the number copied from the one fact that holds it::
 
-    Anna has 3 apples. Ben has 5 pears. Carla has 7 coins. Question: How many pears?  -> 5
+    Anna has 3 apples. Ben has 5 pears. Question: How many pears?  -> 5
 
 Names, kinds and numbers are distinct within a context and the asked fact is drawn
 uniformly, so a model that ignores the question cannot beat chance: whatever it
-reads from the context alone, it is right with probability 1 / FACTS (= 1/3).
+reads from the context alone, it is right with probability 1 / FACTS (= 1/2).
+
+Two facts, not three: with three (chance 1/3) the small preset learned the lookup
+alone (qa only) to 0.61 in 1500 steps where two facts reached 0.90 (issue 14, #9), and in the
+main job's mix three facts stayed near chance (0.33-0.41) through 3500 steps
+(docs/main-job.md).
 
 ``qa_who`` (a built-in task, not in the default suite): the name as the answer,
 from two facts::
@@ -31,7 +36,7 @@ from minillm.data.tasks.base import Instance, Task, pick
 NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jack")
 ITEMS = ("apples", "pears", "books", "pens", "cards", "coins", "shells", "stamps")
 COUNTS = tuple(str(c) for c in range(2, 10))  # plural nouns throughout
-FACTS = 3  # facts in a qa context: chance is 1 / FACTS
+FACTS = 2  # facts in a qa context: chance is 1 / FACTS
 WHO_FACTS = 2  # facts in a qa_who context: chance is 1 / WHO_FACTS
 
 INSTRUCTIONS = (
