@@ -233,7 +233,8 @@ def _as_the_cli(spec: dict):
     (``--minillm-threads auto``: follow the idle cores, at most --threads, as ``--threads auto``
     does). Returns adapt_threads (call it between steps, as the training loop does; generation
     calls it itself)."""
-    from minillm.backend import adapt_threads, follow_idle_cores, keep_freed_memory, set_blas_threads
+    from minillm.backend import keep_freed_memory
+    from minillm.blas import adapt_threads, follow_idle_cores, set_blas_threads
 
     keep_freed_memory()
     set_blas_threads(spec["threads"])

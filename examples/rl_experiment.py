@@ -55,8 +55,10 @@ from minillm.backend import keep_freed_memory  # noqa: E402
 from minillm.data import encode_examples  # noqa: E402
 from minillm.data.tasks import TASKS, builtin_dataset  # noqa: E402
 from minillm.data.tokenizer import Tokenizer  # noqa: E402
-from minillm.training import TrainConfig, fit, read_metrics  # noqa: E402
-from minillm.training.svg import COLORS, Axis, Series, line_chart  # noqa: E402
+from minillm.parallel import quiet  # noqa: E402
+from minillm.plots.svg import COLORS, Axis, Series, line_chart  # noqa: E402
+from minillm.runfolder.metrics import read_metrics  # noqa: E402
+from minillm.training import TrainConfig, fit  # noqa: E402
 from minillm.workflows import RLSettings, rl  # noqa: E402
 from minillm.workflows.presets import PRESETS  # noqa: E402
 
@@ -218,7 +220,6 @@ def compare(args, sft: str, t0: float) -> int:
     bad = [n for n in names if n not in RUNS]
     if bad:
         raise SystemExit(f"--runs: unknown run(s) {', '.join(bad)} (choose from {', '.join(RUNS)})")
-    quiet = lambda msg: None  # noqa: E731
     print(f"2. {len(names)} runs from {sft}, {args.seconds:.0f} training seconds each "
           f"(k {args.k}, {args.batch_size} prompts a step, lr {args.lr}, kl_coef {args.kl_coef} "
           f"(rloo), beta {args.beta} (grpo), epsilon {args.epsilon})")

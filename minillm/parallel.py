@@ -8,6 +8,7 @@
     world.on_root(fn, *args)            # fn on rank 0 alone; every rank raises if it failed
     world.check(fn, *args)              # fn on every rank, one agreement point
     world.sum(values)                   # a few float64 sums over the ranks
+    log = world.root_log(log)           # log on rank 0, quiet (says nothing) on the others
 
 The only module that imports mpi4py, and only when launched by an MPI launcher
 with more than one process; without one (or with N = 1) nothing here imports it
@@ -18,24 +19,18 @@ launchers set (:data:`SIZE_VARIABLES`, in that order):
     PMI_SIZE                MPICH's and Intel MPI's mpiexec (Hydra), srun --mpi=pmi2
     SLURM_STEP_NUM_TASKS    srun (set in each task of a job step; a batch script's own shell is
                             not a step, so ``sbatch`` alone stays one process)
-    PMIX_RANK               PMIx launchers (srun --mpi=pmix, prterun): no size variable, so
-                            MPI itself is asked
+    PMIX_RANK               PMIx launchers (srun --mpi=pmix, prterun): no size variable; MPI is asked
 
-How the data-parallel trainers use it (:mod:`minillm.training.sft`, :mod:`.rl`):
-every rank builds the same model, tokenizer and data order from the seed and
-walks the whole step's micro-batches; rank r computes the gradients of its
-share (:func:`shard`: a contiguous block), each micro-batch k weighted by
-n_k / N with N the target tokens of the whole step, then one ``Allreduce``
-(MPI_SUM, in the gradient's dtype) over one flat host buffer (:func:`flatten`:
-the tensors in sorted-name order) gives every rank the step's gradient. The sum
-of two numbers is the same in either order, so 2 ranks of one micro-batch each
-are bit-identical to one process with ``--grad-accum 2``; with more ranks or
-micro-batches per rank MPI's reduction tree re-associates the sum, which then
-agrees to rounding (about 1e-7 relative in float32). A GPU's gradients go
-through that host buffer too (no CUDA-aware MPI is assumed).
-
+How the trainers use it (:mod:`minillm.training.sft`, :mod:`.rl`): every rank builds the
+same model, tokenizer and data order from the seed; rank r computes the gradients of its
+contiguous share of the step's micro-batches (:func:`shard`), micro-batch k weighted by
+n_k / N (N: the step's target tokens); one ``Allreduce`` (MPI_SUM, in the gradient's dtype)
+of one flat host buffer (:func:`flatten`; a GPU's gradients too, no CUDA-aware MPI assumed)
+gives every rank the step's gradient. A sum of two numbers is the same in either order, so
+2 ranks of one micro-batch each are bit-identical to one process with ``--grad-accum 2``;
+with more, MPI's reduction tree re-associates the sum (equal to rounding: 1e-7 relative in float32).
 No pickle crosses ranks: text (error messages, decoded outputs as JSON) travels as
-UTF-8 bytes in NumPy buffers (:meth:`World.gather_texts`).
+UTF-8 bytes in NumPy buffers (:meth:`Single.gather_texts`).
 """
 
 from __future__ import annotations
@@ -56,9 +51,7 @@ PMIX_VARIABLE = "PMIX_RANK"
 
 def launched_size(environ: Mapping[str, str] | None = None) -> int | None:
     """The number of processes a launcher started (1: none), from ``environ``; None: ask MPI (PMIx).
-
-    A size variable that is not a positive integer is a ValueError naming it.
-    """
+    A size variable that is not a positive integer is a ValueError naming it."""
     env = os.environ if environ is None else environ
     for name in SIZE_VARIABLES:
         if name in env:
@@ -74,9 +67,7 @@ def launched_size(environ: Mapping[str, str] | None = None) -> int | None:
 
 class ParallelError(RuntimeError):
     """Another rank failed: its message, its exception's class names (``kinds``, the MRO) and rank.
-
-    Raised on every rank but the failing one, which re-raises its own exception.
-    """
+    Raised on every rank but the failing one, which re-raises its own exception."""
 
     minillm_agreed = True
 
@@ -87,15 +78,17 @@ class ParallelError(RuntimeError):
 
 def mark_agreed(error: BaseException) -> None:
     """Mark ``error`` as raised on every rank (by :meth:`Single.agree`): no rank is left waiting."""
-    try:
+    with contextlib.suppress(AttributeError):  # exceptions with __slots__
         error.minillm_agreed = True
-    except AttributeError:  # pragma: no cover - exceptions with __slots__
-        pass
 
 
 def is_agreed(error: BaseException) -> bool:
     """Whether every rank raised ``error`` (or its :class:`ParallelError`) at one agreement point."""
     return bool(getattr(error, "minillm_agreed", False))
+
+
+def quiet(*args, **kwargs) -> None:
+    """Say nothing: the log of a rank other than 0 (:meth:`Single.root_log`), or of a quiet call."""
 
 
 def error_message(error: BaseException) -> str:
@@ -129,9 +122,8 @@ class Single:
     def agree(self, error: BaseException | None) -> None:
         """Every rank calls this at the same point: when any rank passes an error, all raise.
 
-        The failing rank re-raises its own exception; the others raise
-        :class:`ParallelError` with the lowest failing rank's message. Nothing
-        happens when every rank passes None.
+        The failing rank re-raises its own exception; the others raise :class:`ParallelError`
+        with the lowest failing rank's message. Nothing happens when every rank passes None.
         """
         if error is not None:
             mark_agreed(error)
@@ -145,10 +137,10 @@ class Single:
     def together(self) -> Iterator[None]:
         """A block every rank runs to its end, then agrees on: ``with world.together(): ...``.
 
-        An exception (not a KeyboardInterrupt or SystemExit) raised in the block on any
-        rank is raised on every rank as the block ends: the failing rank's own, a
-        :class:`ParallelError` with its message on the others (:meth:`agree`). So a
-        failure on one rank never leaves the others waiting in the next collective.
+        An exception (not a KeyboardInterrupt or SystemExit) raised in the block on any rank
+        is raised on every rank as the block ends: the failing rank's own, a :class:`ParallelError`
+        with its message on the others (:meth:`agree`). So a failure on one rank never leaves
+        the others waiting in the next collective.
         """
         try:
             yield
@@ -173,12 +165,14 @@ class Single:
             return fn(*args, **kwargs)
 
     def on_root(self, fn: Callable, *args, **kwargs):
-        """``fn(*args, **kwargs)`` on rank 0 alone (a write to the run folder), as one agreement point.
-
-        Returns its result on rank 0 and None on the others; when it raises, every rank raises.
-        """
+        """``fn(*args, **kwargs)`` on rank 0 alone (a write to the run folder), as one agreement point:
+        its result on rank 0, None on the others; when it raises, every rank raises."""
         with self.together():
             return fn(*args, **kwargs) if self.is_root else None
+
+    def root_log(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """``log`` on rank 0, :func:`quiet` on the others: a run says each line once (no agreement)."""
+        return log if self.is_root else quiet
 
     def abort(self, code: int) -> None:
         """End every rank (an error that escaped the agreement points); one process: nothing."""
@@ -201,24 +195,24 @@ class MPIWorld(Single):
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return buf
 
+    def _allgatherv(self, flat: np.ndarray, mpi_type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every rank's 1-D ``flat`` joined in rank order (sum n_r,), with the sizes n_r and offsets."""
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self.comm.Allgather(np.array([flat.size], dtype=np.int64), sizes)
+        out = np.empty(int(sizes.sum()), dtype=flat.dtype)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.comm.Allgatherv(np.ascontiguousarray(flat), [out, sizes, offsets, mpi_type])
+        return out, sizes, offsets
+
     def gather_texts(self, text: str) -> list[str]:
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        sizes = np.zeros(self.size, dtype=np.int64)
-        self.comm.Allgather(np.array([data.size], dtype=np.int64), sizes)
-        out = np.empty(int(sizes.sum()), dtype=np.uint8)
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.comm.Allgatherv(np.ascontiguousarray(data), [out, sizes, offsets, self.MPI.BYTE])
+        out, sizes, offsets = self._allgatherv(data, self.MPI.BYTE)
         return [out[o:o + s].tobytes().decode("utf-8") for o, s in zip(offsets, sizes, strict=True)]
 
     def gather_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float64)
-        width = rows.shape[1]
-        counts = np.zeros(self.size, dtype=np.int64)
-        self.comm.Allgather(np.array([rows.size], dtype=np.int64), counts)
-        out = np.empty(int(counts.sum()), dtype=np.float64)
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.comm.Allgatherv(rows.reshape(-1), [out, counts, offsets, self.MPI.DOUBLE])
-        return out.reshape(-1, width)  # (sum n_r, C)
+        out, _, _ = self._allgatherv(rows.reshape(-1), self.MPI.DOUBLE)
+        return out.reshape(-1, rows.shape[1])  # (sum n_r, C)
 
     def agree(self, error: BaseException | None) -> None:
         mine = "" if error is None else json.dumps(

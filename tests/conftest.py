@@ -198,7 +198,7 @@ def start_folder(folder, tasks, n_examples: int = 300) -> pathlib.Path:
     """
     from minillm.data.tasks import TASKS, builtin_dataset
     from minillm.data.tokenizer import Tokenizer
-    from minillm.training import checkpoint
+    from minillm.runfolder import checkpoint
 
     ex = builtin_dataset(n_examples, seed=0, tasks=tasks)
     phrasings = [p for t in tasks for p in TASKS[t].instructions + TASKS[t].heldout_instructions]

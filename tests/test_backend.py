@@ -136,7 +136,7 @@ def test_ops_agree_with_float64_on_the_host(device):
     cases = {
         "rms_norm": (ops.rms_norm_forward, ops.rms_norm_backward, (x,),
                      {"weight": rng.uniform(0.5, 1.5, C)}, {}),
-        "ffn": (ops.ffn_forward, ops.ffn_backward, (x,), ffn, {"act": "gelu_new"}),
+        "ffn": (ops.gated_ffn_forward, ops.gated_ffn_backward, (x,), ffn, {"act": "gelu_new"}),
         "attention": (ops.cross_attention_forward, ops.cross_attention_backward, (x, m), attn,
                       {"n_heads": H, "scale": 1.0}),
     }

@@ -1,5 +1,5 @@
-"""Blockwise elementwise work (backend.blockwise): every row computed once, the
-same numbers whatever the block size, in-place outputs."""
+"""Blockwise elementwise work (backend.blockwise, the engine's kernels): every row computed
+once, the same numbers whatever the block size, in-place outputs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm import backend, ops
+from minillm import backend
 from minillm.backend import as_rows, blockwise, random_bits16
+from minillm.engine import activations as act
+from minillm.engine import elementwise as ew
+from minillm.engine.lm_loss import cross_entropy_rows, cross_entropy_rows_backward
 from minillm.optim import AdamW
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -46,17 +49,15 @@ def _blockwise_ops(rng):
     w = rng.standard_normal(700).astype(np.float32)
     labels = rng.integers(0, 700, 320)
     out = {}
-    out["gelu"], c = ops.gelu_new_forward(x)
-    out["gelu_dx"], _ = ops.gelu_new_backward(dy, c)
-    out["softmax"], c = ops.softmax_forward(x)
-    out["softmax_dx"], _ = ops.softmax_backward(dy, c)
-    out["norm"], c = ops.rms_norm_forward(x, {"weight": w})
-    (out["norm_dx"], g) = ops.rms_norm_backward(dy, c)
-    out["norm_dw"] = g["weight"]
-    out["ce"], c = ops.cross_entropy_forward(x.reshape(320, 700), labels, label_smoothing=0.1)
-    out["ce_dz"], _ = ops.cross_entropy_backward(dy.reshape(320, 700)[:, 0], c)
-    out["dropout"], c = ops.dropout_forward(x, p=0.3, rng=np.random.default_rng(5))
-    out["dropout_dx"], _ = ops.dropout_backward(dy, c)
+    out["gelu"], out["gelu_d"] = act.activation_forward("gelu_new", x)
+    out["softmax"], y = ew.softmax_forward(x)
+    out["softmax_dx"] = ew.softmax_backward(dy, y)
+    out["norm"], c = ew.rms_norm_forward(x, w, 1e-6)
+    out["norm_dx"], out["norm_dw"] = ew.rms_norm_backward(dy, c)
+    out["ce"], p, safe, valid = cross_entropy_rows(x.reshape(320, 700), labels, 0.1)
+    out["ce_dz"] = cross_entropy_rows_backward(dy.reshape(320, 700)[:, 0], p, safe, valid, 0.1)
+    out["dropout"], c = ew.dropout_forward(x, 0.3, np.random.default_rng(5))
+    out["dropout_dx"] = ew.dropout_apply(dy, c)
     params = {"a": x.copy(), "b": w.copy()}
     AdamW(lr=0.1).step(params, {"a": dy, "b": w})
     out["adam_a"], out["adam_b"] = params["a"], params["b"]
@@ -76,11 +77,11 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch):
 def test_blockwise_ops_match_whole_array_formulas():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 50, 900))  # several blocks, float64
-    y, _ = ops.softmax_forward(x)
+    y, _ = ew.softmax_forward(x)
     e = np.exp(x - x.max(-1, keepdims=True))
     assert np.allclose(y, e / e.sum(-1, keepdims=True), rtol=1e-13, atol=0)
     w = rng.standard_normal(900)
-    y, _ = ops.rms_norm_forward(x, {"weight": w})
+    y, _ = ew.rms_norm_forward(x, w, 1e-6)
     assert np.allclose(y, w * x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6), rtol=1e-13, atol=0)
 
 
@@ -110,7 +111,7 @@ def test_random_bits16_is_uniform_and_reproducible():
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_dropout_keeps_one_minus_p(p):
     x = np.ones((400, 500), dtype=np.float32)
-    y, _ = ops.dropout_forward(x, p=p, rng=np.random.default_rng(4))
+    y, _ = ew.dropout_forward(x, p, np.random.default_rng(4))
     kept = y != 0
     assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / x.size)
     assert np.allclose(y[kept], 1 / (1 - p))
@@ -119,31 +120,27 @@ def test_dropout_keeps_one_minus_p(p):
 @pytest.mark.parametrize("p", [-0.1, 1.0])
 def test_dropout_rejects_a_bad_probability(p):
     with pytest.raises(ValueError, match="dropout probability"):
-        ops.dropout_forward(np.ones(3), p=p, rng=np.random.default_rng(0))
+        ew.dropout_forward(np.ones(3), p, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("name", ["relu", "gelu_new", "silu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inference_activations_match_the_forward_ops(name, dtype):
     """One kernel per activation: the inference form's values are the forward's, bit for bit."""
-    from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
-
     x = (np.random.default_rng(6).standard_normal((3, 50, 900)) * 4).astype(dtype)
-    y = FUNCTIONS[name](x)
+    y = act.activation(name, x)
     assert y.dtype == dtype
-    assert np.array_equal(y, ACTIVATIONS[name][0](x)[0])
+    assert np.array_equal(y, act.activation_forward(name, x)[0])
 
 
 @pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("name", ["gelu_new", "silu"])
 def test_activations_saturate_quietly(name):
-    from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
-
     x = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32)
-    y, d = ACTIVATIONS[name][0](x)
+    y, d = act.activation_forward(name, x)
     assert np.array_equal(y, [0.0, 0.0, 0.0, 100.0, 1e4])
     assert np.array_equal(d, [0.0, 0.0, 0.5, 1.0, 1.0])
-    assert np.array_equal(FUNCTIONS[name](x), y)
+    assert np.array_equal(act.activation(name, x), y)
 
 
 def test_sum_of_squares_is_numpys_sum_bit_for_bit():

@@ -15,7 +15,7 @@ import pytest
 
 import minillm
 from minillm.optim import AdamW
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
 from tests.conftest import folder_digest, trainer_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +148,7 @@ def test_uncommitted_staging_is_discarded(tmp_path, tokenizer):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np, minillm
-    from minillm.training import checkpoint as ckpt
+    from minillm.runfolder import checkpoint as ckpt
     from tests.conftest import trainer_state
     from minillm.optim import AdamW
     from minillm.data.tokenizer import Tokenizer

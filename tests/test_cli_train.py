@@ -90,7 +90,7 @@ def test_device_cuda_without_cupy_is_one_line_and_touches_nothing(run_dir, tmp_p
 
 
 def _records(folder):
-    from minillm.training import read_metrics
+    from minillm.runfolder.metrics import read_metrics
 
     return read_metrics(os.path.join(folder, "metrics.jsonl"))
 
@@ -159,7 +159,7 @@ def test_unknown_preset_lists_the_presets(run_dir, capsys):
 def test_vocab_too_small(run_dir, tmp_path, capsys):
     """--init a model whose embedding is smaller than its tokenizer."""
     from minillm.data.tokenizer import Tokenizer
-    from minillm.training import checkpoint as ckpt
+    from minillm.runfolder import checkpoint as ckpt
 
     tok = Tokenizer.from_file(run_dir / "tokenizer.json")
     config = minillm.T5Config(vocab_size=10, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_layers=1)

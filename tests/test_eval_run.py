@@ -12,7 +12,8 @@ import random
 import pytest
 
 from minillm.cli import main
-from minillm.training import read_metrics
+from minillm.parallel import quiet
+from minillm.runfolder.metrics import read_metrics
 from minillm.workflows import EvalSettings, TrainSettings, evaluate, train
 
 QUIET = dict(no_progress=True, no_plot=True)
@@ -34,7 +35,7 @@ def easy_data(path, n: int = 800) -> None:
 def builtin_run(tmp_path_factory):
     """A finished tiny run on the built-in suite (36 held-out prompts): (folder, TrainResult)."""
     out = tmp_path_factory.mktemp("evrun") / "sft"
-    return out, train(TrainSettings(preset="tiny", out=str(out), **QUIET), log=lambda m: None)
+    return out, train(TrainSettings(preset="tiny", out=str(out), **QUIET), log=quiet)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def data_run(tmp_path_factory):
     easy_data(root / "easy.jsonl")
     out = root / "sft"
     result = train(TrainSettings(preset="tiny", data=str(root / "easy.jsonl"), steps=250,
-                                 out=str(out), **QUIET), log=lambda m: None)
+                                 out=str(out), **QUIET), log=quiet)
     return out, result
 
 
@@ -136,7 +137,7 @@ def test_a_changed_data_file_is_one_line_and_data_still_works(tmp_path, capsys):
     easy_data(tmp_path / "easy.jsonl", n=100)
     out = tmp_path / "sft"
     train(TrainSettings(preset="tiny", data=str(tmp_path / "easy.jsonl"), steps=2, out=str(out),
-                        **QUIET), log=lambda m: None)
+                        **QUIET), log=quiet)
     with open(tmp_path / "easy.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"prompt": "Say yes.", "completion": "yes"}) + "\n")
     assert main(["eval", str(out), "--no-progress"]) == 2
@@ -164,7 +165,7 @@ def test_eval_of_an_rl_run_is_its_final_greedy_reward(data_run, tmp_path):
     out, _ = data_run
     tuned = rl(RLSettings(dir=str(out), out=str(tmp_path / "rl"), data=str(out.parent / "easy.jsonl"),
                           reward="exact_match", steps=2, n_eval=30, no_progress=True),
-               log=lambda m: None)
+               log=quiet)
     got = evaluate(EvalSettings(dir=str(tmp_path / "rl"), no_progress=True))
     assert got["data"] == "run:heldout" and got["n"] == tuned.final_eval["n"] == 30
     assert got["run"] == {"folder": str(tmp_path / "rl"), "kind": "rl", "step": 2}

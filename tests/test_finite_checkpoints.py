@@ -12,7 +12,7 @@ import pytest
 
 import minillm
 from minillm.cli import main
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
 from tests.conftest import folder_digest, start_folder
 
 TASKS = ["reverse_words", "uppercase"]

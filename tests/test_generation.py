@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minillm
+from minillm.engine import decode_step, init_cache, reorder_cache, step_weights
 from minillm.generation import generate, sample, top_k_filter, top_p_filter
-from minillm.model.kv_cache import decode_step, init_cache, reorder_cache, step_weights
 from tests.conftest import (
     chi_square_p_value,
     random_batch,

@@ -3,9 +3,14 @@
 The graph is built from the source with ``ast``: every ``import`` and ``from ...
 import`` anywhere in a module (top level, functions, methods) is an edge to the
 minillm module it names (``from minillm.x import y`` is an edge to ``minillm.x.y``
-when that is a module, else to ``minillm.x``). A module may import from its own
+when that is a module, else to ``minillm.x``). An import that names a package
+itself (``from minillm.training import loop``, ``import minillm.training``) runs
+and reads that package's ``__init__``: it is an edge to the ``__init__`` too, so a
+loop through a package's ``__init__`` is seen. A module may import from its own
 part of the package or from a part of a lower layer; never from a part of its
-own layer or above; and the graph has no cycle.
+own layer or above; never its own package's ``__init__`` (inside a package, name
+the module: ``from minillm.training.loop import run``); and the graph has no cycle.
+The recipes (one module per command, :data:`RECIPES`) import no other recipe.
 """
 
 from __future__ import annotations
@@ -19,18 +24,24 @@ ROOT = pathlib.Path(minillm.__file__).parent
 
 # The package's parts by layer, lowest first. A part is a top-level module or subpackage.
 LAYERS = [
-    {"backend", "config", "seeds"},  # leaves: arrays and devices, T5Config, random streams
+    {"backend", "blas", "config", "seeds"},  # leaves: arrays and devices, BLAS threads, T5Config, streams
     {"ops", "storage", "optim", "metrics", "parallel"},  # pure ops; file formats; optimizers; text
     # metrics; data-parallel ranks (mpi4py, lazily)
-    {"model", "data"},  # the T5 model and its KV cache; examples, tokenizer, batching, tasks
-    {"generation", "testing"},  # decoding; gradient checks and strategies (for tests)
+    {"model", "data", "plots"},  # the T5 model, the reference; examples, tokenizer, batching,
+    # tasks; a run's pictures (SVG, from its records)
+    {"engine"},  # the lean engine beside the reference: fused loss, freed caches, decoding's KV cache
+    {"generation", "testing", "runfolder"},  # decoding; gradient checks and strategies (for tests);
+    # run folders (checkpoints, trainer state, journal, metrics, lock, the folder's rules)
     {"evaluation"},  # decoding and scoring a model; rewards
-    {"training"},  # SFT, REINFORCE, the run loop, checkpoints
+    {"training"},  # SFT, REINFORCE and the run loop they share
     {"workflows"},  # each command as one call
     {"cli"},  # argument parsing and printing
     {"__init__", "__main__"},  # the package's face: ``import minillm``, ``python -m minillm``
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
+# One module per command: each reads as its command's steps, sharing only the modules beside it.
+RECIPES = {f"minillm.workflows.{name}" for name in ("train", "rl", "evaluate", "generate", "data",
+                                                   "pretrain")}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -64,6 +75,7 @@ def imports_in(source: str, me: str, is_package: bool, modules) -> set[str]:
                 pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join(pkg + ([base] if base else []))
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            names.append(base)  # the module named runs first: a package's __init__ (or the module)
         else:
             continue
         out |= {n for n in names if n == "minillm" or n.startswith("minillm.")}
@@ -116,6 +128,23 @@ def test_imports_go_down_only():
     assert not bad, "imports that do not go down:\n" + "\n".join(sorted(bad))
 
 
+def test_no_module_imports_its_own_package_init():
+    """Inside a package, modules import each other by name, never through the package's ``__init__``."""
+    bad = [f"{mod} imports {dep}" for mod, deps in graph().items() for dep in deps
+           if mod.startswith(dep + ".")]
+    assert not bad, "imports of the module's own package (name the module instead):\n" + "\n".join(
+        sorted(bad))
+
+
+def test_recipes_import_no_recipe():
+    """A recipe (one command's module) imports none of the others; what they share sits beside them."""
+    g = graph()
+    assert RECIPES - {"minillm.workflows.pretrain"} <= set(g), "a recipe was renamed: update RECIPES"
+    bad = [f"{mod} imports {dep}" for mod, deps in g.items() if mod in RECIPES
+           for dep in deps if dep in RECIPES]
+    assert not bad, "recipes importing recipes:\n" + "\n".join(sorted(bad))
+
+
 def test_no_import_cycles():
     cycles = find_cycles(graph())
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
@@ -128,6 +157,29 @@ def test_the_checker_sees_function_level_imports_and_cycles():
     b = "class K:\n    def m(self):\n        from minillm import a\n"
     g = {"minillm.a": imports_in(a, "minillm.a", False, modules),
          "minillm.b.c": imports_in(b, "minillm.b.c", False, modules)}
-    assert g == {"minillm.a": {"minillm.b.c"}, "minillm.b.c": {"minillm.a"}}
+    # (each import names a package too: minillm.b's and minillm's __init__, not in g here)
+    assert g == {"minillm.a": {"minillm.b", "minillm.b.c"}, "minillm.b.c": {"minillm", "minillm.a"}}
     assert find_cycles(g) == ["minillm.a -> minillm.b.c -> minillm.a"]
     assert find_cycles({"minillm.a": {"minillm.b.c"}, "minillm.b.c": set()}) == []
+
+
+def test_the_checker_sees_loops_through_a_package_init():
+    """``from minillm.p import ck`` in p's own module is an edge to p's ``__init__``: the loop
+    p/__init__ -> p.loop -> p/__init__ is found, and p.loop is named as importing its own package."""
+    modules = {"minillm.p", "minillm.p.loop", "minillm.p.ck"}
+    init = "from minillm.p.loop import run\n"
+    loop = "def run():\n    from minillm.p import ck\n"
+    g = {"minillm.p": imports_in(init, "minillm.p", True, modules),
+         "minillm.p.loop": imports_in(loop, "minillm.p.loop", False, modules),
+         "minillm.p.ck": set()}
+    assert g["minillm.p"] == {"minillm.p.loop"}
+    assert g["minillm.p.loop"] == {"minillm.p", "minillm.p.ck"}
+    assert find_cycles(g) == ["minillm.p -> minillm.p.loop -> minillm.p"]
+    # naming the module instead: no edge to the __init__, no loop
+    fixed = imports_in("def run():\n    from minillm.p.ck import f\n", "minillm.p.loop", False, modules)
+    assert fixed == {"minillm.p.ck"}
+    assert find_cycles({**g, "minillm.p.loop": fixed}) == []
+    # ``import minillm.p`` names the package too; a relative ``from . import ck`` resolves to it
+    assert imports_in("import minillm.p\n", "minillm.p.loop", False, modules) == {"minillm.p"}
+    assert imports_in("from . import ck\n", "minillm.p.loop", False, modules) == {"minillm.p",
+                                                                                  "minillm.p.ck"}

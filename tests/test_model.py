@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 
 import minillm
+from minillm import engine
 from minillm.optim import lr_schedule
-from minillm.testing import assert_gradients, rngs, t5_configs
+from minillm.testing import assert_gradients, rel_error, rngs, t5_configs
 from tests.conftest import random_batch, tiny_config
 
 VARIANTS = ["relu", "gated-gelu"]
@@ -47,6 +48,8 @@ def test_loss_and_grads_gradient_check_random_configs(config, rng):
     input_ids, mask, labels = random_batch(rng, config.vocab_size, B=2, S=4, T=3)
     loss, grads = model.loss_and_grads(input_ids, labels, mask)
     assert abs(loss - model.loss(input_ids, labels, mask)) < 1e-12
+    lean_loss, lean_grads = engine.loss_and_grads(model, input_ids, labels, mask)  # the engine, held to it
+    assert abs(lean_loss - loss) < 1e-12 and all(rel_error(lean_grads[k], grads[k]) < 1e-11 for k in grads)
     h = 1e-6
     for name in rng.choice(sorted(model.params), size=min(6, len(model.params)), replace=False):
         p = model.params[name]

@@ -1,6 +1,6 @@
-"""Every op's backward against float64 finite differences, on random shapes,
+"""Every reference op's backward against float64 finite differences, on random shapes,
 random upstream gradients and random masks; plus forward definitions checked
-against an independent formula."""
+against an independent formula. (The engine's forms: tests/test_engine.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm import ops
-from minillm.ops.embedding import embedding_backward_rows
 from minillm.testing import assert_gradients, dims, padding_mask, rel_error, rngs
 
 TOL = 1e-6
@@ -114,11 +113,24 @@ def _ffn_params(rng, C, F, gated):
 @given(rng=rngs(), B=dims(1, 2), L=dims(1, 4), C=dims(1, 5), F=dims(1, 6),
        gated=st.booleans(), act=st.sampled_from(sorted(ops.ACTIVATIONS)), drop=st.booleans())
 def test_ffn(rng, B, L, C, F, gated, act, drop):
+    """The plain FFN (W_i, W_o) and the gated one (W_i0, W_i1, W_o): two ops, each checked."""
     params = _ffn_params(rng, C, F, gated)
     x = randn(rng, B, L, C)
     seed = int(rng.integers(2**31))
-    fwd = lambda x, p, drng: ops.ffn_forward(x, p, act=act, dropout=0.3 if drop else 0.0, rng=drng)  # noqa: E731
-    assert_gradients(fwd, ops.ffn_backward, (x,), params, rng, TOL, drng=np.random.default_rng(seed))
+    forward, backward = (ops.gated_ffn_forward, ops.gated_ffn_backward) if gated else (ops.ffn_forward,
+                                                                                       ops.ffn_backward)
+    fwd = lambda x, p, drng: forward(x, p, act=act, dropout=0.3 if drop else 0.0, rng=drng)  # noqa: E731
+    assert_gradients(fwd, backward, (x,), params, rng, TOL, drng=np.random.default_rng(seed))
+
+
+def test_gated_ffn_is_the_formula():
+    """y = W_o (act(W_i0 x) * (W_i1 x)), written out independently (gelu_new in its tanh form)."""
+    rng = np.random.default_rng(4)
+    x, params = randn(rng, 2, 3, 5), _ffn_params(rng, 5, 7, gated=True)
+    h0, h1 = x @ params["wi_0"].T, x @ params["wi_1"].T
+    g = 0.5 * h0 * (1 + np.tanh(math.sqrt(2 / math.pi) * (h0 + 0.044715 * h0**3)))
+    y, _ = ops.gated_ffn_forward(x, params, act="gelu_new")
+    assert rel_error(y, (g * h1) @ params["wo"].T) < 1e-14
 
 
 def _attn_params(rng, C, H, D):
@@ -259,13 +271,14 @@ def test_ops_keep_the_input_dtype(dtype):
         ops.softmax_forward(x)[0],
         ops.dropout_forward(x, p=0.5, rng=np.random.default_rng(1))[0],
         ops.ffn_forward(x, {"wi": w, "wo": w.T.copy()}, act="gelu_new")[0],
+        ops.gated_ffn_forward(x, {"wi_0": w, "wi_1": w, "wo": w.T.copy()}, act="silu")[0],
         ops.self_attention_forward(x, attn, n_heads=2, scale=1.0,
                                    bias=ops.additive_mask(ops.causal_keep(3, xp=np), dtype))[0],
         ops.cross_entropy_forward(x.reshape(6, 4), np.arange(6) % 4)[0],
     ]
     for out in outs:
         assert out.dtype == dtype
-    dx, g = ops.self_attention_backward(outs[7], ops.self_attention_forward(x, attn, n_heads=2)[1])
+    dx, g = ops.self_attention_backward(outs[8], ops.self_attention_forward(x, attn, n_heads=2)[1])
     assert dx[0].dtype == dtype and all(v.dtype == dtype for v in g.values())
     m = rng.standard_normal((2, 5, 4)).astype(dtype)
     out, cache = ops.cross_attention_forward(x, m, attn, n_heads=2)
@@ -315,119 +328,6 @@ def test_self_attention_is_cross_attention_over_itself(rng, B, T, C, H, D):
         assert rel_error(g_s[k], g_c[k]) < 1e-12, k
 
 
-# ------------------------------------------------------------------ the inference forms
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inference_forms_match_the_forwards(dtype):
-    """rms_norm, softmax, attention_core and ffn (generation's decode step): the training op's
-    values (the same kernels, bit for bit where the layout is the same), and the formula."""
-    rng = np.random.default_rng(3)
-    N, C, H, D, F, S = 6, 8, 2, 3, 5, 7
-    tol = 10 * np.finfo(dtype).eps
-    x = rng.standard_normal((N, C)).astype(dtype)
-    w = rng.uniform(0.5, 1.5, C).astype(dtype)
-    y = ops.rms_norm(x, w, 1e-6)
-    assert y.dtype == dtype and np.array_equal(y, ops.rms_norm_forward(x, {"weight": w}, 1e-6)[0])
-    z = (3 * rng.standard_normal((N, H, 1, S))).astype(dtype)
-    assert np.array_equal(ops.softmax(z), ops.softmax_forward(z)[0])
-    # the activations' inference forms give the forward forms' values bit for bit (the gated
-    # FFN's forward uses the one and its backward remakes the value with the other)
-    from minillm.ops.activations import ACTIVATIONS, FUNCTIONS
-
-    a = (8 * rng.standard_normal((N, 300))).astype(dtype)
-    for act, (forward, _) in ACTIVATIONS.items():
-        assert np.array_equal(FUNCTIONS[act](a), forward(a)[0]), act
-
-    q = rng.standard_normal((N, H, 1, D)).astype(dtype)
-    k, v = rng.standard_normal((2, N, H, S, D)).astype(dtype)
-    bias = rng.standard_normal((N, 1, 1, S)).astype(dtype)
-    ctx = ops.attention_core(q, k, v, bias=bias, scale=0.5)
-    a = np.exp(0.5 * np.einsum("nhtd,nhsd->nhts", q, k) + bias)
-    expected = np.einsum("nhts,nhsd->nhtd", a / a.sum(-1, keepdims=True), v)
-    assert ctx.dtype == dtype and rel_error(ctx, expected) < tol
-
-    for act, names in (("relu", ("wi", "wo")), ("gelu_new", ("wi_0", "wi_1", "wo")),
-                       ("silu", ("wi_0", "wi_1", "wo"))):
-        params = {n: rng.standard_normal((C, F) if n == "wo" else (F, C)).astype(dtype) for n in names}
-        out = ops.ffn(x, params, act=act)
-        ref, _ = ops.ffn_forward(x, params, act=act)
-        assert out.dtype == dtype and rel_error(out, ref) < tol, act
-
-
-
-# ------------------------------------------------------------------ the memory-saving variants
-
-
-@SETTINGS
-@given(rng=rngs(), N=dims(1, 7), I=dims(1, 5), O=dims(1, 11), block=dims(1, 4))
-def test_linear_backward_adds_dw_into_an_array(rng, N, I, O, block):
-    """dw_into: the same dx, and dW added into the given array (returned as the gradient),
-    block by block of its rows; the blocks cover every row whatever their size."""
-    import minillm.ops.linear as linear
-
-    x, w, dy, base = randn(rng, N, I), randn(rng, O, I), randn(rng, N, O), randn(rng, O, I)
-    _, cache = ops.linear_forward(x, {"weight": w})
-    dx, g = ops.linear_backward(dy, cache)
-    before, linear.DW_BLOCK_ROWS = linear.DW_BLOCK_ROWS, block
-    try:
-        into = base.copy()
-        dx2, g2 = ops.linear_backward(dy, cache, dw_into=into)
-    finally:
-        linear.DW_BLOCK_ROWS = before
-    assert g2["weight"] is into
-    assert np.array_equal(dx2, dx)
-    assert rel_error(into, base + dy.T @ x) < 1e-12 and rel_error(into - base, g["weight"]) < 1e-12
-
-
-@SETTINGS
-@given(rng=rngs(), N=dims(1, 5), V=dims(2, 9), smoothing=st.sampled_from([0.0, 0.1]))
-def test_cross_entropy_spend_writes_over_its_input(rng, N, V, smoothing):
-    """spend=True: the same losses and gradient, p written over the logits and dz over p."""
-    z = 3 * randn(rng, N, V)
-    y = rng.integers(0, V, N)
-    y[0] = ops.IGNORE_INDEX
-    seed = randn(rng, N)
-    loss, cache = ops.cross_entropy_forward(z, y, smoothing)
-    dz, _ = ops.cross_entropy_backward(seed, cache)
-    z2 = z.copy()
-    loss2, cache2 = ops.cross_entropy_forward(z2, y, smoothing, spend=True)
-    assert np.array_equal(loss2, loss)
-    assert cache2[0] is z2 and np.array_equal(z2, cache[0])  # z2 now holds p
-    dz2, _ = ops.cross_entropy_backward(seed, cache2, spend=True)
-    assert dz2 is z2 and np.array_equal(dz2, dz)
-
-
-def test_embedding_backward_rows_are_the_dense_scatters_rows():
-    rng = np.random.default_rng(0)
-    ids = np.array([[0, 3, 3], [1, 0, 2]])
-    _, cache = ops.embedding_forward(ids, {"weight": randn(rng, 6, 4)})
-    dout = randn(rng, 2, 3, 4)
-    _, g = ops.embedding_backward(dout, cache)
-    rows, drows = embedding_backward_rows(dout, cache)
-    assert rows.tolist() == [0, 1, 2, 3]
-    assert np.array_equal(drows, g["weight"][rows])  # the same numbers, bit for bit
-    assert not g["weight"][[4, 5]].any()
-
-
-def test_embedding_backward_sum_is_the_dense_sum_bit_for_bit():
-    """Two reads of one table: (scatter_a + scatter_b) + dW, as the dense arrays add, bit for bit."""
-    from minillm.ops.embedding import embedding_backward_sum
-
-    rng = np.random.default_rng(5)
-    w = randn(rng, 9, 4)
-    parts = []
-    for ids in (np.array([[0, 3, 3, 7]]), np.array([[3, 1], [7, 7]])):
-        _, cache = ops.embedding_forward(ids, {"weight": w})
-        parts.append((randn(rng, *ids.shape, 4), cache))
-    dense = [ops.embedding_backward(d, c)[1]["weight"] for d, c in parts]
-    head = randn(rng, 9, 4)
-    assert np.array_equal(embedding_backward_sum(parts), dense[0] + dense[1])
-    into = head.copy()
-    out = embedding_backward_sum(parts, dw_into=into)
-    assert out is into and np.array_equal(out, (dense[0] + dense[1]) + head)
-
-
 def test_global_norm_and_clipping():
     """global_norm against a float64 sum of squares (with empty and 0-d gradients); a NaN or
     an inf makes it non-finite; clip_grad_norm scales by max_norm / (norm + 1e-6) as torch."""
@@ -446,40 +346,3 @@ def test_global_norm_and_clipping():
     assert abs(norm / ref - 1) < 1e-6
     scale = np.float32(1.0 / (norm + 1e-6))
     assert all(np.array_equal(copy[k], grads[k] * scale) for k in grads)
-
-
-def test_ops_that_need_not_keep_their_input():
-    """keep_input=False: the cache holds no x; the backward given x returns the same gradients,
-    and without it says so. rms_norm_output remakes the norm's output bit for bit (what a layer
-    passes as x)."""
-    rng = np.random.default_rng(2)
-    B, T, S, C, H, D, F = 2, 3, 4, 6, 2, 3, 5
-    x0 = randn(rng, B, T, C)
-    x, c_norm = ops.rms_norm_forward(x0, {"weight": rng.uniform(0.5, 1.5, C)})
-    assert np.array_equal(ops.rms_norm_output(c_norm), x)
-    m, dout = randn(rng, B, S, C), randn(rng, B, T, C)
-    attn = {n: randn(rng, H * D, C) for n in "qkv"} | {"o": randn(rng, C, H * D)}
-    ffn_params = {"wi_0": randn(rng, F, C), "wi_1": randn(rng, F, C), "wo": randn(rng, C, F)}
-    cases = {
-        "self_attention": (lambda keep: ops.self_attention_forward(x, attn, n_heads=H, keep_input=keep),
-                           ops.self_attention_backward),
-        "cross_attention": (lambda keep: ops.cross_attention_forward(x, m, attn, n_heads=H, keep_input=keep),
-                            ops.cross_attention_backward),
-        "ffn": (lambda keep: ops.ffn_forward(x, ffn_params, act="gelu_new", keep_input=keep),
-                ops.ffn_backward),
-        "ffn relu": (lambda keep: ops.ffn_forward(x, {"wi": ffn_params["wi_0"], "wo": ffn_params["wo"]},
-                                                  keep_input=keep), ops.ffn_backward),
-    }
-    for name, (fwd, bwd) in cases.items():
-        out, kept = fwd(True)
-        out2, bare = fwd(False)
-        assert np.array_equal(out, out2), name
-        assert not any(a is x for a in bare if isinstance(a, np.ndarray)), name
-        d1, g1 = bwd(dout, kept)
-        d2, g2 = bwd(dout, bare, x=ops.rms_norm_output(c_norm))
-        flat = lambda d: d if isinstance(d, tuple) else (d,)  # noqa: E731
-        assert all(np.array_equal(a, b) for a, b in zip(flat(d1), flat(d2), strict=True)
-                   if a is not None), name
-        assert all(np.array_equal(g1[k], g2[k]) for k in g1), name
-        with pytest.raises(ValueError, match="pass x"):
-            bwd(dout, bare)

@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from minillm.cli import main
-from minillm.training import read_metrics
-from minillm.training.plot import plot_loss, plot_tasks
-from minillm.training.svg import linear_ticks, log_ticks
+from minillm.plots.charts import plot_loss, plot_tasks
+from minillm.plots.svg import linear_ticks, log_ticks
+from minillm.runfolder.metrics import read_metrics
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 TASKS = ("copy", "a<b & c", "yes")

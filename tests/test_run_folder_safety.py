@@ -20,8 +20,8 @@ import pytest
 
 import minillm
 from minillm.cli import main
-from minillm.storage.lock import LOCK_NAME, FolderInUse, folder_lock
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.lock import LOCK_NAME, FolderInUse, folder_lock
 from tests.conftest import folder_digest, start_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -370,7 +370,7 @@ def test_out_that_is_not_a_run_is_refused_without_overwrite(start_dir, sft_run, 
 
 KILL_AT_BEST = textwrap.dedent("""
     import os, signal, sys
-    from minillm.training import checkpoint as ckpt
+    from minillm.runfolder import checkpoint as ckpt
     real = ckpt.save_model
     def save_model(folder, *args, **kw):
         if os.path.basename(os.fspath(folder)) == ckpt.BEST_DIR:

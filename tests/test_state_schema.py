@@ -184,9 +184,9 @@ def test_a_data_file_run_s_position_is_checked_against_the_file(tmp_path, capsys
 
 
 def test_an_rl_state_is_checked_by_its_own_schema(runs):
+    from minillm.runfolder import checkpoint as ckpt
+    from minillm.runfolder.state_file import StateError, check_state
     from minillm.training import RLConfig, TrainConfig
-    from minillm.training import checkpoint as ckpt
-    from minillm.training.state_file import StateError, check_state
 
     sft = saved_state(runs)
     run = {"start": "/tmp/start", "data": None, "eval_data": None, "tasks": ["qa"],

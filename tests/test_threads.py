@@ -1,4 +1,4 @@
-"""BLAS threads that follow the idle cores (minillm.backend): the arithmetic, the OpenBLAS
+"""BLAS threads that follow the idle cores (minillm.blas): the arithmetic, the OpenBLAS
 calls, and the measurement of another process's busy core, in fresh processes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from minillm.backend import blas_threads, busy_ticks, set_blas_threads, threads_for
+from minillm.blas import blas_threads, busy_ticks, set_blas_threads, threads_for
 
 STAT = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1 2 3\n"
 
@@ -52,7 +52,7 @@ def test_set_blas_threads_sets_and_returns_the_count_before():
 FOLLOW = textwrap.dedent('''
     import sys, time
     import numpy as np
-    from minillm import backend
+    from minillm import blas as backend
 
     on = backend.follow_idle_cores(interval_s=0.5)
     a = np.ones((300, 300))
@@ -101,7 +101,7 @@ def test_a_thread_count_the_user_set_is_left_alone():
 def test_the_threads_flag_takes_a_count_or_auto_and_refuses_the_rest():
     import argparse
 
-    from minillm.cli import threads
+    from minillm.cli.flags import threads
 
     assert threads("auto") == "auto"
     assert threads("3") == 3
@@ -120,8 +120,8 @@ def test_a_bad_threads_value_is_one_line_and_exit_2(capsys):
 
 APPLY = textwrap.dedent('''
     import sys
-    from minillm import backend
-    from minillm.workflows.common import apply_threads
+    from minillm import blas as backend
+    from minillm.workflows.checks import apply_threads
 
     arg = sys.argv[1]
     apply_threads(None if arg == "none" else arg if arg == "auto" else int(arg))
@@ -145,7 +145,7 @@ def test_the_threads_setting_sets_the_count_or_follows_the_idle_cores(value, exp
 
 
 def test_a_bad_threads_setting_is_refused_in_one_line():
-    from minillm.workflows.common import SettingsError, apply_threads
+    from minillm.workflows.checks import SettingsError, apply_threads
 
     for bad in (0, -2, 1.5, "two", True):
         with pytest.raises(SettingsError, match="threads: expected a count >= 1 or 'auto'"):
@@ -156,7 +156,7 @@ def test_a_bad_threads_setting_is_refused_in_one_line():
 def test_the_generate_workflow_applies_its_threads_setting(tmp_path):
     """GenerateSettings(threads=1) in one call, as `minillm generate --threads 1` does."""
     script = textwrap.dedent(f'''
-        from minillm import backend
+        from minillm import blas as backend
         from minillm.workflows import GenerateSettings, generate
         try:
             generate(GenerateSettings(dir={str(tmp_path / "missing")!r}, prompts=("hi",), threads=1))

@@ -204,7 +204,7 @@ def test_bad_tokenizer_config_is_named(t5_tok, name, doc, message):
 
 
 def test_run_folder_tokenizer_config_says_how_to_decode(tok, tmp_path):
-    from minillm.training.checkpoint import tokenizer_config
+    from minillm.runfolder.checkpoint import tokenizer_config
 
     cfg = tokenizer_config(tok)
     assert cfg["clean_up_tokenization_spaces"] is False

@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 
 import minillm
+from minillm import engine
 from minillm.data import Example, collate, encode_examples
+from minillm.data.batching import batch_stream
 from minillm.evaluation import evaluate, strip_after_eos
 from minillm.ops.cross_entropy import log_softmax
 from minillm.optim import AdamW, ScaledAdamW
-from minillm.training import checkpoint as ckpt
-from minillm.training import read_metrics
-from minillm.training.sft import (
-    TrainConfig,
-    TrainingDiverged,
-    TrainState,
-    batch_stream,
-    fit,
-    sft_loss_and_grads,
-    train_step,
-)
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.metrics import read_metrics
+from minillm.training.sft import TrainConfig, TrainState, sft_loss_and_grads, train_step
+from minillm.training.sft_trainer import fit
+from minillm.training.update import TrainingDiverged
 
 EXAMPLES = [
     Example("Reverse the words.\nred owl pen", "pen owl red", "reverse_words"),
@@ -196,14 +192,14 @@ def test_fit_writes_the_run_folder(tokenizer, encoded, tmp_path):
 
 def test_divergence_keeps_the_last_good_checkpoint(tokenizer, encoded, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = minillm.T5.loss_and_grads
+    real = engine.loss_and_grads
 
-    def goes_nan(self, *a, **k):
+    def goes_nan(*a, **k):
         calls["n"] += 1
-        loss, grads = real(self, *a, **k)
+        loss, grads = real(*a, **k)
         return (float("nan"), grads) if calls["n"] == 6 else (loss, grads)
 
-    monkeypatch.setattr(minillm.T5, "loss_and_grads", goes_nan)
+    monkeypatch.setattr(engine, "loss_and_grads", goes_nan)
     with pytest.raises(TrainingDiverged, match=r"step 6: the loss is nan.*checkpoint \(step 4\)"):
         run_fit(tokenizer, encoded, tmp_path, steps=8)
     assert ckpt.read_state(tmp_path)["step"] == 4
@@ -306,7 +302,7 @@ def test_train_config_refuses_each_bad_field_in_one_line(field, value, words):
     ("ema_decay", 1.0, "ema_decay must"), ("temperature", INF, "temperature must"),
     ("temperature", 0.0, "temperature must"), ("top_p", NAN, "top_p must"),
     ("top_p", 0.0, "top_p must"), ("top_k", True, "top_k must"), ("top_k", -1, "top_k must"),
-    ("k", True, "k must"), ("whiten", 1, "whiten must be true or false"),
+    ("k", True, "k must"), ("normalize_advantages", 1, "normalize_advantages must be true or false"),
     ("baseline", "mean", "baseline must be one of"), ("baseline", 3, "baseline must be one of"),
 ])
 def test_rl_config_refuses_each_bad_field_in_one_line(field, value, words):
@@ -324,14 +320,14 @@ def test_configs_accept_their_defaults_and_edges():
 
     TrainConfig(lr=1e38, warmup_steps=0, weight_decay=0, betas=(0.0, 0.0), min_lr_ratio=1.0,
                 save_every=0, label_smoothing=0.5, position_bias_lr_scale=30)
-    RLConfig(lr=1, kl_coef=0, whiten=True, top_p=1, ema_decay=0, baseline="none", k=1)
+    RLConfig(lr=1, kl_coef=0, normalize_advantages=True, top_p=1, ema_decay=0, baseline="none", k=1)
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     assert RLConfig.from_dict(RLConfig().to_dict()) == RLConfig()
 
 
 def test_generator_state_round_trips_and_a_foreign_one_is_named():
     from minillm import seeds
-    from minillm.training.run_folder import restore_generator
+    from minillm.runfolder.settings import restore_generator
 
     rng = seeds.generator(3, "dropout")
     rng.random(5)

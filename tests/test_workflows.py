@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minillm import seeds
+from minillm.parallel import quiet
 from minillm.workflows import (
     DataSettings,
     EvalSettings,
@@ -33,7 +34,7 @@ SETTINGS = {"train": TrainSettings, "rl": RLSettings, "eval": EvalSettings,
 def tiny_run(tmp_path_factory):
     """A finished tiny SFT run: (its folder, the TrainResult)."""
     out = tmp_path_factory.mktemp("wf") / "sft"
-    return out, train(TrainSettings(out=str(out), **TINY), log=lambda msg: None)
+    return out, train(TrainSettings(out=str(out), **TINY), log=quiet)
 
 
 def _subparsers():
@@ -84,7 +85,7 @@ def test_train_stopped_and_resumed_is_the_uninterrupted_run(tiny_run, tmp_path):
 
     out, _ = tiny_run
     b = str(tmp_path / "b")
-    stopped = train(TrainSettings(out=b, stop_after=2, **TINY), log=lambda msg: None)
+    stopped = train(TrainSettings(out=b, stop_after=2, **TINY), log=quiet)
     assert stopped.stopped_early and stopped.final_eval is None and stopped.step == 2
     notes = []
     resumed = train(TrainSettings(out=b, resume=True, no_progress=True, no_plot=True), log=notes.append)
@@ -200,7 +201,7 @@ def test_rl_tunes_from_a_folder_and_reports_before_and_after(tiny_run, tmp_path)
     settings = RLSettings(dir=str(out), out=str(rl_out), tasks="sort_words", steps=2, n_train=20,
                           n_eval=6, batch_size=4, k=2, max_new_tokens=4, eval_every=0,
                           no_progress=True)
-    result = rl(settings, log=lambda msg: None)
+    result = rl(settings, log=quiet)
     assert (result.step, result.steps, result.stopped_early) == (2, 2, False)
     for ev in (result.initial_eval, result.final_eval):
         assert ev["n"] == 6 and set(ev["per_task"]) == {"sort_words"} and 0 <= ev["reward"] <= 1

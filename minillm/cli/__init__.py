@@ -1,11 +1,11 @@
-"""The ``minillm`` command line: one subcommand per module in this package.
+"""The ``minillm`` command line: one subcommand per module in this package (:data:`COMMANDS`).
 
 Each subcommand module defines ``add_parser(subparsers)`` (which registers its
 parser and sets ``func``) and a ``run(args)`` that turns the arguments into the
 command's settings, calls its workflow (:mod:`minillm.workflows`) and prints
-the result. Errors the workflow raises (ValueError, FileNotFoundError) become one
-line on stderr and exit status 2; a diverged run (TrainingDiverged), one line
-and exit status 1.
+the result; what they share is :mod:`minillm.cli.flags`. Errors the workflow
+raises (ValueError, FileNotFoundError) become one line on stderr and exit
+status 2; a diverged run (TrainingDiverged), one line and exit status 1.
 
 Under ``mpiexec -n N`` (N > 1, :mod:`minillm.parallel`) every rank runs the same
 command; rank 0 alone prints (stdout and notes), and an error every rank agreed
@@ -17,28 +17,11 @@ ends them all (``MPI_Abort``) rather than leave the others waiting.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import math
 import sys
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS = ["train", "generate", "eval", "rl", "data"]
-
-
-def settings_from(cls, args: argparse.Namespace, **given):
-    """The settings dataclass ``cls`` from parsed ``args``: each field from the flag of its name.
-
-    ``given`` fields are taken as they are instead; lists (``nargs``) become tuples.
-    """
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in given}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values, **given)
-
-
-def say(msg: str) -> None:
-    """A note on stderr (stdout carries the command's result)."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,40 +30,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
-
-
-def finite(text: str) -> float:
-    """A flag's number: a float that is finite (``inf`` and ``nan`` are refused)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return v
-
-
-def threads(text: str) -> int | str:
-    """--threads: a positive count, or 'auto'."""
-    if text == "auto":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a thread count or 'auto', got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return n
-
-
-def add_threads_flag(group) -> None:
-    """The --threads flag of the commands that compute (train, rl, generate, eval)."""
-    group.add_argument(
-        "--threads", type=threads, default=None, metavar="N|auto",
-        help="BLAS threads on the CPU. auto: the cores other processes leave idle, re-measured "
-        "every second (much faster on a shared machine; the last bits of a result then depend on "
-        "the load, since OpenBLAS's sums depend on its thread count, so runs are no longer "
-        "reproducible bit for bit). Default: OpenBLAS's own (every core, or OPENBLAS_NUM_THREADS)")
 
 
 def check_argv(argv: list[str]) -> str | None:

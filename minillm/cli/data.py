@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minillm.cli import settings_from
+from minillm.cli.flags import settings_from
 from minillm.workflows import DataSettings, make_data, task_samples
 from minillm.workflows.data import to_jsonl_lines
 

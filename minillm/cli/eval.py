@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 
-from minillm.cli import add_threads_flag, finite, settings_from
+from minillm.cli.flags import add_threads_flag, finite, settings_from
 from minillm.workflows import EvalSettings, evaluate
 from minillm.workflows.evaluate import PLAIN
 

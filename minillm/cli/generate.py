@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minillm.cli import add_threads_flag, finite, settings_from
+from minillm.cli.flags import add_threads_flag, finite, settings_from
 from minillm.workflows import GenerateSettings
 from minillm.workflows.generate import DEFAULT_MAX_SOURCE_LEN, OPTIONS, iter_generate
 

@@ -10,19 +10,23 @@
 DIR is the starting model (a Hugging Face T5 folder with tokenizer.json, e.g. an
 SFT run folder); it is also the frozen reference of the KL penalty, copied into
 ``OUT/reference``. The run folder is that of ``minillm train`` (see
-:mod:`minillm.training.checkpoint`). The work is :func:`minillm.workflows.rl`
+:mod:`minillm.runfolder`). The work is :func:`minillm.workflows.rl`
 (``RLSettings`` has a field per flag); this module parses the flags and prints
-the evaluations before and after.
+the evaluations before and after. The REINFORCE flags are made from
+:class:`minillm.training.rl_config.RLConfig`, where each setting is defined once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 
-from minillm.cli import add_threads_flag, say, settings_from
-from minillm.training.checkpoint import SAVE_DTYPES
+from minillm.cli.flags import add_threads_flag, say, settings_from
+from minillm.runfolder.checkpoint import SAVE_DTYPES
+from minillm.training.rl_config import RLConfig, flag_settings
 from minillm.workflows import RLSettings, format_policy_eval, rl
-from minillm.workflows.rl import ALGOS, BASELINES, DEFAULT_OUT, DEFAULTS, LOSS_TYPES, SCALE_REWARDS
+from minillm.workflows.rl_settings import DEFAULT_OUT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -77,61 +81,33 @@ def _data_flags(g) -> None:
 
 
 def _training_flags(t) -> None:
-    """The REINFORCE settings: None by default, so that --resume can tell which were given."""
-    d = DEFAULTS
-    t.add_argument("--steps", type=int,
-                   help=f"steps, each a batch of samples and --num-iterations updates [{d.steps}]")
-    t.add_argument("--batch-size", type=int,
-                   help=f"prompts per micro-batch (per rank under mpiexec) [{d.batch_size}]")
-    t.add_argument("--grad-accum", type=int,
-                   help=f"micro-batches per optimizer step (on each rank) [{d.grad_accum}]")
-    t.add_argument("--k", type=int, help=f"samples per prompt [{d.k}]")
-    t.add_argument("--algo", choices=ALGOS,
-                   help="rloo: leave-one-out advantages, the KL in the reward (--kl-coef); grpo: "
-                   "group-normalised advantages, the per-token KL in the loss (--beta), as TRL's "
-                   f"trainers [{d.algo}]")
-    t.add_argument("--num-iterations", type=int,
-                   help="updates on each step's samples (mu), the ratio pi/pi_old clipped "
-                   f"PPO-style [{d.num_iterations}]")
-    t.add_argument("--epsilon", type=float,
-                   help=f"clip the ratio to [1 - epsilon, 1 + epsilon-high] [{d.epsilon}]")
-    t.add_argument("--epsilon-high", type=float, help="the upper clip [--epsilon]")
-    t.add_argument("--beta", type=float,
-                   help=f"grpo: beta * the k3 KL exp(r) - r - 1 per token in the loss [{d.beta}]")
-    t.add_argument("--scale-rewards", choices=SCALE_REWARDS,
-                   help="grpo: divide (r - the group's mean) by the std of the group, of the batch, "
-                   f"or none [{d.scale_rewards}]")
-    t.add_argument("--loss-type", choices=LOSS_TYPES,
-                   help="grpo: average token losses per sequence then over sequences (grpo), over "
-                   f"N * max-new-tokens (dr_grpo) or over every token (dapo) [{d.loss_type}]")
-    t.add_argument("--baseline", choices=BASELINES,
-                   help="rloo: mean reward of the prompt's other k-1 samples; ema: moving "
-                   f"average of batch means; none [{d.baseline}]")
-    t.add_argument("--ema-decay", type=float, help=f"for --baseline ema [{d.ema_decay}]")
-    t.add_argument("--whiten", action="store_true", default=None,
-                   help="normalise the advantages to mean 0, std 1 over each batch")
-    t.add_argument("--kl-coef", type=float,
-                   help=f"rloo: c in reward - c * sum_t log(pi/pi_ref), per sequence [{d.kl_coef}]")
-    t.add_argument("--entropy-coef", type=float,
-                   help=f"bonus on the mean per-token entropy [{d.entropy_coef}]")
-    t.add_argument("--lr", type=float, help=f"peak learning rate, AdamW [{d.lr}]")
-    t.add_argument("--warmup-steps", type=int, help=f"linear warmup [{d.warmup_steps}]")
-    t.add_argument("--schedule", choices=("constant", "cosine", "linear"), help=f"[{d.schedule}]")
-    t.add_argument("--weight-decay", type=float, help=f"[{d.weight_decay}]")
-    t.add_argument("--max-grad-norm", type=float, help=f"clipping [{d.max_grad_norm}]")
-    t.add_argument("--temperature", type=float,
-                   help=f"sampling temperature; 1 samples the policy itself [{d.temperature}]")
-    t.add_argument("--top-k", type=int, help=f"sampling top-k; 0: off [{d.top_k}]")
-    t.add_argument("--top-p", type=float, help=f"sampling top-p; 1: off [{d.top_p}]")
-    t.add_argument("--max-new-tokens", type=int, help=f"output tokens sampled [{d.max_new_tokens}]")
-    t.add_argument("--seed", type=int, help=f"seed of the data, prompt order and sampling [{d.seed}]")
-    t.add_argument("--eval-every", type=int,
-                   help=f"evaluate every this many steps; 0: only at the end [{d.eval_every}]")
-    t.add_argument("--save-every", type=int,
-                   help="checkpoint every this many steps [with each evaluation]")
+    """The REINFORCE settings, a flag for each RLConfig field that has one (its help, choices
+    and default from there): None by default, so that --resume can tell which were given."""
+    hints = typing.get_type_hints(RLConfig)
+    for f in flag_settings():
+        t.add_argument(*(_flag(n) for n in (f.name, *f.metadata["aliases"])), dest=f.name,
+                       help=_help(f), **_parse(hints[f.name], f.metadata["choices"]))
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="checkpoint and stop at this step; continue later with --resume")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _help(f: dataclasses.Field) -> str:
+    """The setting's meaning and its default: ``[0.0003]``, or what ``shown`` says."""
+    shown = str(f.default) if f.metadata["shown"] is None else f.metadata["shown"]
+    return f.metadata["help"] + (f" [{shown}]" if shown else "")
+
+
+def _parse(hint, choices) -> dict:
+    """How argparse reads a setting of type ``hint``: a switch for a bool, else its type."""
+    if hint is bool:
+        return {"action": "store_true", "default": None}
+    kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))  # int | None -> int
+    return {"type": kind, "choices": choices}
 
 
 def run(args: argparse.Namespace) -> int:

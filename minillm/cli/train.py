@@ -7,7 +7,7 @@
     minillm train --out runs/sft --resume           # continue a stopped run, bit for bit
 
 The run folder (``--out``, default runs/sft) is a Hugging Face folder plus the
-trainer state; see :mod:`minillm.training.checkpoint`. The work is
+trainer state; see :mod:`minillm.runfolder`. The work is
 :func:`minillm.workflows.train` (``TrainSettings`` has a field per flag); this
 module parses the flags and prints the final evaluation, the checkpoints and the
 pictures (loss.svg, tasks.svg).
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from minillm.cli import add_threads_flag, finite, say, settings_from
-from minillm.training.checkpoint import SAVE_DTYPES
+from minillm.cli.flags import add_threads_flag, finite, say, settings_from
+from minillm.runfolder.checkpoint import SAVE_DTYPES
 from minillm.workflows import TrainSettings, format_eval, train
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT

@@ -3,6 +3,7 @@
     examples.py    Example, load_jsonl / write_jsonl, group_by_task
     batching.py    encode_examples, collate, epoch_order, split_held_out
     tokenizer.py   Tokenizer (imports the ``tokenizers`` library; not imported here)
+    tokenizer_config.py  tokenizer_config.json / special_tokens_map.json beside a tokenizer.json
     tasks/         the built-in task suite
 
 This package's namespace re-exports ``examples`` and ``batching`` (NumPy only).

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.examples import Example
 from minillm.ops.cross_entropy import IGNORE_INDEX
 
@@ -239,3 +239,20 @@ def split_held_out(examples: Sequence[Example], seed: int) -> tuple[list[Example
     held = [examples[i] for i in sorted(perm[:k])]
     train = [examples[i] for i in sorted(perm[k:])]
     return train, held
+
+
+def batch_stream(encoded: EncodedDataset, batch_size: int, seed: int, epoch: int = 0,
+                 start: int = 0) -> Iterator[tuple[dict, tuple[int, int]]]:
+    """Endless (batch, position after it) from data position (epoch, start).
+
+    Epoch e's order is ``minillm.data.epoch_order(lengths, batch_size, seed, e)``
+    (length-bucketed, shuffled), a pure function, so a position is all a resumed
+    run needs. The position after the last batch of an epoch is (e + 1, 0).
+    """
+    lengths = encoded.lengths
+    while True:
+        order = epoch_order(lengths, batch_size, seed, epoch)
+        for i in range(start, len(order)):
+            pos = (epoch + 1, 0) if i + 1 == len(order) else (epoch, i + 1)
+            yield collate(encoded, order[i]), pos
+        epoch, start = epoch + 1, 0

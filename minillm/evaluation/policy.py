@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.engine as engine
+import minillm.seeds as seeds
 from minillm.backend import get_xp, to_numpy
 from minillm.data.batching import EncodedDataset
 from minillm.data.examples import Example, group_by_task
@@ -35,12 +36,12 @@ def token_logprobs(model, input_ids, labels, attention_mask=None, repeats: int =
     adjacent, and the prompt is encoded once for all of them.
     """
     xp = model.xp
-    memory = model.encode(input_ids, attention_mask)  # (B, S, C)
+    memory = engine.encode(model, input_ids, attention_mask)  # (B, S, C)
     if repeats > 1:
         memory = xp.repeat(memory, repeats, axis=0)  # (N, S, C)
         attention_mask = None if attention_mask is None else xp.repeat(attention_mask, repeats, axis=0)
-    hidden = model.decode(model.shift_right(labels), memory, attention_mask)  # (N, L, C)
-    logits = model.lm_head(hidden)  # (N, L, V)
+    hidden = engine.decode(model, model.shift_right(labels), memory, attention_mask)  # (N, L, C)
+    logits = engine.lm_head(model, hidden)  # (N, L, V)
     N, L, V = logits.shape
     token_loss, _ = cross_entropy_forward(logits.reshape(N * L, V), labels.reshape(-1))
     return -token_loss.reshape(N, L)
@@ -54,8 +55,8 @@ def policy_kl(policy, reference, input_ids, labels, attention_mask=None) -> np.n
     sequence-level KL(pi || pi_ref).
     """
     dec = policy.shift_right(labels)
-    lp = log_softmax(policy.logits(input_ids, dec, attention_mask))  # (N, L, V)
-    lq = log_softmax(reference.logits(input_ids, dec, attention_mask))
+    lp = log_softmax(engine.logits(policy, input_ids, dec, attention_mask))  # (N, L, V)
+    lq = log_softmax(engine.logits(reference, input_ids, dec, attention_mask))
     xp = get_xp(lp)
     per_tok = (xp.exp(lp) * (lp - lq)).sum(axis=-1)  # (N, L)
     return to_numpy((per_tok * (labels != IGNORE_INDEX)).sum(axis=1)).astype(np.float64)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import minillm.engine as engine
 from minillm.data.batching import EncodedDataset, collate, encode_examples
 from minillm.data.examples import Example, group_by_task
 from minillm.evaluation.decode import decode_outputs, greedy_outputs
@@ -51,7 +52,7 @@ def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150,
         for j in range(world.rank, len(starts), world.size):
             b = collate(encoded, order[starts[j] : starts[j] + batch_size])
             n_b = int((b["labels"] != IGNORE_INDEX).sum())
-            terms[j] = model.loss(b["input_ids"], b["labels"], b["attention_mask"]) * n_b
+            terms[j] = engine.loss(model, b["input_ids"], b["labels"], b["attention_mask"]) * n_b
             counts[j] = n_b
     if world.size > 1:
         both = world.allreduce_(np.concatenate([terms, counts]))
@@ -65,7 +66,7 @@ def teacher_forced_nll(model, encoded: EncodedDataset, batch_size: int = 150,
 
 def text_metrics(outputs: Sequence[str], targets: Sequence[str]) -> dict[str, float]:
     """exact_match, corpus BLEU and mean ROUGE-1/2/L F of outputs against targets."""
-    from minillm import metrics
+    import minillm.metrics as metrics
 
     types = ("rouge1", "rouge2", "rougeL")
     rouge = [metrics.rouge(o, t, types=types) for o, t in zip(outputs, targets, strict=True)]

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from minillm.backend import adapt_threads, get_xp
+from minillm.backend import get_xp
+from minillm.blas import adapt_threads
 from minillm.generation.processors import Settings, process_scores, topk
 from minillm.ops.cross_entropy import log_softmax
 

@@ -6,7 +6,8 @@
 The options are transformers' ``GenerationConfig`` fields, with its defaults and
 meanings; the installed ``transformers/generation/utils.py`` and
 ``logits_process.py`` are the specification this module follows. The encoder runs
-once; each step feeds one token through the cached decoder (``minillm.model.kv_cache``).
+once; each step feeds one token through the cached decoder (``minillm.engine.kv_cache``).
+``use_cache=False`` runs the reference model's whole decoder each step instead.
 
 Every step turns the logits into float32 scores and applies transformers'
 logits processors (``minillm.generation.processors``). Greedy picks argmax s;
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from minillm.backend import adapt_threads, get_xp
+from minillm.backend import get_xp
+from minillm.blas import adapt_threads
+from minillm.engine import decode_step, encode, init_cache, reorder_cache, step_weights
 from minillm.generation.beam import beam_search
 from minillm.generation.processors import Settings, check_settings, process_scores, sample
-from minillm.model.kv_cache import decode_step, init_cache, reorder_cache, step_weights
 
 
 @dataclass
@@ -113,7 +115,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
             raise ValueError("do_sample=True needs rng=numpy.random.default_rng(seed)")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    memory = model.encode(input_ids, attention_mask)  # (B, S, C)
+    memory = encode(model, input_ids, attention_mask)  # (B, S, C), the engine's: no caches kept
     repeats = s.num_beams if s.num_beams > 1 else s.num_return_sequences
     decoder = _Decoder(model, memory, attention_mask, repeats, 1 + s.max_new_tokens, use_cache)
     B = memory.shape[0]

@@ -1,56 +1,55 @@
-"""T5 as an encoder-decoder of pure forward/backward functions.
+"""T5 as an encoder-decoder of pure forward/backward functions: the reference model.
 
     memory = encode(input_ids, attention_mask)                         (B, S, C)
     hidden = decode(decoder_input_ids, memory, attention_mask)         (B, T, C)
-    logits = lm_head(hidden)                                           (B, T, V)
+    logits = lm_head(hidden) = (hidden * s) W^T                        (B, T, V)
 
-Each stack (encoder, decoder) is: token embedding (``shared``), dropout,
-N blocks, final RMS norm, dropout. A block is
-
-    x = x + dropout(SelfAttention(norm(x), bias = position_bias + mask))
-    x = x + dropout(EncDecAttention(norm(x), memory, bias = encoder mask))   (decoder only)
-    x = x + dropout(FFN(norm(x)))
-
-with the relative position bias computed once by block 0 of the stack and
-shared by all its blocks. The LM head multiplies by d_model**-0.5 when
-``config.scale_decoder_outputs`` (original T5, tied embeddings) and uses
-``shared.weight`` unless the params hold a separate ``lm_head.weight``.
-
-``loss_and_grads`` (SFT) fuses the LM head with the cross-entropy, row chunk by
-row chunk (:mod:`minillm.ops.lm_loss`), so the (N, V) logits, probabilities and
-their gradient never exist whole; ``forward`` / ``backward`` return and take the
-whole logits (REINFORCE, generation, the tests). ``recompute=True`` keeps only
-each block's input and recomputes the block in the backward (:mod:`minillm.model.stack`).
+Each stack (encoder, decoder) is :mod:`minillm.model.stack`. The LM head multiplies
+by s = d_model**-0.5 when ``config.scale_decoder_outputs`` (the original T5, tied
+embeddings) and uses ``shared.weight`` unless the params hold a separate
+``lm_head.weight``. In the backward the gradient of the memory is the sum over
+every decoder block's cross-attention, and ``shared.weight``, read by both stacks
+(and by a tied head), receives the sum of their gradients.
 
 Parameters live in one flat dict named exactly as in Hugging Face's
 ``T5ForConditionalGeneration`` state dict; gradients use the same keys.
+
+This is the reference: ``forward`` keeps every cache, ``backward`` reads them, and
+``loss_and_grads`` is forward, cross-entropy and backward over the whole (B*T, V)
+logits. The trainers, evaluation and generation use the lean engine
+(:mod:`minillm.engine`: the fused LM-head loss, freed caches, recomputation,
+inference that keeps nothing), which tests hold to these methods.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from minillm.backend import device_of, get_xp, to_device
 from minillm.config import T5Config
 from minillm.model.params import add_grads, init_params, params_from_tensors
-from minillm.model.stack import stack_backward, stack_forward
+from minillm.model.stack import StackCache, stack_backward, stack_forward
 from minillm.ops.attention import causal_keep, padding_keep
-from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy
-from minillm.ops.embedding import embedding_backward_sum
-from minillm.ops.linear import linear_backward, linear_forward
-from minillm.ops.lm_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
+from minillm.ops.cross_entropy import IGNORE_INDEX, cross_entropy, cross_entropy_mean_backward
+from minillm.ops.linear import LinearCache, linear_backward, linear_forward
+
+
+class T5Cache(NamedTuple):
+    """What ``T5.backward`` needs."""
+
+    encoder: StackCache
+    decoder: StackCache
+    repeats: int  # decoder rows per prompt
+    head: LinearCache  # logits = (hidden * s) W^T
+    scale: float  # s
 
 
 class T5:
-    """A T5ForConditionalGeneration: a config and a flat dict of named arrays.
-
-    The methods are thin wrappers over the pure functions of this module; the
-    object holds no state besides ``config`` and ``params``.
-    """
+    """A T5ForConditionalGeneration: a config and a flat dict of named arrays, nothing else."""
 
     def __init__(self, config: T5Config, params: dict):
         self.config = config
@@ -84,10 +83,6 @@ class T5:
             return self
         return T5(self.config, to_device(self.params, device))
 
-    @property
-    def device(self) -> str:
-        return device_of(self.params["shared.weight"])
-
     def save_pretrained(self, path: str | os.PathLike, dtype: str | None = None) -> None:
         """Write config.json and model.safetensors that transformers loads.
 
@@ -97,6 +92,10 @@ class T5:
         from minillm.storage.hf import save_pretrained
 
         save_pretrained(self.config, self.params, path, dtype=dtype)
+
+    @property
+    def device(self) -> str:
+        return device_of(self.params["shared.weight"])
 
     @property
     def dtype(self):
@@ -111,10 +110,23 @@ class T5:
         """True when the LM head reuses shared.weight."""
         return "lm_head.weight" not in self.params
 
-    # ------------------------------------------------------------ the seams
-    def _ids(self, a, name):
-        xp = self.xp
-        a = xp.asarray(a)
+    def head(self) -> tuple[str, Any, float]:
+        """(key, W (V, C), s): the LM head's parameter name, its weight, and the scale of hidden."""
+        key = "shared.weight" if self.tied else "lm_head.weight"
+        s = self.config.d_model**-0.5 if self.config.scale_decoder_outputs else 1.0
+        return key, self.params[key], s
+
+    def num_parameters(self) -> int:
+        return int(sum(math.prod(v.shape) for v in self.params.values()))
+
+    def astype(self, dtype) -> T5:
+        """A copy with every parameter cast to dtype."""
+        return T5(self.config, {k: v.astype(dtype) for k, v in self.params.items()})
+
+    # ------------------------------------------------------------ the inputs
+    def check_ids(self, a, name: str):
+        """``a`` as a 2-D integer array (B, L) of ids in [0, vocab_size) (labels: or -100)."""
+        a = self.xp.asarray(a)
         if a.ndim != 2 or a.dtype.kind not in "iu":
             raise ValueError(f"{name} must be a 2-D integer array (B, L), got {a.dtype} {a.shape}")
         ok = (a >= 0) & (a < self.config.vocab_size)
@@ -125,7 +137,8 @@ class T5:
             raise ValueError(f"{name} holds id {int(bad)} outside [0, vocab_size={self.config.vocab_size})")
         return a
 
-    def _mask(self, mask, ids, name):
+    def check_mask(self, mask, ids, name: str):
+        """A (B, L) mask of 1/0 shaped like ``ids`` (None: every position real)."""
         if mask is None:
             return self.xp.ones(ids.shape, dtype=np.int64)
         mask = self.xp.asarray(mask)
@@ -133,174 +146,109 @@ class T5:
             raise ValueError(f"{name} has shape {mask.shape}, expected {ids.shape}")
         return mask
 
-    def encode(self, input_ids, attention_mask=None, rng=None):
-        """memory (B, S, C) for input_ids (B, S); attention_mask (B, S) is 1 for real tokens."""
-        # only the output is wanted: recompute's cache keeps each block's input, not its activations
-        return self.encode_forward(input_ids, attention_mask, rng, recompute=True)[0]
-
-    def encode_forward(self, input_ids, attention_mask=None, rng=None, recompute: bool = False):
-        input_ids = self._ids(input_ids, "input_ids")
-        attention_mask = self._mask(attention_mask, input_ids, "attention_mask")
-        return stack_forward(self.params, self.config, "encoder", input_ids,
-                             padding_keep(attention_mask), rng=rng, recompute=recompute)
-
-    def decode(self, decoder_input_ids, memory, attention_mask=None, decoder_attention_mask=None,
-               rng=None):
-        """hidden (B, T, C): the decoder's final-normed output, before the LM head."""
-        return self.decode_forward(decoder_input_ids, memory, attention_mask,
-                                   decoder_attention_mask, rng, recompute=True)[0]  # no block caches kept
-
-    def decode_forward(self, decoder_input_ids, memory, attention_mask=None,
-                       decoder_attention_mask=None, rng=None, recompute: bool = False):
-        xp = self.xp
-        ids = self._ids(decoder_input_ids, "decoder_input_ids")
-        B, S = memory.shape[:2]
-        enc_mask = xp.ones((B, S), dtype=np.int64) if attention_mask is None else xp.asarray(attention_mask)
-        keep = causal_keep(ids.shape[1], xp=xp)  # (1, 1, T, T)
+    def decoder_keep(self, decoder_input_ids, decoder_attention_mask=None):
+        """keep (B or 1, 1, T, T): the causal mask, and the decoder's padding when given."""
+        keep = causal_keep(decoder_input_ids.shape[1], xp=self.xp)  # (1, 1, T, T)
         if decoder_attention_mask is not None:
-            keep = keep & padding_keep(self._mask(decoder_attention_mask, ids, "decoder_attention_mask"))
-        return stack_forward(self.params, self.config, "decoder", ids, keep, memory=memory,
-                             memory_keep=padding_keep(enc_mask), rng=rng, recompute=recompute)
-
-    def lm_head(self, hidden):
-        """logits (B, T, V) = (hidden * s) W^T, s = d_model**-0.5 if scale_decoder_outputs else 1."""
-        return self.lm_head_forward(hidden)[0]
-
-    def head(self) -> tuple[str, Any, float]:
-        """(key, W (V, C), s): the LM head's parameter name, its weight, and the scale of hidden."""
-        key = "shared.weight" if self.tied else "lm_head.weight"
-        s = self.config.d_model**-0.5 if self.config.scale_decoder_outputs else 1.0
-        return key, self.params[key], s
-
-    def lm_head_forward(self, hidden):
-        _, w, s = self.head()
-        logits, c = linear_forward(hidden * s if s != 1.0 else hidden, {"weight": w})
-        return logits, (c, s)
-
-    def lm_head_backward(self, dlogits, cache):
-        c, s = cache
-        dhs, g = linear_backward(dlogits, c)
-        key = self.head()[0]
-        # logits = (hidden * s) W^T
-        return (dhs * s if s != 1.0 else dhs), {key: g["weight"]}
-
-    # --------------------------------------------------------- whole model
-    def hidden_forward(self, input_ids, decoder_input_ids, attention_mask=None,
-                       decoder_attention_mask=None, rng=None, repeats: int = 1,
-                       recompute: bool = False):
-        """hidden (N, T, C), the decoder's output before the LM head, and the cache of ``hidden_backward``.
-
-        input_ids (B, S), decoder_input_ids (N, T) with N = B * repeats: with
-        repeats > 1 each prompt is encoded once and its memory serves the
-        ``repeats`` adjacent decoder rows that follow it (k samples per prompt).
-        rng: dropout Generator (None = eval). recompute: keep only each block's
-        input, recompute the block in the backward (:mod:`minillm.model.stack`).
-        """
-        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng, recompute)  # (B, S, C)
-        B, N = len(memory), len(self._ids(decoder_input_ids, "decoder_input_ids"))
-        if not (isinstance(repeats, int) and repeats >= 1) or N != B * repeats:
-            raise ValueError(f"decoder_input_ids has {N} rows; expected input_ids' {B} rows "
-                             f"x repeats ({repeats!r})")
-        if repeats > 1:
-            xp = self.xp
-            memory = xp.repeat(memory, repeats, axis=0)  # (N, S, C)
-            attention_mask = None if attention_mask is None else xp.repeat(
-                xp.asarray(attention_mask), repeats, axis=0)  # (N, S)
-        h, c_dec = self.decode_forward(decoder_input_ids, memory, attention_mask,
-                                       decoder_attention_mask, rng, recompute)  # (N, T, C)
-        return h, (c_enc, c_dec, repeats)
-
-    def hidden_backward(self, dhidden, cache, spend: bool = False, embedding_into=None) -> dict:
-        """dhidden (N, T, C) -> grads of both stacks (every param but the LM head's own use).
-
-        spend: free each block's activations as soon as its backward is done (the
-        cache is then used up; ``loss_and_grads`` owns its cache and does this).
-        The embedding's gradient is the encoder's scatter plus the decoder's
-        (``embedding_backward_sum``: on the rows the ids touch, no (V, C) array per stack).
-        ``embedding_into`` (V, C): add it into that array (a tied head's dW) and return
-        that array as grads["shared.weight"]; the numbers are those of
-        (encoder's scatter + decoder's scatter) + embedding_into.
-        """
-        c_enc, c_dec, repeats = cache
-        dmemory, g_dec, (d_dec, c_emb_dec) = stack_backward(dhidden, c_dec, spend, embedding=False)
-        if repeats > 1:
-            # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
-            N, S, C = dmemory.shape
-            dmemory = dmemory.reshape(N // repeats, repeats, S, C).sum(axis=1)  # (B, S, C)
-        _, g_enc, (d_enc, c_emb_enc) = stack_backward(dmemory, c_enc, spend, embedding=False)
-        # shared[ids] is read by both stacks  =>  dshared = scatter_enc + scatter_dec (+ a tied head's dW)
-        shared = embedding_backward_sum([(d_enc, c_emb_enc), (d_dec, c_emb_dec)], dw_into=embedding_into)
-        g_dec["shared.weight"] = shared
-        return add_grads(add_grads({}, g_enc), g_dec)
-
-    def forward(self, input_ids, decoder_input_ids, attention_mask=None,
-                decoder_attention_mask=None, rng=None, repeats: int = 1, recompute: bool = False):
-        """logits (N, T, V) and the cache ``backward`` needs; the arguments as ``hidden_forward``'s."""
-        h, c_hidden = self.hidden_forward(input_ids, decoder_input_ids, attention_mask,
-                                          decoder_attention_mask, rng, repeats, recompute)
-        logits, c_head = self.lm_head_forward(h)  # (N, T, V)
-        return logits, (c_hidden, c_head)
-
-    def backward(self, dlogits, cache) -> dict:
-        """dlogits (N, T, V) -> grads keyed like params."""
-        c_hidden, c_head = cache
-        dh, g_head = self.lm_head_backward(dlogits, c_head)  # (N, T, C)
-        grads = add_grads(self.hidden_backward(dh, c_hidden), g_head)
-        return {k: grads[k] for k in self.params}
-
-    def logits(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
-        """logits (B, T, V) in evaluation mode."""
-        # no backward follows: recompute's cache keeps each block's input, not its activations
-        return self.forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask,
-                            recompute=True)[0]
+            mask = self.check_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask")
+            keep = keep & padding_keep(mask)
+        return keep
 
     def shift_right(self, labels):
         """decoder_input_ids: labels shifted right, decoder_start_token_id first, -100 -> pad."""
         return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
 
-    def loss(self, input_ids, labels, attention_mask=None, label_smoothing: float = 0.0):
-        """Mean cross-entropy over the non-ignored labels, in evaluation mode."""
-        labels = self._ids(labels, "labels")
+    # ------------------------------------------------------------ the seams
+    def encode_forward(self, input_ids, attention_mask=None, rng=None):
+        """(memory (B, S, C), the encoder's StackCache) for input_ids (B, S)."""
+        input_ids = self.check_ids(input_ids, "input_ids")
+        mask = self.check_mask(attention_mask, input_ids, "attention_mask")
+        return stack_forward(self.params, self.config, "encoder", input_ids, padding_keep(mask), rng=rng)
+
+    def decode_forward(self, decoder_input_ids, memory, attention_mask=None, decoder_attention_mask=None,
+                       rng=None):
+        """(hidden (B, T, C), the decoder's StackCache): the decoder's final-normed output."""
+        ids = self.check_ids(decoder_input_ids, "decoder_input_ids")
+        B, S = memory.shape[:2]
+        enc_mask = self.xp.ones((B, S), dtype=np.int64) if attention_mask is None else attention_mask
+        return stack_forward(self.params, self.config, "decoder", ids, self.decoder_keep(
+            ids, decoder_attention_mask), memory=memory, memory_keep=padding_keep(self.xp.asarray(enc_mask)),
+            rng=rng)
+
+    def encode(self, input_ids, attention_mask=None):
+        """memory (B, S, C); attention_mask (B, S) is 1 for real tokens."""
+        return self.encode_forward(input_ids, attention_mask)[0]
+
+    def decode(self, decoder_input_ids, memory, attention_mask=None, decoder_attention_mask=None):
+        """hidden (B, T, C): the decoder's final-normed output, before the LM head."""
+        return self.decode_forward(decoder_input_ids, memory, attention_mask, decoder_attention_mask)[0]
+
+    def lm_head(self, hidden):
+        """logits (B, T, V) = (hidden * s) W^T."""
+        _, w, s = self.head()
+        return linear_forward(hidden * s, {"weight": w})[0]
+
+    # --------------------------------------------------------- whole model
+    def forward(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None,
+                rng=None, repeats: int = 1):
+        """logits (N, T, V) and the cache ``backward`` needs.
+
+        input_ids (B, S), decoder_input_ids (N, T) with N = B * repeats: each prompt is
+        encoded once and its memory serves the ``repeats`` adjacent decoder rows after
+        it (REINFORCE's k samples per prompt). rng: dropout (None: evaluation mode).
+        """
+        memory, c_enc = self.encode_forward(input_ids, attention_mask, rng)  # (B, S, C)
+        B, N = len(memory), len(self.check_ids(decoder_input_ids, "decoder_input_ids"))
+        if not (isinstance(repeats, int) and repeats >= 1) or N != B * repeats:
+            raise ValueError(f"decoder_input_ids has {N} rows; expected input_ids' {B} rows "
+                             f"x repeats ({repeats!r})")
+        if attention_mask is not None:
+            attention_mask = self.xp.repeat(self.xp.asarray(attention_mask), repeats, axis=0)  # (N, S)
+        # memory_rep = repeat(memory, repeats): prompt b's memory for each of its rows
+        memory = self.xp.repeat(memory, repeats, axis=0)  # (N, S, C)
+        h, c_dec = self.decode_forward(decoder_input_ids, memory, attention_mask, decoder_attention_mask,
+                                       rng)  # (N, T, C)
+        _, w, s = self.head()
+        logits, c_head = linear_forward(h * s, {"weight": w})  # (N, T, V)
+        return logits, T5Cache(c_enc, c_dec, repeats, c_head, s)
+
+    def backward(self, dlogits, cache: T5Cache) -> dict:
+        """dlogits (N, T, V) -> grads keyed like params."""
+        key = self.head()[0]
+        # logits = (h * s) W^T
+        dhs, g_head = linear_backward(dlogits, cache.head)
+        dmemory, g_dec = stack_backward(dhs * cache.scale, cache.decoder)  # (N, S, C)
+        # memory_rep = repeat(memory, repeats)  =>  dmemory = the sum over each prompt's rows
+        N, S, C = dmemory.shape
+        dmemory = dmemory.reshape(N // cache.repeats, cache.repeats, S, C).sum(axis=1)  # (B, S, C)
+        _, g_enc = stack_backward(dmemory, cache.encoder)
+        # shared.weight is read by both stacks (and by a tied head): its gradient is the sum
+        grads = add_grads(add_grads(g_enc, g_dec), {key: g_head["weight"]})
+        return {k: grads[k] for k in self.params}
+
+    def logits(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
+        """logits (B, T, V) in evaluation mode."""
+        return self.forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask)[0]
+
+    def loss(self, input_ids, labels, attention_mask=None, label_smoothing: float = 0.0) -> float:
+        """The mean cross-entropy over the labels that are not -100, in evaluation mode."""
+        labels = self.check_ids(labels, "labels")
         logits = self.logits(input_ids, self.shift_right(labels), attention_mask)
         return float(cross_entropy(logits, labels, label_smoothing)[0])
 
-    def loss_and_grads(self, input_ids, labels, attention_mask=None, rng=None,
-                       label_smoothing: float = 0.0, decoder_attention_mask=None,
-                       recompute: bool = False, chunk_rows: int | None = None):
-        """transformers' loss and its gradient.
+    def loss_and_grads(self, input_ids, labels, attention_mask=None, rng=None, label_smoothing: float = 0.0,
+                       decoder_attention_mask=None) -> tuple[float, dict]:
+        """transformers' loss and its gradient: (loss, grads keyed like params).
 
-        decoder_input_ids = shift_right(labels); loss = mean cross-entropy over
-        labels != -100. rng: a Generator turns dropout on (training); None is
-        evaluation mode. The LM head and the loss run fused, ``chunk_rows`` rows
-        of the (B*T, V) logits at a time (None: :func:`minillm.ops.lm_loss.default_chunk_rows`).
-        recompute: keep only each block's input, recompute it in the backward.
-        Returns (loss: float, grads keyed like params).
+        decoder_input_ids = shift_right(labels); loss = the mean cross-entropy over labels
+        != -100. rng: a Generator turns dropout on (training); None is evaluation mode.
         """
-        labels = self._ids(labels, "labels")
-        h, cache = self.hidden_forward(input_ids, self.shift_right(labels), attention_mask,
-                                       decoder_attention_mask, rng, recompute=recompute)  # (B, T, C)
-        B, T, C = h.shape
-        key, w, s = self.head()
-        loss, c_loss = lm_head_cross_entropy_forward(h.reshape(B * T, C), {"weight": w}, labels.reshape(-1),
-                                                     scale=s, label_smoothing=label_smoothing,
-                                                     chunk_rows=chunk_rows)  # h: (B*T, C)
-        dh, g_head = lm_head_cross_entropy_backward(1.0, c_loss)  # (B*T, C)
-        del h, c_loss
-        # the cache is this call's own: each block's activations are freed once its backward is done;
-        # a tied head's dW receives the embedding's gradient (one (V, C) array for shared.weight)
-        tied = key == "shared.weight"
-        grads = self.hidden_backward(dh.reshape(B, T, C), cache, spend=True,
-                                     embedding_into=g_head["weight"] if tied else None)
-        if not tied:
-            grads = add_grads(grads, {key: g_head["weight"]})
-        return float(loss), {k: grads[k] for k in self.params}
-
-    def num_parameters(self) -> int:
-        return int(sum(math.prod(v.shape) for v in self.params.values()))
-
-    def astype(self, dtype) -> T5:
-        """A copy with every parameter cast to dtype."""
-        return T5(self.config, {k: v.astype(dtype) for k, v in self.params.items()})
+        labels = self.check_ids(labels, "labels")
+        logits, cache = self.forward(input_ids, self.shift_right(labels), attention_mask,
+                                     decoder_attention_mask, rng)  # (B, T, V)
+        loss, c_loss = cross_entropy(logits, labels, label_smoothing)
+        dlogits, _ = cross_entropy_mean_backward(1.0, c_loss)  # (B, T, V)
+        return float(loss), self.backward(dlogits, cache)
 
 
 def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):

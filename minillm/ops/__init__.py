@@ -1,11 +1,12 @@
-"""The ops: each a pair of pure functions, side by side in its own module.
+"""The ops: the math of T5, each a pair of pure functions side by side in its own module.
 
-    op_forward(x, params, ...) -> (out, cache)
-    op_backward(dout, cache)   -> (dx, grads)        grads keyed like params
+    op_forward(x, params, ...) -> (out, cache)        cache: a named tuple of what the backward needs
+    op_backward(dout, cache)   -> (dx, grads)         grads keyed like params
 
-Where the forward keeps a cache, an inference form (generation's decode step)
-computes the same output with the same kernel and keeps none: ``rms_norm``,
-``softmax``, ``relu`` / ``gelu_new`` / ``silu``, ``attention_core``, ``ffn``.
+This is the reference: each op written as its formula, plainly, to be read and
+checked against finite differences (tests/test_ops.py). The lean engine the
+trainers use (:mod:`minillm.engine`: fused projections, block-wise passes, caches
+that keep no copies) lives beside it and is held to these functions by tests.
 
 Shapes: B batch, S source length, T target length, C d_model, H heads,
 D d_kv, F d_ff, V vocab.
@@ -13,22 +14,19 @@ D d_kv, F d_ff, V vocab.
 
 from minillm.ops.activations import (
     ACTIVATIONS,
-    FUNCTIONS,
-    gelu_new,
     gelu_new_backward,
     gelu_new_forward,
-    relu,
     relu_backward,
     relu_forward,
-    silu,
     silu_backward,
     silu_forward,
 )
 from minillm.ops.attention import (
     additive_mask,
-    attention_core,
+    attention_backward,
     attention_core_backward,
     attention_core_forward,
+    attention_forward,
     causal_keep,
     cross_attention_backward,
     cross_attention_forward,
@@ -47,14 +45,9 @@ from minillm.ops.cross_entropy import (
 from minillm.ops.dropout import dropout_backward, dropout_forward
 from minillm.ops.embedding import embedding_backward, embedding_forward
 from minillm.ops.entropy import entropy_backward, entropy_forward
-from minillm.ops.ffn import ffn, ffn_backward, ffn_forward
+from minillm.ops.ffn import ffn_backward, ffn_forward, gated_ffn_backward, gated_ffn_forward
 from minillm.ops.linear import linear_backward, linear_forward
-from minillm.ops.lm_loss import (
-    default_chunk_rows,
-    lm_head_cross_entropy_backward,
-    lm_head_cross_entropy_forward,
-)
-from minillm.ops.norm import rms_norm, rms_norm_backward, rms_norm_forward, rms_norm_output
+from minillm.ops.norm import rms_norm_backward, rms_norm_forward
 from minillm.ops.policy_loss import (
     LOSS_TYPES,
     clip_fractions,
@@ -72,6 +65,6 @@ from minillm.ops.position_bias import (
     position_buckets,
     relative_position_bucket,
 )
-from minillm.ops.softmax import softmax, softmax_backward, softmax_forward
+from minillm.ops.softmax import softmax_backward, softmax_forward
 
 __all__ = [name for name in dir() if not name.startswith("_")]

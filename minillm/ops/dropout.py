@@ -1,54 +1,42 @@
-"""Inverted dropout with an explicit Generator.
+"""Inverted dropout, drawing its mask from an explicit Generator.
 
-    y = x * m / (1 - p),   m ~ Bernoulli(1 - p)
+    y = x * m * scale,   m ~ Bernoulli(1 - p),   scale = 1 / (1 - p)
 
-With ``rng=None`` (evaluation) or p == 0 it is the identity. The mask is drawn
-as 16-bit random integers (m = [bits >= round(p * 2^16)]): four per 64-bit draw
-of the generator, about 4x cheaper than uniform floats, so the drop probability
-is p to a resolution of 2^-16 (p = 0.1 drops with probability 0.100006).
+With ``rng=None`` (evaluation) or p == 0 it is the identity. The mask is drawn as
+16-bit random integers, four per 64-bit draw of the generator (``random_bits16``):
+m = [bits >= round(p * 2^16)], so the drop probability is p to 2^-16
+(p = 0.1 drops with probability 0.100006).
 """
 
 from __future__ import annotations
 
-from minillm.backend import as_rows, blockwise, get_xp, random_bits16
+from typing import Any, NamedTuple
+
+from minillm.backend import random_bits16
 
 
-def _keep_block(bits, x, threshold, scale, keep, y):
-    xp = get_xp(x)
-    xp.greater_equal(bits, threshold, out=keep)  # m
-    xp.multiply(x, keep, out=y)
-    y *= scale  # y = x m / (1 - p)
+class DropoutCache(NamedTuple):
+    """What ``dropout_backward`` needs: the keep-mask m (None: dropout was off) and the scale."""
 
-
-def _scale_block(dy, keep, scale, dx):
-    xp = get_xp(dy)
-    xp.multiply(dy, keep, out=dx)
-    dx *= scale
+    keep: Any  # (...) bool, or None
+    scale: Any  # 1 / (1 - p), in x's dtype
 
 
 def dropout_forward(x, params=None, p: float = 0.0, rng=None):
-    """x: (...) -> y: (...). The cache is the keep-mask m (bool, like x) and 1 / (1 - p); None when off."""
+    """x: (...) -> y: (...)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
     if rng is None or p == 0.0:
-        return x, None
-    xp = get_xp(x)
-    threshold = round(p * 65536)  # drop where bits < threshold
+        return x, DropoutCache(None, 1.0)
+    keep = random_bits16(rng, x.shape, like=x) >= round(p * 65536)  # (...) m, drawn on the host
     scale = x.dtype.type(1.0 / (1.0 - p))
-    bits = random_bits16(rng, x.shape, like=x)  # (...) uint16
-    keep = xp.empty(x.shape, dtype=bool)
-    y = xp.empty(x.shape, dtype=x.dtype)
-    blockwise(lambda b, xb, kb, yb: _keep_block(b, xb, threshold, scale, kb, yb),
-              as_rows(bits), as_rows(x), as_rows(keep), as_rows(y))
-    return y, (keep, scale)
+    return x * keep * scale, DropoutCache(keep, scale)
 
 
-def dropout_backward(dy, cache):
-    # y = x m / (1 - p)  =>  dx = dy m / (1 - p)
-    if cache is None:
-        return dy, {}
+def dropout_backward(dy, cache: DropoutCache):
+    """dy: (...) -> (dx (...), {})."""
     keep, scale = cache
-    xp = get_xp(dy)
-    dx = xp.empty(keep.shape, dtype=dy.dtype)
-    blockwise(lambda db, kb, xb: _scale_block(db, kb, scale, xb), as_rows(dy), as_rows(keep), as_rows(dx))
-    return dx, {}
+    if keep is None:
+        return dy, {}
+    # y = x * m * scale  =>  dx = dy * m * scale
+    return dy * keep * scale, {}

@@ -1,40 +1,36 @@
-"""Linear layer without bias, weight stored [out, in] as Hugging Face does.
+"""Linear layer without bias, the weight stored (out, in) as Hugging Face stores it.
 
-    y = x W^T          x: (..., in)   W: (out, in)   y: (..., out)
+    y = x W^T          x: (..., I)   W: (O, I)   y: (..., O)
 
-Every product is taken on 2-D views: NumPy runs a (B, L, I) @ (I, O) matmul
-as B separate products, several times slower than one (B*L, I) @ (I, O) GEMM.
+The products are taken on 2-D views, (N, I) with N the product of the leading
+dimensions: NumPy runs a (B, L, I) @ (I, O) matmul as B separate products, 25 to 80
+times slower on a CPU than the one (B*L, I) @ (I, O) GEMM it is.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+
+class LinearCache(NamedTuple):
+    """What ``linear_backward`` needs: the input and the weight."""
+
+    x: Any  # (..., I)
+    w: Any  # (O, I)
+
 
 def linear_forward(x, params):
-    """y = x @ W^T.  x: (..., I), params["weight"]: (O, I) -> y: (..., O)."""
+    """y = x W^T.  x: (..., I), params["weight"]: W (O, I) -> y: (..., O)."""
     w = params["weight"]
-    y = x.reshape(-1, x.shape[-1]) @ w.T  # (N, O), N = prod(...)
-    return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
+    y = x.reshape(-1, x.shape[-1]) @ w.T  # (N, I) @ (I, O) -> (N, O)
+    return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w)  # (..., O)
 
 
-DW_BLOCK_ROWS = 4096
-"""Rows of dW per product when the weight gradient is added into an array (``dw_into``)."""
-
-
-def linear_backward(dy, cache, *, dw_into=None):
-    """dy: (..., O) -> dx: (..., I), grads {"weight": (O, I)}.
-
-    ``dw_into`` (O, I): add dW into that array and return it as the gradient, in
-    blocks of ``DW_BLOCK_ROWS`` rows, so the temporary is a block and not a whole
-    (O, I) (a chunked LM head's dW sums over chunks; (32128, C) is its size).
-    """
+def linear_backward(dy, cache: LinearCache):
+    """dy: (..., O) -> dx: (..., I), grads {"weight": (O, I)}."""
     x, w = cache
-    dy2 = dy.reshape(-1, dy.shape[-1])  # (N, O)
-    x2 = x.reshape(-1, x.shape[-1])  # (N, I)
     # y = x W^T  =>  dx = dy W
-    dx = (dy2 @ w).reshape(x.shape)  # (..., I)
+    dx = (dy.reshape(-1, dy.shape[-1]) @ w).reshape(x.shape)  # (N, O) @ (O, I) -> (..., I)
     # y = x W^T  =>  dW = dy^T x, summed over every leading position
-    if dw_into is None:
-        return dx, {"weight": dy2.T @ x2}  # (O, I)
-    for o in range(0, dw_into.shape[0], DW_BLOCK_ROWS):
-        dw_into[o:o + DW_BLOCK_ROWS] += dy2[:, o:o + DW_BLOCK_ROWS].T @ x2  # (rows, I)
-    return dx, {"weight": dw_into}
+    dw = dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1])  # (O, N) @ (N, I) -> (O, I)
+    return dx, {"weight": dw}

@@ -31,9 +31,31 @@ batch is one part of a larger step (micro-batches, data-parallel ranks).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from minillm.backend import get_xp
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+
+
+class SurrogateCache(NamedTuple):
+    """What the clipped surrogate's backward needs (each of logp's shape)."""
+
+    rho: Any   # exp(logp - logp_old)
+    A: Any     # the advantages, broadcast
+    kept: Any  # bool: the unclipped term rho A is the minimum (it moves with logp)
+
+
+class K3Cache(NamedTuple):
+    """What the k3 KL's backward needs."""
+
+    exp_r: Any  # exp(logp_ref - logp)
+
+
+class TokenMeanCache(NamedTuple):
+    """What the token mean's backward needs."""
+
+    w: Any  # (N, L) the weights of the loss type
 
 
 # --------------------------------------------------------------------------- the clipped surrogate
@@ -44,8 +66,8 @@ def clipped_surrogate_forward(logp, params=None, *, logp_old, advantages, eps_lo
     """logp (...) -> l (...), l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A).
 
     ``logp_old`` has logp's shape, ``advantages`` broadcasts to it (per sequence:
-    (N, 1) against tokens (N, L)); ``eps_high`` None means ``eps_low``. The cache is
-    (rho, A, kept) with kept the entries whose unclipped term is the minimum.
+    (N, 1) against tokens (N, L)); ``eps_high`` None means ``eps_low``. The cache is a
+    :class:`SurrogateCache` (rho, A, kept: the entries whose unclipped term is the minimum).
     """
     xp = get_xp(logp)
     eps_high = eps_low if eps_high is None else eps_high
@@ -55,10 +77,10 @@ def clipped_surrogate_forward(logp, params=None, *, logp_old, advantages, eps_lo
     clipped = xp.clip(rho, 1.0 - eps_low, 1.0 + eps_high) * A
     kept = unclipped <= clipped  # the min is rho A: it moves with logp
     loss = -xp.minimum(unclipped, clipped)
-    return loss, (rho, A, kept)
+    return loss, SurrogateCache(rho, A, kept)
 
 
-def clipped_surrogate_backward(dloss, cache):
+def clipped_surrogate_backward(dloss, cache: SurrogateCache):
     """dloss (...) -> (dlogp (...), {}).
 
     l = -rho A where kept (d rho / d logp = rho), a constant elsewhere
@@ -68,7 +90,7 @@ def clipped_surrogate_backward(dloss, cache):
     return (-(dloss * rho * A) * kept).astype(rho.dtype, copy=False), {}
 
 
-def clip_fractions(cache, mask=None) -> dict[str, float]:
+def clip_fractions(cache: SurrogateCache, mask=None) -> dict[str, float]:
     """TRL's clip ratios of a surrogate's cache: the share of (masked) entries clipped.
 
     low: rho < 1 - eps_low with A < 0; high: rho > 1 + eps_high with A > 0 (the
@@ -91,20 +113,20 @@ def k3_kl_forward(logp, params=None, *, logp_ref):
     """logp (...) -> kl (...), kl = exp(r) - r - 1 with r = logp_ref - logp.
 
     Per sampled token, an unbiased and non-negative estimate of KL(pi || pi_ref) at
-    that position (Schulman's k3; TRL's per-token KL). The cache is exp(r).
+    that position (Schulman's k3; TRL's per-token KL). The cache is a :class:`K3Cache` (exp(r)).
     """
     xp = get_xp(logp)
     r = logp_ref - logp  # (...)
     er = xp.exp(r)
-    return er - r - 1.0, er
+    return er - r - 1.0, K3Cache(er)
 
 
-def k3_kl_backward(dkl, cache):
+def k3_kl_backward(dkl, cache: K3Cache):
     """dkl (...) -> (dlogp (...), {}).
 
     kl = exp(r) - r - 1, d r / d logp = -1  =>  dlogp = dkl * (1 - exp(r))
     """
-    er = cache
+    er = cache.exp_r
     return (dkl * (1.0 - er)).astype(er.dtype, copy=False), {}
 
 
@@ -139,20 +161,21 @@ def token_weights(mask, loss_type: str, max_completion_length: int | None = None
 def token_mean_forward(token_losses, params=None, *, mask, loss_type: str,
                        max_completion_length: int | None = None, n_seq: int | None = None,
                        n_tokens: float | None = None):
-    """token_losses (N, L) -> loss (), sum_it w_it l_it with :func:`token_weights`. The cache is w."""
+    """token_losses (N, L) -> loss (), sum_it w_it l_it with :func:`token_weights`; the cache holds w."""
     xp = get_xp(token_losses)
     w = token_weights(mask, loss_type, max_completion_length, n_seq, n_tokens).astype(
         token_losses.dtype)  # (N, L)
-    return xp.asarray((w * token_losses).sum(), dtype=token_losses.dtype), w
+    return xp.asarray((w * token_losses).sum(), dtype=token_losses.dtype), TokenMeanCache(w)
 
 
-def token_mean_backward(dloss, cache):
+def token_mean_backward(dloss, cache: TokenMeanCache):
     """dloss () -> (dtoken_losses (N, L), {}).   loss = sum_it w_it l_it  =>  dl_it = dloss w_it"""
-    w = cache
+    w = cache.w
     return (w * dloss).astype(w.dtype, copy=False), {}
 
 
 __all__ = [
-    "LOSS_TYPES", "clipped_surrogate_forward", "clipped_surrogate_backward", "clip_fractions",
-    "k3_kl_forward", "k3_kl_backward", "token_weights", "token_mean_forward", "token_mean_backward",
+    "K3Cache", "LOSS_TYPES", "SurrogateCache", "TokenMeanCache", "clip_fractions",
+    "clipped_surrogate_backward", "clipped_surrogate_forward", "k3_kl_backward", "k3_kl_forward",
+    "token_mean_backward", "token_mean_forward", "token_weights",
 ]

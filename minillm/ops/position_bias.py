@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from minillm.backend import get_xp
-from minillm.ops.embedding import embedding_backward, embedding_forward
+from minillm.ops.embedding import EmbeddingCache, embedding_backward, embedding_forward
 
 
 def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
@@ -56,14 +56,17 @@ def position_buckets(query_length, key_length, bidirectional, num_buckets, max_d
 
 
 def position_bias_forward(buckets, params):
-    """buckets: (T, S) int, params["relative_attention_bias"]: (NB, H) -> bias (1, H, T, S)."""
-    values, cache = embedding_forward(buckets, {"weight": params["relative_attention_bias"]})
-    return values.transpose(2, 0, 1)[None], cache  # (T, S, H) -> (1, H, T, S)
+    """buckets: (T, S) int, params["relative_attention_bias"]: (NB, H) -> bias (1, H, T, S).
+
+    The cache is the table lookup's (``EmbeddingCache``).
+    """
+    values, cache = embedding_forward(buckets, {"weight": params["relative_attention_bias"]})  # (T, S, H)
+    return values.transpose(2, 0, 1)[None], cache  # (1, H, T, S)
 
 
-def position_bias_backward(dbias, cache):
+def position_bias_backward(dbias, cache: EmbeddingCache):
     """dbias: (1 or B, H, T, S) -> (None, {"relative_attention_bias": (NB, H)})."""
-    # bias = table[buckets] transposed; a batch of bias gradients sums first
-    d = dbias.sum(axis=0) if dbias.ndim == 4 else dbias  # (H, T, S)
+    # bias = table[buckets] transposed and broadcast over the batch: a batch of gradients sums first
+    d = dbias.sum(axis=0)  # (H, T, S)
     _, g = embedding_backward(d.transpose(1, 2, 0), cache)  # (T, S, H) scattered to (NB, H)
     return None, {"relative_attention_bias": g["weight"]}

@@ -1,31 +1,25 @@
-"""Training: SFT and REINFORCE, their run loop, run-folder checkpoints.
+"""Training: SFT and REINFORCE, and the run loop they share.
 
     loop.py        the run loop both trainers share (steps, evaluation, checkpoints, metrics)
-    sft.py         supervised fine-tuning: TrainConfig, train_step, fit
+    update.py      the tail of every optimizer step: clip, check, step, check (TrainingDiverged)
+    checks.py      checks of the trainers' settings: each field's type and range
+    sft.py         supervised fine-tuning: TrainConfig, the loss and gradient, train_step
+    sft_trainer.py SFT's run: the data stream, held-out evaluation, the best; fit
     reinforce.py   the REINFORCE estimator: the surrogate's forward/backward, baselines
-    rl.py          the REINFORCE trainer: RLConfig, rl_step, fit_rl
-    run_folder.py  metrics.jsonl, loss.svg / tasks.svg, the settings and Generator in trainer_state.json
-    checkpoint.py  the checkpoint files, committed atomically
-    journal.py     the journal that commits a set of files as one unit, and its recovery
-    plot.py        the loss curve and the per-task exact match (SVG)
-    svg.py         line charts as SVG text (no plotting library)
+    grpo.py        GRPO: group-normalised advantages, the clipped loss, its KL
+    algorithms.py  the policy-gradient algorithms, one row each: advantages, loss and seed gradient
+    rollout.py     a REINFORCE step's samples and every sequence's figures
+    rl_config.py   RLConfig: each REINFORCE setting defined once
+    rl.py          the REINFORCE trainer: rl_step, fit_rl
+
+What a run writes (checkpoints, trainer_state.json, metrics.jsonl, the lock) is
+:mod:`minillm.runfolder`'s; its pictures are :mod:`minillm.plots`'.
 """
 
-from minillm.training import checkpoint
-from minillm.training.loop import TrainingDiverged
 from minillm.training.rl import REFERENCE_DIR, RLConfig, RLState, fit_rl
-from minillm.training.run_folder import (
-    METRICS_NAME,
-    PLOT_NAME,
-    PLOT_NAMES,
-    TASKS_PLOT_NAME,
-    read_metrics,
-    write_metrics,
-)
-from minillm.training.sft import TrainConfig, TrainState, fit
+from minillm.training.sft import TrainConfig, TrainState
+from minillm.training.sft_trainer import fit
+from minillm.training.update import TrainingDiverged
 
-__all__ = [
-    "METRICS_NAME", "PLOT_NAME", "PLOT_NAMES", "REFERENCE_DIR", "RLConfig", "RLState", "TrainConfig",
-    "TASKS_PLOT_NAME", "TrainState", "TrainingDiverged", "checkpoint", "fit", "fit_rl", "read_metrics",
-    "write_metrics",
-]
+__all__ = ["REFERENCE_DIR", "RLConfig", "RLState", "TrainConfig", "TrainState", "TrainingDiverged",
+           "fit", "fit_rl"]

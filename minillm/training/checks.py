@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+SCHEDULES = ("cosine", "linear", "constant")  # minillm.optim.lr_schedule's kinds
+
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
@@ -59,20 +61,24 @@ def check_bool(name: str, v: Any) -> None:
         raise ValueError(f"{name} must be true or false, got {v!r}")
 
 
+def check_betas(name: str, betas: Any) -> None:
+    """Two numbers in [0, 1) (AdamW's moment decays)."""
+    if not (isinstance(betas, tuple | list) and len(betas) == 2):
+        raise ValueError(f"{name} must be two numbers in [0, 1), got {betas!r}")
+    for i, b in enumerate(betas):
+        check_number(f"{name}[{i}]", b, low=0, high=1, high_open=True)
+
+
 def check_optimizer(config) -> None:
     """The AdamW fields: lr > 0, weight_decay >= 0, betas in [0, 1)^2, eps > 0, max_grad_norm > 0,
     min_lr_ratio in [0, 1], the schedule's name; all finite."""
     check_number("lr", config.lr, low=0, low_open=True)
     check_number("weight_decay", config.weight_decay, low=0)
-    betas = config.betas
-    if not (isinstance(betas, tuple | list) and len(betas) == 2):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    for i, b in enumerate(betas):
-        check_number(f"betas[{i}]", b, low=0, high=1, high_open=True)
+    check_betas("betas", config.betas)
     check_number("eps", config.eps, low=0, low_open=True)
     check_number("max_grad_norm", config.max_grad_norm, low=0, low_open=True)
     check_number("min_lr_ratio", config.min_lr_ratio, low=0, high=1)
-    check_choice("schedule", config.schedule, ("cosine", "linear", "constant"))
+    check_choice("schedule", config.schedule, SCHEDULES)
 
 
 def check_run_counts(config, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> None:

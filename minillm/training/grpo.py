@@ -23,16 +23,19 @@ in the reward with kl_coef, at the sampling policy), a ratio per sequence,
 the policy that sampled them (its token log-probs are kept from the first update's
 forward pass, where rho = 1), pi_ref's are computed once; each later update runs the
 teacher-forced forward again on the updated policy. At rho = 1 nothing is clipped, so
-with mu = 1 the clipped RLOO step is REINFORCE (the trainer then runs
-:func:`minillm.training.reinforce.reinforce_backward` itself) and GRPO with beta = 0
-is REINFORCE with the advantage A_ij scaled by its sequence's token weight, N w_ij.
+with mu = 1 the clipped RLOO step is REINFORCE (the table then takes RLOO,
+:func:`minillm.training.reinforce.reinforce_loss`, itself) and GRPO with beta = 0 is
+REINFORCE with the advantage A_ij scaled by its sequence's token weight, N w_ij.
 
-Each term is an op of :mod:`minillm.ops.policy_loss`; their d loss / d log pi becomes
-the cross-entropy seed (-d loss / d log pi per token) of
+Each term is an op of :mod:`minillm.ops.policy_loss`; the functions here give a
+micro-batch's loss and its d loss / d log pi, which :mod:`minillm.training.algorithms`
+turns into the cross-entropy seed (-d loss / d log pi per token) of
 :func:`minillm.training.reinforce.seeded_backward`, the model's one backward.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,13 +51,9 @@ from minillm.ops.policy_loss import (
     token_mean_backward,
     token_mean_forward,
 )
-from minillm.training.reinforce import seeded_backward
 
-ALGOS = ("rloo", "grpo")
 SCALE_REWARDS = ("group", "batch", "none")
-RATIO_FIGURES = ("n", "clipped", "clipped_low", "clipped_high", "rho_sum", "rho_sq_sum", "rho_min",
-                 "rho_max")  # clipped_loss_and_grads' "ratios" row, summed over batches (min/max taken)
-__all__ = ["ALGOS", "LOSS_TYPES", "RATIO_FIGURES", "SCALE_REWARDS", "clipped_loss_and_grads",
+__all__ = ["LOSS_TYPES", "RatioFigures", "SCALE_REWARDS", "clipped_sequence_loss", "grpo_token_loss",
            "group_advantages", "ratio_summary", "token_kl_sums"]
 
 
@@ -87,73 +86,106 @@ def token_kl_sums(logp, ref_logp, labels) -> np.ndarray:
     return (to_numpy(kl).astype(np.float64) * valid).sum(axis=1)
 
 
-def ratio_summary(rows) -> dict[str, float]:
-    """The clip fractions and the ratio's spread from "ratios" rows (M, 8) of
-    :func:`clipped_loss_and_grads` (every batch and update of a step)."""
-    r = np.asarray(rows, dtype=np.float64).reshape(-1, len(RATIO_FIGURES))
-    n = max(r[:, 0].sum(), 1.0)
-    mean = r[:, 4].sum() / n
-    return {"clip_frac": r[:, 1].sum() / n, "clip_frac_low": r[:, 2].sum() / n,
-            "clip_frac_high": r[:, 3].sum() / n, "ratio_min": float(r[:, 6].min()),
-            "ratio_max": float(r[:, 7].max()),
-            "ratio_std": float(np.sqrt(max(r[:, 5].sum() / n - mean * mean, 0.0)))}
+# --------------------------------------------------------------------------- the ratio's figures
 
 
-def clipped_loss_and_grads(policy, cache, logp_old, ref_logp, advantages, config,
-                           n_seq: int | None = None, n_tokens: float | None = None):
-    """The clipped surrogate of ``config.algo`` at the policy of ``cache``, and its gradient.
+class RatioFigures(NamedTuple):
+    """The importance ratios rho of one micro-batch's update: a row the ranks gather (float64).
 
-    cache: :func:`minillm.training.reinforce.reinforce_forward`'s (its log-probs are
-    log pi); logp_old, ref_logp (N, L); advantages (N,). config: an RLConfig (algo,
-    epsilon, epsilon_high, beta, loss_type, max_new_tokens, entropy_coef). n_seq /
-    n_tokens: the step's sequences and tokens when this batch is a part of it (the
-    entropy bonus is then this batch's share of the mean over the step's tokens), so
-    the parts' losses and gradients add up to those of the step as one batch.
-    Returns (loss, grads keyed like params, mean entropy, the "ratios" row: the
-    :data:`RATIO_FIGURES` of rho over the sampled tokens (grpo) or sequences (rloo)).
+    Counted over the sampled tokens (grpo) or the sequences (rloo); summed over the
+    micro-batches and updates of a step by :func:`ratio_summary`.
     """
-    _, _, labels, logp, logits = cache
-    xp = get_xp(logits)
-    dtype = logits.dtype
-    N, L = labels.shape
-    valid = labels != IGNORE_INDEX  # (N, L)
-    A = xp.asarray(advantages, dtype=dtype).reshape(N, 1)  # (N, 1)
-    eps = (config.epsilon, config.epsilon_high)
-    if config.algo == "grpo":
-        surrogate, s_cache = clipped_surrogate_forward(logp, logp_old=logp_old, advantages=A,
-                                                       eps_low=eps[0], eps_high=eps[1])  # (N, L)
-        per_token = surrogate
-        if config.beta:
-            kl, k_cache = k3_kl_forward(logp, logp_ref=ref_logp)  # (N, L)
-            per_token = surrogate + config.beta * kl
-        loss, w = token_mean_forward(per_token, mask=valid, loss_type=config.loss_type,
-                                     max_completion_length=config.max_new_tokens, n_seq=n_seq,
-                                     n_tokens=n_tokens)
-        dper_token, _ = token_mean_backward(1.0, w)  # (N, L)
-        # l = surrogate + beta kl  =>  dlogp = dsurrogate/dlogp + beta dkl/dlogp
-        dlogp, _ = clipped_surrogate_backward(dper_token, s_cache)
-        if config.beta:
-            dlogp = dlogp + k3_kl_backward(config.beta * dper_token, k_cache)[0]
-        ratio, clip_mask = s_cache[0], valid
-    else:  # rloo: one ratio per sequence
-        logp_seq = logp.sum(axis=1, keepdims=True)  # (N, 1) log pi(y_i), 0 after </s>
-        old_seq = logp_old.sum(axis=1, keepdims=True)
-        surrogate, s_cache = clipped_surrogate_forward(logp_seq, logp_old=old_seq, advantages=A,
-                                                       eps_low=eps[0], eps_high=eps[1])  # (N, 1)
-        n = N if n_seq is None else n_seq
-        loss = surrogate.sum() / n
-        dseq, _ = clipped_surrogate_backward(xp.full((N, 1), 1.0 / n, dtype=dtype), s_cache)
-        # log pi(y_i) = sum_t valid_it log pi(y_it)  =>  dlogp_it = dlogp_i * valid_it
-        dlogp = dseq * valid
-        ratio, clip_mask = s_cache[0], None
-    # token_loss = -logp  =>  d loss / d token_loss = -dlogp
-    share = 1.0 if n_tokens is None else float(to_numpy(valid).sum()) / max(float(n_tokens), 1.0)
-    bonus, grads, entropy = seeded_backward(policy, (-dlogp).reshape(-1), cache,
-                                            config.entropy_coef * share)
-    rho = to_numpy(ratio).astype(np.float64)[to_numpy(valid) if clip_mask is not None
-                                             else np.ones((N, 1), bool)]  # the ratios counted
-    fr = clip_fractions(s_cache, clip_mask)
-    n = rho.size
-    row = np.array([n, fr["clip_frac"] * n, fr["clip_frac_low"] * n, fr["clip_frac_high"] * n,
-                    rho.sum(), (rho * rho).sum(), rho.min() if n else 1.0, rho.max() if n else 1.0])
-    return float(loss) - bonus, grads, entropy, row
+
+    n: float             # ratios counted
+    clipped: float       # of them clipped (no gradient): low or high
+    clipped_low: float   # rho < 1 - epsilon with A < 0
+    clipped_high: float  # rho > 1 + epsilon_high with A > 0
+    rho_sum: float
+    rho_sq_sum: float
+    rho_min: float
+    rho_max: float
+
+    @classmethod
+    def of(cls, s_cache, mask=None) -> RatioFigures:
+        """The figures of a clipped surrogate's cache; ``mask`` (N, L): the tokens counted (None: all)."""
+        rho = to_numpy(s_cache.rho).astype(np.float64)
+        rho = rho[np.ones(rho.shape, bool) if mask is None else to_numpy(mask)]  # the ratios counted
+        fr = clip_fractions(s_cache, mask)
+        n = rho.size
+        return cls(n, fr["clip_frac"] * n, fr["clip_frac_low"] * n, fr["clip_frac_high"] * n,
+                   rho.sum(), (rho * rho).sum(), rho.min() if n else 1.0, rho.max() if n else 1.0)
+
+    @classmethod
+    def at_one(cls, n: int) -> RatioFigures:
+        """n ratios of 1 (the policy that sampled is the one differentiated): nothing clipped."""
+        return cls(n, 0.0, 0.0, 0.0, float(n), float(n), 1.0, 1.0)
+
+
+def ratio_summary(rows) -> dict[str, float]:
+    """The clip fractions and the ratio's spread from :class:`RatioFigures` rows (M, 8) (every
+    micro-batch and update of a step, from every rank)."""
+    r = RatioFigures(*np.asarray(rows, dtype=np.float64).reshape(-1, len(RatioFigures._fields)).T)
+    n = max(r.n.sum(), 1.0)
+    mean = r.rho_sum.sum() / n
+    return {"clip_frac": r.clipped.sum() / n, "clip_frac_low": r.clipped_low.sum() / n,
+            "clip_frac_high": r.clipped_high.sum() / n, "ratio_min": float(r.rho_min.min()),
+            "ratio_max": float(r.rho_max.max()),
+            "ratio_std": float(np.sqrt(max(r.rho_sq_sum.sum() / n - mean * mean, 0.0)))}
+
+
+# --------------------------------------------------------------------------- the clipped losses
+
+
+def grpo_token_loss(logp, logp_old, ref_logp, valid, advantages, config, n_seq: int | None = None,
+                    n_tokens: float | None = None):
+    """GRPO's loss at token log-probs logp (N, L), and d loss / d logp (N, L).
+
+        l_it = -min(rho A_i, clip(rho, 1 - eps, 1 + eps_high) A_i) + beta k3_it,  loss = sum w_it l_it
+
+    logp_old, ref_logp (N, L); valid (N, L) the sampled tokens; advantages (N,).
+    config: epsilon, epsilon_high, beta, loss_type, max_new_tokens. n_seq / n_tokens:
+    the step's sequences and tokens when this batch is a part of it.
+    Returns (loss, dlogp, :class:`RatioFigures` over the sampled tokens).
+    """
+    xp = get_xp(logp)
+    N = logp.shape[0]
+    A = xp.asarray(advantages, dtype=logp.dtype).reshape(N, 1)  # (N, 1)
+    surrogate, s_cache = clipped_surrogate_forward(logp, logp_old=logp_old, advantages=A,
+                                                   eps_low=config.epsilon,
+                                                   eps_high=config.epsilon_high)  # (N, L)
+    per_token = surrogate
+    if config.beta:
+        kl, k_cache = k3_kl_forward(logp, logp_ref=ref_logp)  # (N, L)
+        per_token = surrogate + config.beta * kl
+    loss, w = token_mean_forward(per_token, mask=valid, loss_type=config.loss_type,
+                                 max_completion_length=config.max_new_tokens, n_seq=n_seq,
+                                 n_tokens=n_tokens)
+    dper_token, _ = token_mean_backward(1.0, w)  # (N, L)
+    # l = surrogate + beta kl  =>  dlogp = dsurrogate/dlogp + beta dkl/dlogp
+    dlogp, _ = clipped_surrogate_backward(dper_token, s_cache)
+    if config.beta:
+        dlogp = dlogp + k3_kl_backward(config.beta * dper_token, k_cache)[0]
+    return float(loss), dlogp, RatioFigures.of(s_cache, valid)
+
+
+def clipped_sequence_loss(logp, logp_old, valid, advantages, config, n_seq: int | None = None):
+    """Clipped RLOO's loss at token log-probs logp (N, L), one ratio per sequence, and d loss / d logp.
+
+        rho_i = exp(log pi(y_i) - log pi_old(y_i)),  loss = (1/n_seq) sum_i -min(rho_i A_i, clip(rho_i) A_i)
+
+    logp_old (N, L); valid (N, L) the sampled tokens; advantages (N,); config: epsilon,
+    epsilon_high. Returns (loss, dlogp (N, L), :class:`RatioFigures` over the sequences).
+    """
+    xp = get_xp(logp)
+    N = logp.shape[0]
+    A = xp.asarray(advantages, dtype=logp.dtype).reshape(N, 1)  # (N, 1)
+    logp_seq = logp.sum(axis=1, keepdims=True)  # (N, 1) log pi(y_i), 0 after </s>
+    old_seq = logp_old.sum(axis=1, keepdims=True)
+    surrogate, s_cache = clipped_surrogate_forward(logp_seq, logp_old=old_seq, advantages=A,
+                                                   eps_low=config.epsilon,
+                                                   eps_high=config.epsilon_high)  # (N, 1)
+    n = N if n_seq is None else n_seq
+    loss = surrogate.sum() / n
+    dseq, _ = clipped_surrogate_backward(xp.full((N, 1), 1.0 / n, dtype=logp.dtype), s_cache)
+    # log pi(y_i) = sum_t valid_it log pi(y_it)  =>  dlogp_it = dlogp_i * valid_it
+    return float(loss), dseq * valid, RatioFigures.of(s_cache)

@@ -31,41 +31,20 @@ so a non-finite stop and ``stop_after`` happen on all of them at the same step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from minillm.backend import adapt_threads
-from minillm.optim import nonfinite_state
+from minillm.blas import adapt_threads
 from minillm.parallel import SINGLE, mark_agreed
-from minillm.training import checkpoint as ckpt
+from minillm.plots import plot_metrics
+from minillm.runfolder import checkpoint as ckpt
+from minillm.runfolder.metrics import METRICS_NAME, read_metrics, write_metrics
 from minillm.training.progress import progress_bar
-from minillm.training.run_folder import (
-    METRICS_NAME,
-    plot_metrics,
-    read_metrics,
-    saved_step,
-    write_metrics,
-)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, the gradient, or (after the update) a parameter or moment became NaN or inf."""
-
-
-def checked_update(params: dict, grads: dict, optimizer, lr: float, where: str) -> None:
-    """``optimizer.step(params, grads, lr)`` in place, then TrainingDiverged (naming ``where``,
-    e.g. "step 12") when a parameter or moment is not finite: the run must not save them."""
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        optimizer.step(params, grads, lr)
-    bad = nonfinite_state(params, optimizer)
-    if bad is not None:
-        raise TrainingDiverged(f"{where}: after the update (lr {lr:.3g}) {bad} is not finite "
-                               "(NaN or inf)")
+from minillm.training.update import TrainingDiverged
 
 
 @dataclasses.dataclass
@@ -150,7 +129,7 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
 
     best/ is committed after the checkpoint whose state names it: a kill between the
     two leaves a checkpoint that is the best model, which ``checkpoint.recover`` puts
-    into best/ (see :mod:`minillm.training.checkpoint`).
+    into best/ (see :mod:`minillm.runfolder.checkpoint`).
     """
     rng, world = getattr(trainer, "rng", None), getattr(trainer, "world", SINGLE)
     trainer.state.rng_state = None if rng is None else rng.bit_generator.state
@@ -159,7 +138,8 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
-    world.on_root(_write, trainer, out_dir, payload, improved)  # every rank learns whether it could
+    world.on_root(ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer, trainer.optimizer,
+                  payload, best=improved)  # every rank learns whether it could
 
 
 def parameter_checksum(model) -> str:
@@ -168,13 +148,6 @@ def parameter_checksum(model) -> str:
 
     return ",".join(repr(float(to_numpy(v).astype("float64").sum()))
                     for _, v in sorted(model.params.items()))
-
-
-def _write(trainer: Trainer, out_dir: str, payload: dict, improved: bool) -> None:
-    ckpt.save_checkpoint(out_dir, trainer.model, trainer.tokenizer, trainer.optimizer, payload)
-    if improved:
-        ckpt.save_model(os.path.join(out_dir, ckpt.BEST_DIR), trainer.model, trainer.tokenizer,
-                        step=trainer.state.step)
 
 
 def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tuple[dict | None, bool]:
@@ -206,8 +179,7 @@ def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
     Returns (records, the initial evaluation or None).
     """
     world = getattr(trainer, "world", SINGLE)
-    records = [] if fresh else world.on_root(
-        lambda: [r for r in read_metrics(path) if r.get("step", 0) <= trainer.state.step]) or []
+    records = [] if fresh else world.on_root(read_metrics, path, trainer.state.step) or []
     initial_eval = None
     if fresh:
         world.on_root(trainer.start, out_dir)
@@ -229,56 +201,17 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     (plots: {"loss"/"tasks": the SVG written}).
     """
     world = getattr(trainer, "world", SINGLE)
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    if not world.is_root:
-        log, progress, plot = (lambda msg: None), False, False
+    log = world.root_log(log or functools.partial(print, file=sys.stderr))  # rank 0 alone says
+    progress, plot = progress and world.is_root, plot and world.is_root
     config, state = trainer.config, trainer.state
     world.on_root(os.makedirs, out_dir, exist_ok=True)
     path = os.path.join(out_dir, METRICS_NAME)
     records, initial_eval = begin(trainer, out_dir, path, fresh, log)
-    final_eval = None
-    save_every = config.eval_every if config.save_every is None else config.save_every
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
     bar = progress_bar(config.steps, state.step, trainer.name, enabled=progress)  # plain lines off a tty
-    t_start = t_last = time.perf_counter()
-    window: list[dict] = []
     plots: dict[str, str] = {}
     try:
-        while state.step < stop:
-            adapt_threads()  # BLAS's pool follows the idle cores (--threads auto)
-            try:
-                window.append(trainer.step())
-            except TrainingDiverged as e:
-                kept = saved_step(out_dir) if world.is_root else "?"
-                stop = TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
-                                        f"{kept}) is kept in {out_dir}")
-                mark_agreed(stop)  # every rank holds the same figures: all stop at this step
-                raise stop from None
-            state.step += 1
-            bar.update(1)
-            if state.step % config.log_every == 0 or state.step == stop:
-                now = time.perf_counter()
-                records.append({"step": state.step, "kind": "train",
-                                **trainer.train_record(window, now - t_last),
-                                "elapsed_s": now - t_start})
-                write_on_root(trainer, path, records)
-                bar.set_postfix(trainer.postfix(records[-1]))
-                t_last, window = now, []
-            is_last = state.step == config.steps
-            improved = False
-            if is_last:
-                final_eval, improved = held_out(trainer, "final_eval", records, path)
-            elif config.eval_every and state.step % config.eval_every == 0:
-                result, improved = held_out(trainer, "eval", records, path)
-                if result is not None:
-                    line = trainer.eval_line("eval", result)
-                    if progress:
-                        bar.write(line)  # above the bar
-                    else:
-                        log(line)
-            if improved or is_last or state.step == stop or (
-                    save_every and state.step % save_every == 0):
-                save(trainer, out_dir, improved)
+        final_eval = steps(trainer, out_dir, path, records, stop, bar, progress, log)
     except KeyboardInterrupt:
         bar.close()
         log(f"interrupted at step {state.step}; the last checkpoint is in {out_dir} "
@@ -290,3 +223,56 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
             plots = plot_metrics(out_dir, records)
     return {"step": state.step, "initial_eval": initial_eval, "final_eval": final_eval,
             "best": state.best, "stopped_early": state.step < config.steps, "plots": plots}
+
+
+def steps(trainer: Trainer, out_dir: str, path: str, records: list[dict], stop: int, bar,
+          progress: bool, log: Callable[[str], None]) -> dict | None:
+    """The steps up to ``stop``, each with its record, evaluation and checkpoint as they fall due;
+    the final evaluation (None unless the run reached ``config.steps``)."""
+    config, state = trainer.config, trainer.state
+    save_every = config.eval_every if config.save_every is None else config.save_every
+    t_start = t_last = time.perf_counter()
+    window: list[dict] = []
+    final_eval = None
+    while state.step < stop:
+        adapt_threads()  # BLAS's pool follows the idle cores (--threads auto)
+        window.append(one_step(trainer, out_dir))
+        state.step += 1
+        bar.update(1)
+        if state.step % config.log_every == 0 or state.step == stop:
+            now = time.perf_counter()
+            records.append({"step": state.step, "kind": "train",
+                            **trainer.train_record(window, now - t_last),
+                            "elapsed_s": now - t_start})
+            write_on_root(trainer, path, records)
+            bar.set_postfix(trainer.postfix(records[-1]))
+            t_last, window = now, []
+        is_last = state.step == config.steps
+        improved = False
+        if is_last:
+            final_eval, improved = held_out(trainer, "final_eval", records, path)
+        elif config.eval_every and state.step % config.eval_every == 0:
+            result, improved = held_out(trainer, "eval", records, path)
+            if result is not None:
+                line = trainer.eval_line("eval", result)
+                if progress:
+                    bar.write(line)  # above the bar
+                else:
+                    log(line)
+        if improved or is_last or state.step == stop or (
+                save_every and state.step % save_every == 0):
+            save(trainer, out_dir, improved)
+    return final_eval
+
+
+def one_step(trainer: Trainer, out_dir: str) -> dict[str, Any]:
+    """``trainer.step()``; a divergence says which checkpoint is kept, on every rank at this step."""
+    world = getattr(trainer, "world", SINGLE)
+    try:
+        return trainer.step()
+    except TrainingDiverged as e:
+        kept = ckpt.saved_step(out_dir) if world.is_root else "?"
+        stop = TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
+                                f"{kept}) is kept in {out_dir}")
+        mark_agreed(stop)  # every rank holds the same figures: all stop at this step
+        raise stop from None

@@ -20,7 +20,7 @@ stream of each epoch; so the optimizer moments, the step and the data position
 uninterrupted one, and any split of a step's micro-batches draws the same masks.
 
 ``recompute`` (``minillm train --recompute``): each block keeps only its input and
-is recomputed in the backward (:mod:`minillm.model.stack`), the same gradient for
+is recomputed in the backward (:mod:`minillm.engine.stack`), the same gradient for
 less memory and about a third more compute. Like the device, it is a setting of
 the invocation, not of the run: it is not saved, and a run may be resumed with
 either value.
@@ -31,33 +31,27 @@ contiguous block ``parallel.shard(grad_accum * R, R, r)`` with the weights n_k /
 of the whole step, and one Allreduce sums the gradient. R ranks with
 ``--batch-size b`` are one process with ``--batch-size b --grad-accum R``.
 
-Periodic evaluation on held-out prompts (:func:`minillm.evaluation.evaluate`):
-teacher-forced loss and perplexity, and exact match of greedy decoding, overall
-and per task; the best is the higher exact match (a tie: the lower loss).
-:func:`fit` runs :class:`SFTTrainer` in the shared loop (:mod:`minillm.training.loop`):
-progress bar, ``metrics.jsonl``, checkpoints (last and best), loss.svg and tasks.svg.
+The run around these steps (the data stream, held-out evaluation, the loop) is
+:mod:`minillm.training.sft_trainer`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from minillm import seeds
-from minillm.data.batching import EncodedDataset, collate, epoch_order
-from minillm.data.examples import Example
-from minillm.evaluation import evaluate
+import minillm.engine as engine
+import minillm.seeds as seeds
 from minillm.model.params import add_grads
 from minillm.ops.cross_entropy import IGNORE_INDEX
-from minillm.optim import AdamW, ScaledAdamW, clip_grad_norm, lr_schedule
+from minillm.optim import AdamW, ScaledAdamW, lr_schedule
 from minillm.parallel import SINGLE, Single, allreduce_grads, shard
+from minillm.runfolder.settings import JSONSettings
 from minillm.training.checks import check_number, check_optimizer, check_run_counts
-from minillm.training.loop import RunState, Trainer, TrainingDiverged, checked_update, run
-from minillm.training.run_folder import JSONSettings
+from minillm.training.loop import RunState
+from minillm.training.update import apply_update
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,8 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     ``total``: N when these micro-batches are a share of a larger step (a rank's
     share under data parallelism): the loss and gradient are then that share's
     part of the step's. ``recompute``: recompute each block in the backward
-    (:meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
+    (:func:`minillm.engine.loss_and_grads`, the lean form of
+    :meth:`minillm.model.T5.loss_and_grads`). Returns (loss, grads, N).
     """
     n = [count_tokens(b)[1] for b in micro_batches]
     total = sum(n) if total is None else total
@@ -135,9 +130,9 @@ def sft_loss_and_grads(model, micro_batches: Sequence[dict], rng=None,
     rngs = rng if isinstance(rng, list | tuple) else [rng] * len(n)
     loss, grads = 0.0, {}
     for b, n_k, rng_k in zip(micro_batches, n, rngs, strict=True):
-        loss_k, g_k = model.loss_and_grads(b["input_ids"], b["labels"], b["attention_mask"],
-                                           rng=rng_k, label_smoothing=label_smoothing,
-                                           recompute=recompute)
+        loss_k, g_k = engine.loss_and_grads(model, b["input_ids"], b["labels"], b["attention_mask"],
+                                            rng=rng_k, label_smoothing=label_smoothing,
+                                            recompute=recompute)
         w = n_k / total
         loss += loss_k * w
         # g = sum_k (n_k / N) grad loss_k; the whole batch in one (weight 1) keeps its arrays
@@ -193,146 +188,9 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
                                                 recompute=recompute)
     loss = float(world.sum([loss])[0])
     grads = allreduce_grads(world, grads, model.params)
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = clip_grad_norm(grads, config.max_grad_norm)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"step {step + 1}: the loss is {loss} (not finite)")
-    if not math.isfinite(norm):
-        raise TrainingDiverged(f"step {step + 1}: the gradient norm is {norm} (not finite)")
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
                      min_lr_ratio=config.min_lr_ratio)
-    checked_update(model.params, grads, optimizer, lr, f"step {step + 1}")
+    norm = apply_update(model.params, grads, optimizer, loss, lr, config.max_grad_norm,
+                        f"step {step + 1}")
     return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
-
-
-# --------------------------------------------------------------------------- data order
-
-
-def batch_stream(encoded: EncodedDataset, batch_size: int, seed: int, epoch: int = 0,
-                 start: int = 0) -> Iterator[tuple[dict, tuple[int, int]]]:
-    """Endless (batch, position after it) from data position (epoch, start).
-
-    Epoch e's order is ``minillm.data.epoch_order(lengths, batch_size, seed, e)``
-    (length-bucketed, shuffled), a pure function, so a position is all a resumed
-    run needs. The position after the last batch of an epoch is (e + 1, 0).
-    """
-    lengths = encoded.lengths
-    while True:
-        order = epoch_order(lengths, batch_size, seed, epoch)
-        for i in range(start, len(order)):
-            pos = (epoch + 1, 0) if i + 1 == len(order) else (epoch, i + 1)
-            yield collate(encoded, order[i]), pos
-        epoch, start = epoch + 1, 0
-
-
-# --------------------------------------------------------------------------- the trainer
-
-
-class SFTTrainer(Trainer):
-    """SFT's part of the run loop: accumulated steps, held-out exact match and loss."""
-
-    name, config_key = "sft", "train_config"
-
-    def __init__(self, model, tokenizer, train_data: EncodedDataset, config: TrainConfig,
-                 state: TrainState, optimizer: ScaledAdamW | None = None,
-                 eval_examples: Sequence[Example] | None = None,
-                 eval_data: EncodedDataset | None = None, periodic_eval: int | None = None,
-                 verifiers: dict | None = None, run_info: dict | None = None,
-                 world: Single = SINGLE, recompute: bool = False):
-        self.model, self.tokenizer, self.config, self.state = model, tokenizer, config, state
-        self.recompute = recompute
-        self.optimizer = optimizer if optimizer is not None else ScaledAdamW.from_config(config)
-        self.world = world
-        self.stream = batch_stream(train_data, config.batch_size, config.seed, state.epoch,
-                                   state.batch_in_epoch)
-        self.eval_examples, self.eval_data = eval_examples, eval_data
-        self.periodic_eval, self.verifiers, self.run_info = periodic_eval, verifiers, run_info
-
-    def step(self) -> dict[str, Any]:
-        """The next ``grad_accum`` micro-batches of each rank (all of them on every rank)."""
-        micro = []
-        for _ in range(self.config.grad_accum * self.world.size):
-            batch, (self.state.epoch, self.state.batch_in_epoch) = next(self.stream)
-            micro.append(batch)
-        return train_step(self.model, self.optimizer, micro, self.state.step, self.config,
-                          self.config.steps, world=self.world, recompute=self.recompute)
-
-    def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
-        """The mean loss of the window, the last lr and gradient norm, tokens per second."""
-        return {"loss": sum(o["loss"] for o in window) / len(window), "lr": window[-1]["lr"],
-                "grad_norm": window[-1]["grad_norm"],
-                "tokens_per_s": sum(o["tokens"] for o in window) / max(seconds, 1e-9),
-                "epoch": self.state.epoch}
-
-    def postfix(self, record: dict) -> dict[str, str]:
-        return {"loss": f"{record['loss']:.4f}", "tok_s": f"{record['tokens_per_s']:,.0f}",
-                "lr": f"{record['lr']:.2e}"}
-
-    def evaluate(self, kind: str) -> dict | None:
-        """Periodic evaluations on the first ``periodic_eval`` examples; the final one on all."""
-        if not self.eval_examples:
-            return None
-        n = None if kind == "final_eval" else self.periodic_eval
-        examples, encoded = list(self.eval_examples), self.eval_data
-        if n and n < len(encoded):
-            examples = examples[:n]
-            encoded = EncodedDataset(encoded.sources[:n], encoded.targets[:n], encoded.pad_id)
-        return evaluate(self.model, self.tokenizer, examples, encoded, self.config.eval_batch_size,
-                        self.config.max_new_tokens, self.verifiers, world=self.world)
-
-    def eval_record(self, result: dict) -> dict[str, Any]:
-        return {"loss": result["loss"], "perplexity": result["perplexity"],
-                "exact_match": result["exact_match"], "n": result["n"],
-                "per_task": {t: r["exact_match"] for t, r in result["per_task"].items()}}
-
-    def eval_line(self, kind: str, result: dict) -> str:
-        return (f"step {self.state.step}: eval loss {result['loss']:.4f}, "
-                f"exact match {result['exact_match']:.3f}")
-
-    def best_entry(self, result: dict) -> dict[str, Any]:
-        return {"exact_match": result["exact_match"], "loss": result["loss"]}
-
-    def is_better(self, entry: dict, best: dict) -> bool:
-        """Higher exact match wins; a tie goes to the lower loss."""
-        if entry["exact_match"] != best["exact_match"]:
-            return entry["exact_match"] > best["exact_match"]
-        return entry["loss"] < best["loss"]
-
-
-def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_dir: str,
-        eval_examples: Sequence[Example] | None = None, eval_data: EncodedDataset | None = None,
-        periodic_eval: int | None = None, verifiers: dict | None = None,
-        state: TrainState | None = None, optimizer: ScaledAdamW | None = None,
-        run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
-        plot: bool = True, log: Callable[[str], None] | None = None,
-        world: Single = SINGLE, recompute: bool = False) -> dict[str, Any]:
-    """Train ``model`` in place for ``config.steps`` optimizer steps; checkpoint into ``out_dir``.
-
-    The run computes where ``model`` lives (``T5.to("cuda")`` for a GPU): each
-    batch is copied there as it enters the step, the AdamW moments are allocated
-    beside the params, and checkpoints are written from host copies. The device
-    is not part of ``config``: a run may be resumed on another one.
-    ``state`` / ``optimizer``: from a checkpoint, to resume (None: a fresh run,
-    which first writes a step-0 checkpoint). ``periodic_eval``: evaluate on the
-    first that many eval examples at each ``eval_every`` (None: all); the final
-    evaluation uses all. ``run_info``: JSON saved in the trainer state (data
-    sources, preset, ...). ``stop_after``: stop (with a checkpoint) once this
-    step is reached, although the schedule spans ``config.steps``. ``plot``: write
-    loss.svg and tasks.svg at the end (:mod:`minillm.training.plot`).
-
-    ``world``: the ranks of a data-parallel run (:mod:`minillm.parallel`); rank 0
-    alone writes ``out_dir``, the progress bar and the log. ``recompute``: keep only
-    each block's input and recompute it in the backward (less memory, about a
-    third more compute, the same gradient); not part of ``config``, like the device.
-
-    Returns {"step", "final_eval" (or None), "best", "stopped_early", "plots" ({"loss"/"tasks":
-    the SVG file written})}.
-    Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
-    """
-    trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
-                         eval_examples, eval_data, periodic_eval, verifiers, run_info, world,
-                         recompute)
-    out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
-              plot=plot, log=log)
-    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "plots")}

@@ -17,11 +17,21 @@ anything and raises ValueError / FileNotFoundError with a one-line message
 prints that line and exits with status 2. ``minillm.workflows.presets`` has the
 ``minillm train`` presets. (The names ``train``, ``rl`` and ``generate`` here
 are the functions; their modules are ``minillm.workflows.train`` and so on.)
+
+Each command's module (a recipe: train.py, rl.py, evaluate.py, generate.py,
+data.py) reads as the steps of its command and imports no other recipe; what
+they share is in the modules beside them:
+
+    checks.py      the checks of settings every workflow makes first (one line naming the flag)
+    runs.py        a run folder's data provenance, resuming it, best/ in --save-dtype
+    run_data.py    a run's examples from its trainer state, encoded; the tasks' verifiers
+    models.py      the model and tokenizer a new run starts from
+    presets.py     the ``minillm train`` presets
 """
 
 from minillm.evaluation import format_eval, format_policy_eval  # what the CLI prints results with
 from minillm.training import TrainingDiverged
-from minillm.workflows.common import SettingsError
+from minillm.workflows.checks import SettingsError
 from minillm.workflows.data import DataSettings, make_data, task_samples
 from minillm.workflows.evaluate import EvalSettings, evaluate
 from minillm.workflows.generate import GenerateSettings, generate

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data import Example, to_jsonl_lines, write_jsonl
 from minillm.data.tasks import TASKS, builtin_dataset, resolve_tasks
 

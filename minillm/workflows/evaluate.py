@@ -17,7 +17,7 @@ One number per model. When ``dir`` is a run folder of ``minillm train`` or
 ``minillm rl`` (it holds trainer_state.json), or the ``best/`` folder of one, the
 settings left at None are the run's: with no ``data``, ``n`` or ``seed`` the
 examples are the run's held-out examples, the ones its final evaluation scored
-(read again by :func:`minillm.workflows.common.load_run_data`, the resume's
+(read again by :func:`minillm.workflows.run_data.load_run_data`, the resume's
 reader: a ``--data`` file the run names is read only when its sha256 is the one
 saved), ``tasks`` keeping only those tasks of them; the length limits, the batch
 size, ``max_new_tokens`` and the dtype are the run's. So ``evaluate(EvalSettings(dir=run))``
@@ -43,21 +43,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data import load_jsonl
 from minillm.evaluation import evaluate_model
 from minillm.parallel import Single, get_world
+from minillm.runfolder import checkpoint
 from minillm.storage.fileio import atomic_path
-from minillm.training import RLConfig, TrainConfig, checkpoint
-from minillm.workflows.common import (
-    apply_threads,
-    builtin_verifiers,
-    check_device,
-    check_folder,
-    check_run_files,
-    load_run_data,
-)
-from minillm.workflows.rl import MAX_TARGET_LEN
+from minillm.training import RLConfig, TrainConfig
+from minillm.workflows.checks import apply_threads, check_device, check_folder
+from minillm.workflows.run_data import RL_MAX_TARGET_LEN, builtin_verifiers, load_run_data
+from minillm.workflows.runs import check_run_files
 
 # What a setting left at None means for a folder that is not a run folder.
 PLAIN = {"n": 500, "seed": 0, "batch_size": 64, "max_source_len": 256, "max_new_tokens": 64,
@@ -119,7 +114,7 @@ class RunFolder:
 
     def max_target_len(self) -> int:
         """The run's target truncation (REINFORCE keeps the workflow's fixed one)."""
-        return MAX_TARGET_LEN if self.kind == "rl" else self.state["run"]["max_target_len"]
+        return RL_MAX_TARGET_LEN if self.kind == "rl" else self.state["run"]["max_target_len"]
 
 
 def run_of(folder: str) -> RunFolder | None:
@@ -201,8 +196,7 @@ def evaluate(settings: EvalSettings, world: Single | None = None) -> dict[str, A
                             progress=not s.no_progress, verifiers=verifiers, world=world, **gen)
     outputs = result.pop("outputs")
     if s.predictions:
-        world.on_root(write_predictions, s.predictions,
-                    examples, outputs)
+        world.on_root(write_predictions, s.predictions, examples, outputs)
         result["predictions"] = s.predictions
     result["data"] = data
     result["max_source_len"], result["max_target_len"] = s.max_source_len, max_target_len

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.backend import to_numpy
 from minillm.data.batching import truncate
 from minillm.generation import generate as generate_ids
 from minillm.storage.fileio import read_json
-from minillm.workflows.common import Log, apply_threads, check_device, check_folder, log_to_stderr
+from minillm.workflows.checks import Log, apply_threads, check_device, check_folder, log_to_stderr
 
 # settings that are generate() keywords of the same name (None: not given), and their types
 OPTIONS = {

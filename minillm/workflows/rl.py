@@ -4,20 +4,18 @@
     result = rl(RLSettings(dir="runs/sft", out="runs/rl", tasks="sort_words", steps=150))
     result.initial_eval["reward"], result.final_eval["reward"]
 
-:class:`RLSettings` has one field per ``minillm rl`` flag (``dir`` is the
-positional DIR), with the same name and default; the REINFORCE settings default
-to None ("not given": :class:`minillm.training.RLConfig`'s default, or on resume
-the run's own). ``dir`` is the starting model (a Hugging Face T5 folder with
-tokenizer.json, e.g. an SFT run folder); it is also the frozen reference of the
-KL penalty, copied into ``out/reference``. ``algo`` is rloo (the KL in the reward,
-``kl_coef``, and a ``baseline``) or grpo (group-normalised advantages, ``beta`` times the
-per-token KL in the loss, a ``loss_type``; :mod:`minillm.training.grpo`); a flag of the
-other algorithm is refused. Everything is checked before the run
-folder is touched, and the folder's lock is held for the run's life (one process
-per run folder). A resumed run imports nothing its folder names: a user reward
-(``module:function``) must be given again with ``--reward``.
-:mod:`minillm.training.reinforce` has the estimator, :mod:`minillm.evaluation.rewards`
-the rewards.
+:class:`RLSettings` has one field per ``minillm rl`` flag, with the same name and
+default (:mod:`minillm.workflows.rl_settings`). ``dir`` is the starting model (a Hugging
+Face T5 folder with tokenizer.json, e.g. an SFT run folder); it is also the frozen
+reference of the KL penalty, copied into ``out/reference``. ``algo`` is rloo (the KL
+in the reward, ``kl_coef``, and a ``baseline``) or grpo (group-normalised advantages,
+``beta`` times the per-token KL in the loss, a ``loss_type``;
+:mod:`minillm.training.algorithms`); a setting of the other algorithm is refused.
+Everything is checked before the run folder is touched, and the folder's lock is held
+for the run's life (one process per run folder). A resumed run imports nothing its
+folder names: a user reward (``module:function``) must be given again with
+``--reward``. :mod:`minillm.training.reinforce` has the estimator,
+:mod:`minillm.evaluation.rewards` the rewards.
 
 Random streams (:mod:`minillm.seeds`, under ``seed``): "rl_data" (not SFT's
 "sft_data") and "eval_data" for the built-in suite, "held_out" for ``--data``;
@@ -27,109 +25,40 @@ the trainer draws "order", "sampling" and "eval_sampling".
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from minillm.evaluation.rewards import Reward, builtin_reward, get_reward, is_builtin_reward
 from minillm.optim import AdamW
 from minillm.parallel import Single, get_world
-from minillm.training import REFERENCE_DIR, RLConfig, RLState, checkpoint, fit_rl
-from minillm.training.grpo import ALGOS, LOSS_TYPES, SCALE_REWARDS
-from minillm.training.reinforce import BASELINES
-from minillm.training.state_file import check_data_position
-from minillm.workflows.common import (
+from minillm.runfolder import checkpoint
+from minillm.runfolder.rules import check_out, clear_run, world_folder
+from minillm.runfolder.state_file import check_data_position
+from minillm.training import REFERENCE_DIR, RLConfig, RLState, fit_rl
+from minillm.training.algorithms import algorithm_for
+from minillm.workflows.checks import (
     Log,
     SettingsError,
-    apply_threads,
-    check_device,
     check_folder,
-    check_not_finished,
-    check_out,
     check_positive,
+    check_run_flags,
+    log_to_stderr,
+)
+from minillm.workflows.rl_settings import CONFIG_FIELDS, DEFAULT_OUT, DEFAULTS, RLSettings, rl_config
+from minillm.workflows.run_data import RL_MAX_TARGET_LEN, encode, load_run_data
+from minillm.workflows.runs import (
+    check_not_finished,
     check_run_files,
     check_world,
-    clear_run,
     data_sources,
-    encode,
-    load_run_data,
-    log_to_stderr,
-    quiet,
     read_run,
     run_fingerprint,
+    store_best,
     warn_ignored,
-    world_folder,
 )
-from minillm.workflows.train import check_save_dtype, store_best
 
-DEFAULT_OUT = os.path.join("runs", "rl")
-DEFAULTS = RLConfig()  # what a REINFORCE setting left at None means (the CLI's help shows these)
-__all__ = ["ALGOS", "BASELINES", "DEFAULTS", "DEFAULT_OUT", "LOSS_TYPES", "RLResult", "RLSettings",
-           "SCALE_REWARDS", "rl"]
-
-# RLSettings fields that are RLConfig fields
-CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "k", "baseline", "ema_decay", "whiten", "kl_coef",
-                 "entropy_coef", "lr", "warmup_steps", "schedule", "weight_decay", "max_grad_norm",
-                 "temperature", "top_k", "top_p", "max_new_tokens", "seed", "eval_every",
-                 "save_every", "algo", "num_iterations", "epsilon", "epsilon_high", "beta",
-                 "scale_rewards", "loss_type")
-# the settings of one algorithm only: given with the other, they are refused
-ALGO_FIELDS = {"rloo": ("baseline", "ema_decay", "whiten", "kl_coef"),
-               "grpo": ("beta", "scale_rewards", "loss_type")}
-MAX_TARGET_LEN = 64  # reference outputs kept (for the rewards that compare with them)
-
-
-@dataclass(frozen=True)
-class RLSettings:
-    """One field per ``minillm rl`` flag; ``tasks``: comma-separated names (or a sequence of names)."""
-
-    dir: str | None = None
-    out: str = DEFAULT_OUT
-    data: str | None = None
-    eval_data: str | None = None
-    tasks: str | Sequence[str] | None = None
-    reward: str | None = None
-    n_train: int = 2000
-    n_eval: int = 200
-    max_source_len: int = 64
-    dtype: str = "float32"
-    save_dtype: str | None = None
-    device: str = "cpu"
-    threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
-    resume: bool = False
-    overwrite: bool = False
-    steps: int | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    k: int | None = None
-    algo: str | None = None
-    num_iterations: int | None = None
-    epsilon: float | None = None
-    epsilon_high: float | None = None
-    beta: float | None = None
-    scale_rewards: str | None = None
-    loss_type: str | None = None
-    baseline: str | None = None
-    ema_decay: float | None = None
-    whiten: bool | None = None
-    kl_coef: float | None = None
-    entropy_coef: float | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    schedule: str | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    max_new_tokens: int | None = None
-    seed: int | None = None
-    eval_every: int | None = None
-    save_every: int | None = None
-    stop_after: int | None = None
-    no_progress: bool = False
+__all__ = ["DEFAULTS", "DEFAULT_OUT", "RLResult", "RLSettings", "rl"]
 
 
 @dataclass(frozen=True)
@@ -180,7 +109,7 @@ def rl(settings: RLSettings, log: Log = log_to_stderr, world: Single | None = No
     t0 = time.perf_counter()
     s = settings
     world = get_world() if world is None else world
-    log = log if world.is_root else quiet
+    log = world.root_log(log)
     world.check(_check, s, world)
     folder = (s.out, s.resume, s.overwrite, None if s.resume else s.dir, "DIR")
     if s.resume:
@@ -195,11 +124,7 @@ def _check(s: RLSettings, world: Single) -> None:
     check_positive(s, ("n_train", "n_eval", "stop_after"))
     if s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
-    if s.resume and s.overwrite:
-        raise SettingsError("--resume and --overwrite contradict each other")
-    check_save_dtype(s.save_dtype)
-    check_device(s.device, world)
-    apply_threads(s.threads, None if world.is_root else (lambda msg: None))  # a note: rank 0's
+    check_run_flags(s, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
     if not s.resume:
@@ -213,15 +138,12 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
     world.check(_check_reward, run.reward, list(run.train) + list(run.held))
     world.same(run_fingerprint(run.policy, len(run.train), cfg), "the run (data, settings, model)")
     max_source_len = run.info["max_source_len"]
-    train_enc = encode(run.train, run.tokenizer, max_source_len, MAX_TARGET_LEN)
-    eval_enc = encode(run.held, run.tokenizer, max_source_len, MAX_TARGET_LEN) if run.held else None
+    train_enc = encode(run.train, run.tokenizer, max_source_len, RL_MAX_TARGET_LEN)
+    eval_enc = encode(run.held, run.tokenizer, max_source_len, RL_MAX_TARGET_LEN) if run.held else None
     if not s.resume:
-        if s.overwrite and os.path.isdir(s.out) and world.is_root:
-            clear_run(s.out)
-            if os.path.isdir(os.path.join(s.out, REFERENCE_DIR)):
-                shutil.rmtree(os.path.join(s.out, REFERENCE_DIR))
-        how = (f"GRPO (scale_rewards {cfg.scale_rewards}, beta {cfg.beta}, loss {cfg.loss_type}"
-               if cfg.algo == "grpo" else f"REINFORCE ({cfg.baseline} baseline, kl_coef {cfg.kl_coef}")
+        if s.overwrite:
+            world.on_root(clear_run, s.out, (REFERENCE_DIR,))
+        how = algorithm_for(cfg).summary.format(**cfg.to_dict())
         if cfg.num_iterations > 1:
             how += f", {cfg.num_iterations} clipped updates per step"
         per_step = cfg.batch_size * cfg.grad_accum * world.size
@@ -233,8 +155,7 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
                     progress=not s.no_progress, log=log, world=world)
-    world.on_root(store_best, s.out, run.tokenizer,
-                s.save_dtype, run.policy.dtype, log)
+    world.on_root(store_best, s.out, run.tokenizer, s.save_dtype, run.policy.dtype, log)
     return RLResult(out=s.out, step=result["step"], steps=cfg.steps,
                     initial_eval=result["initial_eval"], final_eval=result["final_eval"],
                     best=result["best"], stopped_early=result["stopped_early"], resumed=s.resume,
@@ -282,14 +203,7 @@ def _start(s: RLSettings) -> _Run:
                             "task:NAME or module:function)")
     if s.data is not None and s.tasks is not None:
         raise SettingsError("--tasks selects built-in tasks; it does not apply to --data")
-    algo = s.algo or DEFAULTS.algo
-    other = [n for a, names in ALGO_FIELDS.items() if a != algo for n in names
-             if getattr(s, n) is not None]
-    if other:
-        flags = ", ".join("--" + n.replace("_", "-") for n in other)
-        raise SettingsError(f"{flags} {'is' if len(other) == 1 else 'are'} not a setting of "
-                            f"--algo {algo}")
-    cfg = RLConfig(**{n: getattr(s, n) for n in CONFIG_FIELDS if getattr(s, n) is not None})
+    cfg = rl_config(s)
     reward = get_reward(reward_name)
     tasks = s.tasks.split(",") if isinstance(s.tasks, str) else s.tasks
     tasks = None if tasks is None else resolve_tasks([t.strip() for t in tasks if t.strip()])

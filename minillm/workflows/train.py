@@ -10,7 +10,7 @@ settings, device, the run folder) before the run folder is touched, so bad input
 never damages it; then it builds the data, the tokenizer and the model (or
 resumes them from the folder), takes the folder's lock (one process per run
 folder, held to the end), trains with :func:`minillm.training.fit` and evaluates.
-The run folder is described in :mod:`minillm.training.checkpoint`.
+The run folder is described in :mod:`minillm.runfolder`.
 
 Random streams (:mod:`minillm.seeds`, all under the one ``seed``): "sft_data" and
 "eval_data" for the built-in suite, "held_out" for the 5% of ``--data`` held out,
@@ -24,38 +24,34 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from minillm import seeds
 from minillm.data import Example, num_batches
 from minillm.optim import ScaledAdamW
 from minillm.parallel import Single, get_world
-from minillm.training import TrainConfig, TrainState, checkpoint, fit
-from minillm.training.state_file import check_data_position
-from minillm.workflows.common import (
+from minillm.runfolder import checkpoint
+from minillm.runfolder.rules import check_out, clear_run, world_folder
+from minillm.runfolder.state_file import check_data_position
+from minillm.training import TrainConfig, TrainState, fit
+from minillm.workflows.checks import (
     Log,
     SettingsError,
-    apply_threads,
-    builtin_verifiers,
-    check_device,
-    check_folder,
-    check_not_finished,
-    check_out,
     check_positive,
+    check_run_flags,
+    flag,
+    log_to_stderr,
+)
+from minillm.workflows.models import build_model, describe
+from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
+from minillm.workflows.run_data import builtin_verifiers, encode, load_run_data
+from minillm.workflows.runs import (
+    check_not_finished,
     check_run_files,
     check_world,
-    clear_run,
     data_sources,
-    describe,
-    encode,
-    flag,
-    load_run_data,
-    log_to_stderr,
-    quiet,
     read_run,
     run_fingerprint,
+    store_best,
     warn_ignored,
-    world_folder,
 )
-from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
 
 DEFAULT_OUT = os.path.join("runs", "sft")
 
@@ -165,27 +161,6 @@ def check_settings(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be positive, got {s.lr}")
     if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
         raise ValueError(f"--dropout must be in [0, 1), got {s.dropout}")
-    if s.resume and s.overwrite:
-        raise SettingsError("--resume and --overwrite contradict each other")
-    check_save_dtype(s.save_dtype)
-
-
-def check_save_dtype(save_dtype: str | None) -> None:
-    """ValueError naming --save-dtype unless it is None or one of ``checkpoint.SAVE_DTYPES``."""
-    if save_dtype is not None and save_dtype not in checkpoint.SAVE_DTYPES:
-        raise ValueError(f"--save-dtype must be one of {', '.join(checkpoint.SAVE_DTYPES)}, "
-                         f"got {save_dtype!r}")
-
-
-def store_best(out: str, tokenizer, save_dtype: str | None, model_dtype, log: Log) -> None:
-    """best/ stored in ``save_dtype`` (--save-dtype) at the end of a call; the checkpoint is left as is."""
-    if save_dtype is None:
-        return
-    step = checkpoint.store_best(out, tokenizer, save_dtype, str(model_dtype))
-    if step is None:
-        log(f"--save-dtype {save_dtype}: the run has no best/ yet (no held-out evaluation); nothing stored")
-    else:
-        log(f"{os.path.join(out, checkpoint.BEST_DIR)} (step {step}) stored in {save_dtype}")
 
 
 def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | None = None) -> TrainResult:
@@ -204,7 +179,7 @@ def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | Non
     t0 = time.perf_counter()
     s = settings
     world = get_world() if world is None else world
-    log = log if world.is_root else quiet
+    log = world.root_log(log)
     world.check(_check, s, world)
     folder = (s.out, s.resume, s.overwrite, s.init, "--init")
     if s.resume:
@@ -217,8 +192,7 @@ def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | Non
 
 def _check(s: TrainSettings, world: Single) -> None:
     check_settings(s)
-    check_device(s.device, world)
-    apply_threads(s.threads, None if world.is_root else (lambda msg: None))  # a note: rank 0's
+    check_run_flags(s, world)
     check_out(s.out, s.resume, s.overwrite, s.init, "--init")
 
 
@@ -231,8 +205,8 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
     eval_enc = (encode(run.held, run.tokenizer, info["max_source_len"], info["max_target_len"],
                        "held-out", log) if run.held else None)
     if not s.resume:
-        if s.overwrite and os.path.isdir(s.out) and world.is_root:
-            clear_run(s.out)
+        if s.overwrite:
+            world.on_root(clear_run, s.out)
         ranks = f" ({world.size} ranks x {cfg.grad_accum * cfg.batch_size})" if world.size > 1 else ""
         log(f"{run.model.num_parameters():,} parameters ({describe(run.model.config)}), "
             f"vocab {run.model.config.vocab_size}; {len(run.train)} training and {len(run.held)} "
@@ -244,8 +218,7 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
                  stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
                  world=world, recompute=s.recompute)
-    world.on_root(store_best, s.out, run.tokenizer,
-                s.save_dtype, run.model.dtype, log)
+    world.on_root(store_best, s.out, run.tokenizer, s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
                        stopped_early=result["stopped_early"], resumed=s.resume,
@@ -297,7 +270,7 @@ def _start(s: TrainSettings, ranks: int = 1) -> _Run:
     info.update(data_sources(s))
     train_ex, held = load_run_data(info, "sft_data")
     cfg = _train_config(s, preset, seed, len(train_ex), ranks)
-    model, tokenizer = _build_model(s, preset, train_ex, seed)
+    model, tokenizer = build_model(s, preset, train_ex, seed)
     return _Run(info, cfg, train_ex, held, model, tokenizer)
 
 
@@ -313,34 +286,3 @@ def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int,
         per_epoch = num_batches(n_train, training["batch_size"])
         training["steps"] = max(1, round(s.epochs * per_epoch / (training.get("grad_accum", 1) * ranks)))
     return TrainConfig(**training)
-
-
-def _build_model(s: TrainSettings, preset: Preset, train_ex: list[Example], seed: int):
-    """(model, tokenizer): from ``init``, or a new model with a tokenizer trained on the data."""
-    from minillm.config import T5Config
-    from minillm.data.tasks import TASKS
-    from minillm.data.tokenizer import Tokenizer, check_vocab
-    from minillm.model import T5
-
-    dtype = s.dtype or "float32"
-    if s.init:
-        tok_path = check_folder(s.init, "--init wants a Hugging Face T5 folder",
-                                "--init needs the model's tokenizer.json")
-        tokenizer = Tokenizer.from_file(tok_path)
-        model = T5.from_pretrained(s.init, dtype=dtype, device=s.device)
-        if s.dropout is not None:
-            model = T5(model.config.replace(dropout_rate=s.dropout), model.params)
-        check_vocab(tokenizer, model.config.vocab_size)
-        return model, tokenizer
-    # the built-in suite: every instruction phrasing too (eval-only ones tokenize into words)
-    phrasings = ([p for t in TASKS.values() for p in t.instructions + t.heldout_instructions]
-                 if s.data is None else [])
-    texts = [ex.prompt for ex in train_ex] + [ex.target for ex in train_ex] + phrasings
-    tokenizer = Tokenizer.train(texts, vocab_size=s.vocab_size or preset.vocab_size)
-    model_cfg = dict(preset.model)
-    if s.dropout is not None:
-        model_cfg["dropout_rate"] = s.dropout
-    config = T5Config(vocab_size=tokenizer.vocab_size, **model_cfg)
-    check_vocab(tokenizer, config.vocab_size)
-    model = T5.init(config, seeds.generator(seed, "init"), dtype=dtype, device=s.device)
-    return model, tokenizer

@@ -7,7 +7,7 @@ import pytest
 
 import minillm
 from minillm.optim import AdamW
-from minillm.training import checkpoint as ckpt
+from minillm.runfolder import checkpoint as ckpt
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

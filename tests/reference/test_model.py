@@ -1,4 +1,7 @@
-"""The whole model against transformers (logits, loss, every gradient) and AdamW against torch."""
+"""The whole model against transformers (logits, loss, every gradient) and AdamW against torch.
+
+Both tiers: the reference (``T5``'s methods) and the lean engine the trainers run
+(``minillm.engine``), each against transformers directly."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 
 import minillm
+from minillm import engine
 from minillm.model import param_shapes
 from minillm.optim import AdamW, clip_grad_norm, lr_schedule
 from minillm.testing import padding_mask, rel_error
@@ -34,9 +38,14 @@ def test_float64_parity_with_transformers(variant, seed, tmp_path):
     assert rel_error(logits, out.logits.detach().numpy()) < 1e-9
     assert abs(loss - out.loss.item()) < 1e-9 * abs(loss)
     torch_grads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
-    assert set(grads) == set(model.params)
-    for name, g in grads.items():
-        assert rel_error(g, torch_grads[name]) < 1e-8, name
+    lean_loss, lean_grads = engine.loss_and_grads(model, input_ids, labels, mask)
+    assert rel_error(engine.logits(model, input_ids, model.shift_right(labels), mask),
+                     out.logits.detach().numpy()) < 1e-9
+    assert abs(lean_loss - out.loss.item()) < 1e-9 * abs(loss)
+    for tier in (grads, lean_grads):
+        assert set(tier) == set(model.params)
+        for name, g in tier.items():
+            assert rel_error(g, torch_grads[name]) < 1e-8, name
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -47,12 +56,12 @@ def test_float32_parity_with_transformers(variant, tmp_path):
     tm = torch_model(model, tmp_path)
     input_ids, mask, labels = random_batch(rng, config.vocab_size, B=4, S=16, T=10)
     dec = model.shift_right(labels)
-    logits = model.logits(input_ids, dec, mask)
-    assert logits.dtype == np.float32
     with torch.no_grad():
         ref = tm(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(mask),
                  decoder_input_ids=torch.tensor(dec)).logits.numpy()
-    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
+    for logits in (model.logits(input_ids, dec, mask), engine.logits(model, input_ids, dec, mask)):
+        assert logits.dtype == np.float32
+        np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_decoder_attention_mask_and_padding_rows(tmp_path):
@@ -85,7 +94,8 @@ def test_param_names_match_transformers(tmp_path):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_adamw_steps_track_torch(variant, tmp_path):
-    """Ten AdamW steps (with clipping and a schedule) give torch's losses and weights."""
+    """Ten AdamW steps (with clipping and a schedule) on the engine's gradient, as the trainers
+    take them, give torch's losses and weights."""
     config = tiny_config(variant)
     rng = np.random.default_rng(7)
     model = minillm.T5.init(config, rng, dtype="float64")
@@ -97,7 +107,7 @@ def test_adamw_steps_track_torch(variant, tmp_path):
     input_ids, mask, labels = random_batch(rng, config.vocab_size, B=4, S=8, T=6)
     for step in range(10):
         lr = lr_schedule(step, lr=1e-2, total_steps=10, warmup_steps=3)
-        loss, grads = model.loss_and_grads(input_ids, labels, mask)
+        loss, grads = engine.loss_and_grads(model, input_ids, labels, mask)
         norm = clip_grad_norm(grads, 1.0)
         opt.step(model.params, grads, lr=lr)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from minillm import seeds
+import minillm.seeds as seeds
 from minillm.data.examples import Example
 from minillm.data.tasks.base import SPLITS, Task, instance_split
 from minillm.data.tasks.codegen import CodeExpression

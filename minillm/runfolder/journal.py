@@ -28,11 +28,10 @@ import stat
 import sys
 from collections.abc import Iterator
 
-from minillm.storage.fileio import write_json
+from minillm.storage.fileio import FILE_MODE, write_json
 
 STAGING = ".staging"
 COMMIT = "COMMIT"
-FILE_MODE = 0o644
 
 
 def _fsync_dir(folder: str) -> None:

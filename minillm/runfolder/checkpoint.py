@@ -1,26 +1,10 @@
 """Run-folder checkpoints: a Hugging Face folder plus the trainer's state, written atomically.
 
-A run folder (``minillm train --out DIR``) is loadable as it stands by
-``minillm.from_pretrained(DIR)`` and by ``transformers``; it holds the last
-checkpoint, and ``best/`` the best one::
-
-    DIR/
-      config.json  model.safetensors  generation_config.json      the last model (HF folder)
-      tokenizer.json  tokenizer_config.json                       its tokenizer
-      optimizer.safetensors                                       AdamW moments ("m.NAME", "v.NAME")
-      trainer_state.json                                          step, data position, RNG state,
-                                                                  settings, best score
-      metrics.jsonl  loss.svg  tasks.svg                          the run's log and its pictures
-      best/  config.json model.safetensors ... best_step.json     the best model, and its step
-                                                                  (stored in --save-dtype when the
-                                                                  run's call returns: store_best)
-      .lock                                                       one process at a time
-                                                                  (minillm.storage.lock)
-
-Each checkpoint is committed as a unit by the journal of :mod:`minillm.training.journal`
-(files staged in ``DIR/.staging/``, then ``.staging/COMMIT``, the commit point, then the
-renames). A process killed before the commit point leaves ``DIR`` untouched; killed after
-it, :func:`recover` finishes the renames. At any moment each file in ``DIR`` is complete
+The files of a checkpoint are listed in :mod:`minillm.runfolder`. Each checkpoint is
+committed as a unit by the journal of :mod:`minillm.runfolder.journal` (files staged in
+``DIR/.staging/``, then ``.staging/COMMIT``, the commit point, then the renames). A
+process killed before the commit point leaves ``DIR`` untouched; killed after it,
+:func:`recover` finishes the renames. At any moment each file in ``DIR`` is complete
 (old or new), so the folder stays loadable; after :func:`recover` it is also consistent
 (weights, moments and state of one step). The journal is data: only plain file names of
 the folder, naming regular files, are moved; nothing outside the folder is touched.
@@ -42,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from minillm.storage.fileio import atomic_path, write_json
-from minillm.training.journal import (  # noqa: F401 - COMMIT, FILE_MODE, STAGING: the folder's names
+from minillm.runfolder.journal import (  # noqa: F401 - COMMIT, FILE_MODE, STAGING: the folder's names
     COMMIT,
     FILE_MODE,
     STAGING,
@@ -51,6 +34,7 @@ from minillm.training.journal import (  # noqa: F401 - COMMIT, FILE_MODE, STAGIN
     recover_journal,
     staged_commit,
 )
+from minillm.storage.fileio import atomic_path, write_json
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -58,6 +42,7 @@ TOKENIZER_NAME = "tokenizer.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 BEST_DIR = "best"
 BEST_STEP_NAME = "best_step.json"  # in best/: {"step": N}, the step whose model best/ holds
+REFERENCE_DIR = "reference"  # REINFORCE's frozen reference model (minillm.training.rl)
 # The Hugging Face files of a model folder (what write_model_files writes)
 MODEL_FILES = ("config.json", "model.safetensors", GENERATION_CONFIG_NAME, TOKENIZER_NAME,
                "tokenizer_config.json")
@@ -71,7 +56,9 @@ STATE_VERSION = 3
 # 4, REINFORCE runs only: rl_config names the algorithm and its settings (algo, num_iterations,
 # epsilon, epsilon_high, beta, scale_rewards, loss_type) and optimizer_t is step * num_iterations;
 # an older rl state lacks them, so it is refused in one line rather than guessed.
-STATE_VERSIONS = {None: STATE_VERSION, "rl": 4}  # by the state's "kind"
+# 5, REINFORCE runs only: rl_config's whiten (the population std + 1e-8) is normalize_advantages
+# (TRL's: the sample std + 1e-4), so a version-4 run that whitened would not continue as it began.
+STATE_VERSIONS = {None: STATE_VERSION, "rl": 5}  # by the state's "kind"
 
 
 # ----------------------------------------------------------------------- recovery
@@ -214,6 +201,15 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, optimizer, stat
         write_json(os.path.join(staging, STATE_NAME), full)
 
 
+def commit_step(folder: str | os.PathLike, model, tokenizer, optimizer, state: dict,
+                best: bool = False) -> None:
+    """The checkpoint of ``state["step"]`` (:func:`save_checkpoint`); with ``best``, then its model
+    into best/ (:func:`save_model`), committed after the state that names it (see :func:`recover`)."""
+    save_checkpoint(folder, model, tokenizer, optimizer, state)
+    if best:
+        save_model(os.path.join(os.fspath(folder), BEST_DIR), model, tokenizer, step=state["step"])
+
+
 def store_best(folder: str | os.PathLike, tokenizer, dtype: str,
                model_dtype: str = "float32") -> int | None:
     """Rewrite ``folder/best`` with its weights stored in ``dtype`` (``--save-dtype``), as one commit.
@@ -256,10 +252,18 @@ def read_state(folder: str | os.PathLike, config_classes: dict | None = None) ->
     saved settings too. FileNotFoundError when missing; ValueError, one line naming the
     file and the field, for anything else wrong.
     """
-    from minillm.training.state_file import read_trainer_state
+    from minillm.runfolder.state_file import read_trainer_state
 
     path = os.path.join(os.fspath(folder), STATE_NAME)
     return read_trainer_state(path, STATE_FORMAT, STATE_VERSIONS, config_classes)
+
+
+def saved_step(folder: str | os.PathLike) -> str:
+    """The step of the checkpoint in ``folder``, for messages ("?" when unreadable)."""
+    try:
+        return str(read_state(folder)["step"])
+    except (OSError, ValueError, KeyError):
+        return "?"
 
 
 def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = "cpu"):
@@ -272,7 +276,7 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     from minillm.backend import to_device
     from minillm.data.tokenizer import Tokenizer
     from minillm.model.t5 import T5
-    from minillm.training.optimizer_file import read_optimizer
+    from minillm.runfolder.optimizer_file import read_optimizer
 
     folder = os.fspath(folder)
     recover(folder)

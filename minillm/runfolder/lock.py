@@ -17,13 +17,15 @@ import os
 import time
 from collections.abc import Iterator
 
+from minillm.storage.fileio import FILE_MODE
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 LOCK_NAME = ".lock"
-LOCK_MODE = 0o644
+LOCK_MODE = FILE_MODE
 
 
 class FolderInUse(ValueError):

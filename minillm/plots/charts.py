@@ -8,18 +8,24 @@ loss.svg: left axis (log scale), the training loss (the mean over each logging
 interval) and the held-out loss against the optimizer step; right axis (0-1),
 the held-out exact match. tasks.svg: one line per task of the held-out exact
 match at each evaluation ("eval" records, then the "final_eval"), and the
-overall figure dashed. The charts are drawn by :mod:`minillm.training.svg`.
+overall figure dashed. The charts are drawn by :mod:`minillm.plots.svg`.
+:func:`plot_metrics` writes both into a run folder, under :data:`PLOT_NAME` and
+:data:`TASKS_PLOT_NAME`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
-from minillm.storage.fileio import write_text
-from minillm.training.journal import FILE_MODE
-from minillm.training.svg import COLORS, Axis, Series, line_chart
+from minillm.plots.svg import COLORS, Axis, Series, line_chart
+from minillm.storage.fileio import FILE_MODE, write_text
 
+PLOT_NAME = "loss.svg"
+TASKS_PLOT_NAME = "tasks.svg"
+# every picture a run folder may hold (loss.png: drawn with matplotlib by earlier versions)
+PLOT_NAMES = (PLOT_NAME, TASKS_PLOT_NAME, "loss.png")
 EVAL_KINDS = ("eval", "final_eval")  # the held-out evaluations of a run, in step order
 
 
@@ -97,3 +103,20 @@ def plot_loss(records: Sequence[dict], path: str | os.PathLike) -> bool:
 def plot_tasks(records: Sequence[dict], path: str | os.PathLike) -> bool:
     """Write the per-task exact match chart to ``path`` (atomically); False: no per-task evaluation."""
     return _write(tasks_chart(records), path)
+
+
+def plot_metrics(out_dir: str, records: list[dict]) -> dict[str, str]:
+    """Write loss.svg and tasks.svg of ``records`` into ``out_dir``; {"loss"/"tasks": path written}.
+
+    A chart with nothing to draw is not written; a failure is one line on stderr
+    (a picture never fails the run).
+    """
+    written = {}
+    for key, name, plot in (("loss", PLOT_NAME, plot_loss), ("tasks", TASKS_PLOT_NAME, plot_tasks)):
+        path = os.path.join(out_dir, name)
+        try:
+            if plot(records, path):
+                written[key] = path
+        except Exception as e:  # noqa: BLE001 - a plot must not end a training run
+            print(f"minillm: {path} not written ({e})", file=sys.stderr)
+    return written

@@ -24,29 +24,32 @@ got "abc"``). Missing and unknown keys are refused too. The fields::
                             library's fit() without a workflow
     world_size              (optional, 1 when absent) the data-parallel ranks that trained it
 
-This module imports nothing of the training package, so the checkpoint reader
-can call it; the settings classes come in as an argument.
+The settings classes come in as an argument (the trainers' TrainConfig and RLConfig
+are above this package). Each field's check is one of :mod:`minillm.runfolder.fields`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import types
-import typing
 from typing import Any
 
 import numpy as np
 
+from minillm.runfolder.fields import (
+    MAX_INT,
+    FieldChecker,
+    StateError,
+    check_settings,
+    is_int,
+    is_number,
+    shown,
+)
 from minillm.storage.fileio import read_json
 
 # The bit generators a saved Generator state may name (seeds.generator makes PCG64): the one
 # table a state's name is looked up in (never an attribute of numpy looked up by name).
 BIT_GENERATORS = {"PCG64": np.random.PCG64}
 DTYPES = ("float32", "float64")
-MAX_INT = 2**53  # a setting's integers are exact as JSON numbers (no sizes or steps beyond)
 CONFIG_KEYS = {None: "train_config", "rl": "rl_config"}  # by the state's "kind"
 KIND_FIELDS = {None: (), "rl": ("ema",)}  # fields a kind adds to the common ones
 COMMON = ("format", "version", "step", "epoch", "batch_in_epoch", "rng_state", "best", "dtype",
@@ -68,104 +71,7 @@ RUN_FIELDS = {
 OPTIONAL_RUN_FIELDS = ("task_weights",)
 
 
-class StateError(ValueError):
-    """A trainer_state.json that cannot be resumed: one line naming the file and the field."""
-
-
-def shown(v: Any) -> str:
-    """A value as the message shows it: JSON, cut to 60 characters."""
-    try:
-        s = json.dumps(v)
-    except (TypeError, ValueError):
-        s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
-
-
-def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_number(v: Any) -> bool:
-    """A finite JSON number (not a bool)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-class _Checker:
-    """The checks of one file: each failure a StateError ``path: field: what, got value``."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def fail(self, field: str, what: str, v: Any = None, got: bool = True) -> StateError:
-        return StateError(f"{self.path}: {field}: {what}" + (f", got {shown(v)}" if got else ""))
-
-    def int(self, field: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
-        if not is_int(v) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise self.fail(field, f"expected an integer {rng}", v)
-        return v
-
-    def keys(self, field: str, d: Any, required: tuple, optional: tuple = ()) -> dict:
-        if not isinstance(d, dict):
-            raise self.fail(field, "expected an object", d)
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise self.fail(field, f"missing key(s) {', '.join(missing)}", got=False)
-        extra = sorted(set(d) - set(required) - set(optional))
-        if extra:
-            raise self.fail(field, f"unknown key(s) {', '.join(map(str, extra))}", got=False)
-        return d
-
-    def typed(self, field: str, v: Any, allowed: tuple, lo: int | None = None) -> None:
-        if v is None and None in allowed:
-            return
-        if int in allowed and is_int(v):
-            if (lo is not None and v < lo) or abs(v) > MAX_INT:
-                raise self.fail(field, f"expected an integer in [{lo or 0}, 2**53]", v)
-            return
-        if float in allowed and is_number(v):
-            return
-        if any(t not in (None, int, float) and isinstance(v, t) and not isinstance(v, bool)
-               for t in allowed):
-            return
-        names = {None: "null", int: "an integer", float: "a finite number", str: "a string",
-                 list: "a list", bool: "true or false"}
-        if bool in allowed and isinstance(v, bool):
-            return
-        raise self.fail(field, "expected " + " or ".join(names.get(t, str(t)) for t in allowed), v)
-
-
-def _field_types(hint: Any) -> tuple:
-    """The JSON types a settings field of type ``hint`` allows (tuples are lists in JSON)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return tuple(t for a in typing.get_args(hint) for t in _field_types(a))
-    if hint is type(None):
-        return (None,)
-    if origin is tuple or hint is tuple:
-        return (list,)
-    return {int: (int,), float: (float,), str: (str,), bool: (bool,)}.get(hint, (hint,))
-
-
-def check_settings(c: _Checker, key: str, d: Any, cls) -> Any:
-    """``cls.from_dict(d)`` after each field's JSON type is checked against the dataclass."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    c.keys(key, d, tuple(names))
-    hints = typing.get_type_hints(cls)
-    for name in names:
-        allowed = _field_types(hints[name])
-        c.typed(f"{key}.{name}", d[name], allowed)
-        if list in allowed and isinstance(d[name], list):
-            n = len(typing.get_args(hints[name]))
-            if len(d[name]) != n or not all(is_number(x) for x in d[name]):
-                raise c.fail(f"{key}.{name}", f"expected a list of {n} finite numbers", d[name])
-    try:
-        return cls.from_dict(d)
-    except (ValueError, TypeError) as e:
-        raise c.fail(key, str(e), got=False) from None
-
-
-def check_rng_state(c: _Checker, s: Any) -> None:
+def check_rng_state(c: FieldChecker, s: Any) -> None:
     """null, or a PCG64 state as ``bit_generator.state`` gives it, restorable from :data:`BIT_GENERATORS`."""
     if s is None:
         return
@@ -186,7 +92,7 @@ def check_rng_state(c: _Checker, s: Any) -> None:
         raise c.fail("rng_state", f"not a restorable state ({e})", got=False) from None
 
 
-def check_best(c: _Checker, best: Any, step: int) -> None:
+def check_best(c: FieldChecker, best: Any, step: int) -> None:
     if best is None:
         return
     if not isinstance(best, dict) or "step" not in best:
@@ -197,7 +103,7 @@ def check_best(c: _Checker, best: Any, step: int) -> None:
             raise c.fail(f"best.{k}", "expected a finite number", v)
 
 
-def check_run(c: _Checker, run: Any, kind: str | None) -> None:
+def check_run(c: FieldChecker, run: Any, kind: str | None) -> None:
     if run == {}:  # a run of the library's fit() without a workflow: no data of its own
         return
     table = RUN_FIELDS[kind]
@@ -225,7 +131,7 @@ def check_run(c: _Checker, run: Any, kind: str | None) -> None:
         raise c.fail("run.tasks", "expected null or a list of strings", run["tasks"])
 
 
-def check_position(c: _Checker, state: dict, config, run: dict, kind: str | None) -> None:
+def check_position(c: FieldChecker, state: dict, config, run: dict, kind: str | None) -> None:
     """epoch and batch_in_epoch within ``step`` steps; exact with the built-in data (``n_train``)."""
     per_step = steps_batches(state, config)
     consumed = state["step"] * per_step
@@ -241,7 +147,7 @@ def steps_batches(state: dict, config) -> int:
     return getattr(config, "grad_accum", 1) * (world if is_int(world) and world >= 1 else 1)
 
 
-def _exact_position(c: _Checker, state: dict, config, n: int, kind: str | None) -> None:
+def _exact_position(c: FieldChecker, state: dict, config, n: int, kind: str | None) -> None:
     step, epoch, batch = state["step"], state["epoch"], state["batch_in_epoch"]
     per_step = steps_batches(state, config)
     bs = config.batch_size
@@ -258,10 +164,10 @@ def check_data_position(path: str, state: dict, config, n: int) -> None:
     (:func:`check_state` already did this for the built-in data; a data file's size is known
     only after it is read.) ``path`` is the trainer_state.json, for the message.
     """
-    _exact_position(_Checker(path), state, config, n, state.get("kind"))
+    _exact_position(FieldChecker(path), state, config, n, state.get("kind"))
 
 
-def check_dtype(c: _Checker, dtype: Any) -> None:
+def check_dtype(c: FieldChecker, dtype: Any) -> None:
     if dtype not in DTYPES:
         raise c.fail("dtype", f"expected one of {', '.join(DTYPES)}", dtype)
     cfg_path = os.path.join(os.path.dirname(c.path), "config.json")
@@ -280,7 +186,7 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
     ``config_classes``: {"train_config": TrainConfig, "rl_config": RLConfig}; without
     one for the state's kind, the settings are checked as an object only.
     """
-    c = _Checker(path)
+    c = FieldChecker(path)
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise StateError(f"{path}: not a minillm trainer state (format is not {fmt!r})")
     kind = state.get("kind")

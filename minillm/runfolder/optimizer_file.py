@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from minillm.training.state_file import StateError
+from minillm.runfolder.fields import StateError
 
 
 def read_optimizer(path: str, params: dict, t: int) -> dict[str, np.ndarray]:

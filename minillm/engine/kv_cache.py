@@ -28,10 +28,10 @@ with ``offset = T_max - 1``), holds every step's bias as a suffix:
 
 The keys after t are never read, so the causal mask is implicit.
 
-Each step calls the ops' inference forms, the forward's kernels without a
-backward cache: ``rms_norm``, ``attention_core`` over the cached keys and values,
-``ffn``, over the weights as stored (``StepWeights`` holds views), and the
-activations of ``FUNCTIONS``.
+Each step calls the engine's inference forms, the training forward's kernels
+without a backward cache: ``rms_norm``, the attention ``core`` over the cached keys
+and values, ``ffn``, over the weights as stored (``StepWeights`` holds views).
+tests/test_generation.py holds the cached decoding to the reference's full decoder pass.
 
 Beam search keeps the cache's rows in step with its beams: ``reorder_cache``
 gathers rows by the beams' parent index. The cross K/V need no reordering, since
@@ -50,17 +50,12 @@ import numpy as np
 
 from minillm.backend import get_xp
 from minillm.config import T5Config
+from minillm.engine.attention import core, project
+from minillm.engine.elementwise import rms_norm
+from minillm.engine.ffn import ffn
 from minillm.model.params import ffn_names, op_params
-from minillm.ops.attention import (
-    additive_mask,
-    attention_core,
-    padding_keep,
-    project,
-    split_heads,
-)
+from minillm.ops.attention import additive_mask, padding_keep, split_heads
 from minillm.ops.embedding import embedding_forward
-from minillm.ops.ffn import ffn
-from minillm.ops.norm import rms_norm
 from minillm.ops.position_bias import position_bias_forward, position_buckets
 
 
@@ -188,17 +183,16 @@ def decode_step(w: StepWeights, cache: KVCache, tokens) -> Any:
         q, k, v = ((sa[n] @ ht).T.reshape(N, H, 1, -1) for n in "qkv")  # (N, H, 1, D)
         cache.self_k[i][:, :, t:t + 1] = k
         cache.self_v[i][:, :, t:t + 1] = v
-        ctx = attention_core(q, cache.self_k[i][:, :, :t + 1], cache.self_v[i][:, :, :t + 1],
-                             bias=bias, scale=1.0)  # (N, H, 1, D); T5's W_q holds the scale
+        ctx = core(q, cache.self_k[i][:, :, :t + 1], cache.self_v[i][:, :, :t + 1],
+                   bias)  # (N, H, 1, D); T5's W_q holds the scale
         # ctx W_o^T as (W_o ctx^T)^T, ctx merged at one position: (C, HD) @ (HD, N) -> (N, C)
         x = x + (sa["o"] @ ctx.reshape(N, -1).T).T
         # x = x + EncDecAttention(norm(x), memory)
         q = (ca["q"] @ rms_norm(x, ln1, eps).T).T.reshape(N, H, 1, -1)  # (N, H, 1, D)
-        ctx = attention_core(q, cache.cross_k[i], cache.cross_v[i], bias=cache.cross_bias,
-                             scale=1.0)  # (N, H, 1, D)
+        ctx = core(q, cache.cross_k[i], cache.cross_v[i], cache.cross_bias)  # (N, H, 1, D)
         x = x + (ca["o"] @ ctx.reshape(N, -1).T).T  # (C, HD) @ (HD, N) -> (N, C)
         # x = x + DenseReluDense(norm(x))
-        x = x + ffn(rms_norm(x, ln2, eps), w.ff[i], act=w.act)  # (N, C)
+        x = x + ffn(rms_norm(x, ln2, eps), w.ff[i], w.act)  # (N, C)
     cache.length = t + 1
     # logits = (final_norm(x) * s) W^T, with s folded into final_ln
     return rms_norm(x, w.final_ln, eps) @ w.head.T  # (N, V)
