@@ -30,13 +30,13 @@ import numpy as np
 
 import minillm
 from minillm import seeds
-from minillm.data.batching import collate
+from minillm.data.batching import batch_stream, collate
 from minillm.data.tasks import builtin_dataset
 from minillm.data.tokenizer import Tokenizer
 from minillm.optim import ScaledAdamW, clip_grad_norm, nonfinite_state
-from minillm.training.sft import TrainConfig, batch_stream, train_step
-from minillm.workflows.common import encode
+from minillm.training.sft import TrainConfig, train_step
 from minillm.workflows.presets import PRESETS
+from minillm.workflows.run_data import encode
 
 
 def linear_shapes(cfg, B: int, S: int, T: int) -> list[tuple[int, int, int]]:
