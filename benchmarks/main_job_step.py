@@ -8,9 +8,10 @@ On batches of the built-in suite (length-bucketed, as the trainer draws them), i
 times, interleaved over ``--rounds`` rounds (the minimum is printed, then every round):
 
     step              train_step: loss_and_grads, clip, AdamW, the finiteness checks
-    loss_and_grads    the model's forward and backward alone
-    per-op overhead   loss_and_grads at B=1, S=T=2: every op's Python and NumPy
-                      dispatch, with next to no arithmetic
+    loss_and_grads    the engine's forward and backward alone (what the trainer runs)
+    reference         the same on the reference tier (T5.loss_and_grads), for comparison
+    per-op overhead   the engine's loss_and_grads at B=1, S=T=2: every op's Python and
+                      NumPy dispatch, with next to no arithmetic
     clip / AdamW / checks   the parts that scale with the parameters, not the batch
     collate           one batch padded from the encoded data
     GEMM replay       the step's linear maps as plain matmuls of its shapes
@@ -29,7 +30,7 @@ import time
 import numpy as np
 
 import minillm
-from minillm import seeds
+from minillm import engine, seeds
 from minillm.data.batching import batch_stream, collate
 from minillm.data.tasks import builtin_dataset
 from minillm.data.tokenizer import Tokenizer
@@ -103,16 +104,18 @@ def parts(batch: int) -> tuple[dict, str]:
     T = int(round(np.mean([b["labels"].shape[1] for b in batches])))
     one = {k: v[:1, :2].copy() for k, v in batches[0].items() if k in ("input_ids", "labels")}
     one["attention_mask"] = np.ones((1, 2), np.int64)
-    _, grads = model.loss_and_grads(batches[0]["input_ids"], batches[0]["labels"],
-                                    batches[0]["attention_mask"])
+    _, grads = engine.loss_and_grads(model, batches[0]["input_ids"], batches[0]["labels"],
+                                     batches[0]["attention_mask"])
+    b = lambda i: (batches[i % 60]["input_ids"], batches[i % 60]["labels"],  # noqa: E731
+                   batches[i % 60]["attention_mask"])
     gemm, gemm_flop = gemm_replay(model.config, batch, S, T)
     bmm, bmm_flop = bmm_replay(model.config, batch, S, T)
     fns = {
         "step": lambda i: train_step(model, opt, [batches[i % 60]], 100 + i, config, config.steps),
-        "loss_and_grads": lambda i: model.loss_and_grads(
-            batches[i % 60]["input_ids"], batches[i % 60]["labels"], batches[i % 60]["attention_mask"]),
-        "per-op overhead (B=1, S=T=2)": lambda i: model.loss_and_grads(
-            one["input_ids"], one["labels"], one["attention_mask"]),
+        "loss_and_grads": lambda i: engine.loss_and_grads(model, *b(i)),
+        "reference T5.loss_and_grads": lambda i: model.loss_and_grads(*b(i)),
+        "per-op overhead (B=1, S=T=2)": lambda i: engine.loss_and_grads(
+            model, one["input_ids"], one["labels"], one["attention_mask"]),
         "clip norm": lambda i: clip_grad_norm(grads, 1e9),
         "AdamW": lambda i: opt.step(model.params, grads, 1e-12),
         "finiteness checks": lambda i: nonfinite_state(model.params, opt),
