@@ -86,12 +86,16 @@ def test_clock_text():
 
 def test_minillm_train_into_a_log_writes_plain_lines(tmp_path):
     """stderr a pipe (a log file, CI): the run's progress is a plain line, no bar redraws."""
+    import time
+
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "minillm", "train", "--preset", "tiny", "--steps", "20",
                         "--out", str(tmp_path / "run"), "--no-plot"], capture_output=True, text=True,
                        env=env, timeout=600)
+    wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     assert "\r" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("sft ")]
-    assert len(lines) in (1, 2, 3), r.stderr  # a line at most every 10 s, and the last one
+    assert 1 <= len(lines) <= wall / 10 + 1, r.stderr  # a line at most every 10 s, and the last one
     assert lines[-1].startswith("sft 20/20 steps (100%)"), r.stderr
