@@ -239,10 +239,12 @@ def test_application_examples_run(script, tmp_path):
     assert minillm.from_pretrained(tmp_path / "run").config.d_model == 128
 
 
-# What docs/main-job.md measured for ``minillm train --seed N`` (seeds 0, 1, 2): the lowest
-# held-out exact match over the seeds, overall and per task of the default suite.
-MAIN_JOB_OVERALL = 0.0  # MEASURED: filled in from the three runs
-MAIN_JOB_PER_TASK: dict[str, float] = {}  # MEASURED
+# What docs/main-job.md measured for the main job's recipe: held-out exact match overall and
+# per task of the default suite, seed 0 (the lowest over seeds 0-2 once they are measured).
+MAIN_JOB_OVERALL = 0.9267
+MAIN_JOB_PER_TASK = {"code_expression": 1.00, "count_words": 1.00, "largest_number": 0.83,
+                     "number_to_english": 0.99, "number_to_french": 0.99, "qa": 0.58,
+                     "reverse_words": 0.97, "sort_words": 0.99, "uppercase": 0.99}
 
 
 @pytest.mark.slow
