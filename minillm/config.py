@@ -1,13 +1,13 @@
 """T5Config: the model's hyper-parameters, with Hugging Face's field names.
 
 A ``config.json`` written by transformers reads into this dataclass field for
-field, and ``to_dict()`` writes one that transformers reads back.
+field (``from_dict``; the file itself is read by :mod:`minillm.storage.hf`), and
+``to_dict()`` writes one that transformers reads back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,10 +30,6 @@ _PASSTHROUGH_KEYS = {
     "no_repeat_ngram_size", "decoder_start_token_id_", "_attn_implementation_autoset",
     "use_return_dict", "num_labels",
 }
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True)
@@ -82,7 +78,9 @@ class T5Config:
             object.__setattr__(self, "scale_decoder_outputs", bool(self.tie_word_embeddings))
         if isinstance(self.eos_token_id, list | tuple):
             # transformers allows a list; the first is the model's own eos.
-            object.__setattr__(self, "eos_token_id", int(self.eos_token_id[0]))
+            if not self.eos_token_id:
+                raise ValueError("config field 'eos_token_id' is an empty list (it names the end token)")
+            object.__setattr__(self, "eos_token_id", self.eos_token_id[0])
         self.validate()
 
     # ------------------------------------------------------------------ derived
@@ -237,24 +235,6 @@ class T5Config:
             is_gated_act=self.is_gated_act,
         )
         return dict(sorted(d.items()))
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> T5Config:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            raise ValueError(f"{path}: a folder, not a config.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f, parse_constant=_refuse_constant)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
-        except RecursionError:
-            raise ValueError(f"{path}: nested too deeply to read") from None
-        except ValueError as e:  # NaN / Infinity
-            raise ValueError(f"{path}: {e}") from None
-        return cls.from_dict(d, source=path)
 
     def replace(self, **changes: Any) -> T5Config:
         """A copy with some fields changed."""

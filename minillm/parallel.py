@@ -10,10 +10,8 @@
     world.sum(values)                   # a few float64 sums over the ranks
     log = world.root_log(log)           # log on rank 0, quiet (says nothing) on the others
 
-The only module that imports mpi4py, and only when launched by an MPI launcher
-with more than one process; without one (or with N = 1) nothing here imports it
-and :class:`Single` is a no-op world. A launch is read from the variables the
-launchers set (:data:`SIZE_VARIABLES`, in that order):
+The only module that imports mpi4py, and only under a launcher of N > 1 processes (else
+:class:`Single`, a no-op world). A launch is read from the launchers' variables, in order:
 
     OMPI_COMM_WORLD_SIZE    Open MPI's mpiexec / mpirun
     PMI_SIZE                MPICH's and Intel MPI's mpiexec (Hydra), srun --mpi=pmi2
@@ -29,8 +27,8 @@ of one flat host buffer (:func:`flatten`; a GPU's gradients too, no CUDA-aware M
 gives every rank the step's gradient. A sum of two numbers is the same in either order, so
 2 ranks of one micro-batch each are bit-identical to one process with ``--grad-accum 2``;
 with more, MPI's reduction tree re-associates the sum (equal to rounding: 1e-7 relative in float32).
-No pickle crosses ranks: text (error messages, decoded outputs as JSON) travels as
-UTF-8 bytes in NumPy buffers (:meth:`Single.gather_texts`).
+No pickle crosses ranks: text (error messages, outputs as JSON) travels as UTF-8 bytes in NumPy
+buffers (:meth:`Single.gather_texts`). A rank whose launcher dies ends itself (:mod:`minillm.launcher`).
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from minillm.backend import get_xp, to_numpy
+from minillm.launcher import watch_launcher
 
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
 PMIX_VARIABLE = "PMIX_RANK"
@@ -188,6 +187,7 @@ class MPIWorld(Single):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         # the rank among the processes of this node (which GPU to take)
         self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        watch_launcher(self.rank)  # a rank ends itself when its launcher dies (kill -9 of mpiexec)
 
     def allreduce_(self, buf: np.ndarray) -> np.ndarray:
         if not (isinstance(buf, np.ndarray) and buf.flags.c_contiguous):

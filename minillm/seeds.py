@@ -20,6 +20,8 @@ a stream changes none. Each consumer owns its stream:
     sampling        REINFORCE's k samples per prompt during training
     eval_sampling   the held-out sampled reward and KL of REINFORCE's evaluations
     generate        ``minillm generate`` / ``eval --do-sample``
+    data_sample     which of --data's training examples a run reads when it needs fewer than the
+                    file holds (its steps x examples a step)
 
 The numbers are part of every saved run's meaning: never renumber them.
 """
@@ -39,6 +41,8 @@ STREAMS: dict[str, int] = {
     "sampling": 8,
     "eval_sampling": 9,
     "generate": 10,
+    # 11 and 12 are the pretraining's (span_noise, held_out_noise)
+    "data_sample": 13,
 }
 
 

@@ -196,6 +196,25 @@ def test_filters_match_their_definitions():
     assert kept.sum() == 3
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_top_p_filter_is_its_closed_form_for_any_min_tokens_to_keep(seed):
+    """Sorted by probability, the token of rank r (0: the top) is kept when the tokens above it
+    hold less than p of the mass, or when r < min_tokens_to_keep: every token when that exceeds V
+    (the issue's case first: [[51.48, 9.64]], p 0.05, 3 kept both in transformers, one here)."""
+    rng = np.random.default_rng(seed)
+    V = int(rng.integers(2, 8))
+    probs = rng.dirichlet(np.ones(V))
+    p, m = float(rng.uniform(0.05, 0.95)), int(rng.integers(1, V + 4))
+    order = np.argsort(-probs)
+    above = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])  # the mass above each rank
+    want = np.zeros(V, dtype=bool)
+    want[order] = (above < p) | (np.arange(V) < m)
+    got = np.isfinite(top_p_filter(np.log(probs)[None], p, min_tokens_to_keep=m))[0]
+    np.testing.assert_array_equal(got, want)
+    both = top_p_filter(np.array([[51.48, 9.64]], dtype=np.float32), 0.05, min_tokens_to_keep=3)
+    assert np.isfinite(both).all()
+
+
 def test_sampling_is_reproducible_and_beam_sampling_runs(models):
     model, ids, mask = models("relu", 1)
     a, b, c = (generate(model, ids, mask, do_sample=True, rng=np.random.default_rng(seed), max_new_tokens=6)

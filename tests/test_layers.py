@@ -24,7 +24,8 @@ ROOT = pathlib.Path(minillm.__file__).parent
 
 # The package's parts by layer, lowest first. A part is a top-level module or subpackage.
 LAYERS = [
-    {"backend", "blas", "config", "seeds"},  # leaves: arrays and devices, BLAS threads, T5Config, streams
+    {"backend", "blas", "config", "seeds", "launcher"},  # leaves: arrays and devices, BLAS threads,
+    # T5Config, streams, the watchdog of an MPI rank's launcher
     {"ops", "storage", "optim", "metrics", "parallel"},  # pure ops; file formats; optimizers; text
     # metrics; data-parallel ranks (mpi4py, lazily)
     {"model", "data", "plots"},  # the T5 model, the reference; examples, tokenizer, batching,

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command starts, before its own handler
+        print("minillm: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     bad = check_argv(argv)
     if bad:  # before parsing: nothing is read or written for an argument that is not text
@@ -93,26 +101,38 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+# The errors that are not bugs, by class name: a run that stopped (its last checkpoint kept), 1;
+# bad input or an unusable machine (a file, a flag, a folder, the disk, the memory), 2.
+STOPPED = ("TrainingDiverged", "RunStopped")
+REFUSED = ("ValueError", "FileNotFoundError", "KeyError", "OSError", "MemoryError")
+
+
 def exit_code(error: BaseException) -> int | None:
-    """1 for a diverged run (not bad input: its last checkpoint is kept), 2 for bad input
-    (ValueError, FileNotFoundError, KeyError), None for anything else (a bug: its traceback).
-    An error another rank raised (:class:`minillm.parallel.ParallelError`) by its class names."""
+    """1 for a run that stopped (diverged, or its folder could not be written: its last
+    checkpoint is kept), 2 for bad input (ValueError, FileNotFoundError, KeyError, an OSError
+    such as a read-only or full disk, MemoryError), None for anything else (a bug: its
+    traceback). An error another rank raised (:class:`minillm.parallel.ParallelError`) by its
+    class names."""
     from minillm.parallel import ParallelError
-    from minillm.workflows import TrainingDiverged
 
     kinds = (error.kinds if isinstance(error, ParallelError)
              else tuple(c.__name__ for c in type(error).__mro__))
-    if TrainingDiverged.__name__ in kinds:
+    if any(k in kinds for k in STOPPED):
         return 1
-    if any(k in kinds for k in ("ValueError", "FileNotFoundError", "KeyError")):
+    if any(k in kinds for k in REFUSED):
         return 2
     return None
 
 
 def error_message(error: BaseException) -> str:
+    """The error's one line: an OSError as "FILE: reason", a MemoryError as "out of memory"."""
     from minillm.parallel import error_message as message
 
-    return message(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    if isinstance(error, MemoryError):
+        return f"out of memory ({message(error) or 'an allocation failed'})"
+    return message(error).splitlines()[0] if message(error) else type(error).__name__
 
 
 def _main_ranks(args: argparse.Namespace) -> int:

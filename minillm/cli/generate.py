@@ -22,6 +22,7 @@ import argparse
 import sys
 
 from minillm.cli.flags import add_threads_flag, finite, settings_from
+from minillm.storage.reading import text_lines
 from minillm.workflows import GenerateSettings
 from minillm.workflows.generate import DEFAULT_MAX_SOURCE_LEN, OPTIONS, iter_generate
 
@@ -57,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line per generated sequence, batch by batch (:func:`minillm.workflows.generate`)."""
-    prompts = tuple(args.prompts) or (line.rstrip("\r\n") for line in sys.stdin)
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)  # its bytes (a text stream in tests)
+    prompts = tuple(args.prompts) or text_lines(stdin, "stdin")  # read lazily, 1 MiB a line at most
     for text in iter_generate(settings_from(GenerateSettings, args, prompts=prompts)):
         sys.stdout.write(text.replace("\n", "\\n") + "\n")
     sys.stdout.flush()

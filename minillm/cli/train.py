@@ -2,7 +2,8 @@
 
     minillm train                                   # the "small" preset on the built-in suite
     minillm train --preset tiny --steps 50 --out runs/tiny
-    minillm train --data train.jsonl --eval-data eval.jsonl --epochs 3
+    minillm train --data train.jsonl --eval-data eval.jsonl   # budget and early stopping: docs/own-data.md
+    minillm train --data train.jsonl --epochs 3 --early-stopping-patience 0
     minillm train --init path/to/flan-t5-small --data train.jsonl --lr 3e-4
     minillm train --out runs/sft --resume           # continue a stopped run, bit for bit
 
@@ -20,6 +21,15 @@ import argparse
 from minillm.cli.flags import add_threads_flag, finite, say, settings_from
 from minillm.runfolder.checkpoint import SAVE_DTYPES
 from minillm.workflows import TrainSettings, format_eval, train
+from minillm.workflows.own_data import (
+    EPOCHS,
+    MAX_EVAL_EVERY,
+    MAX_STEPS,
+    METRICS,
+    MIN_EVAL_EVERY,
+    MIN_STEPS,
+    PATIENCE,
+)
 from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
 from minillm.workflows.train import DEFAULT_OUT
 
@@ -82,7 +92,9 @@ def _data_flags(g) -> None:
 
 def _training_flags(t) -> None:
     """The trainer's settings (None by default: the preset's)."""
-    t.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    t.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps (default: the preset's; with --data, {EPOCHS} epochs within "
+                   f"{MIN_STEPS}-{MAX_STEPS} steps)")
     t.add_argument("--epochs", type=finite, default=None,
                    help="train for this many passes over the data instead of --steps")
     t.add_argument("--batch-size", type=int, default=None,
@@ -98,7 +110,15 @@ def _training_flags(t) -> None:
     t.add_argument("--dropout", type=float, default=None, help="dropout rate of a new model")
     t.add_argument("--seed", type=int, default=None, help="seed of data, init and dropout (default: 0)")
     t.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate every this many steps (0: only at the end)")
+                   help="evaluate every this many steps (0: only at the end); default: the preset's, "
+                   f"with --data an epoch within {MIN_EVAL_EVERY}-{MAX_EVAL_EVERY} steps")
+    t.add_argument("--early-stopping-patience", type=int, default=None, metavar="N",
+                   help="stop once N evaluations in a row have not beaten the best one (0: never); "
+                   f"default: {PATIENCE} with --data, else never")
+    t.add_argument("--best-metric", choices=METRICS, default=None,
+                   help="the held-out metric that picks best/ and early stopping (transformers' "
+                   "metric_for_best_model): loss (lower) or exact_match (higher; every periodic "
+                   "evaluation then decodes); default: loss with --data, else exact_match")
     t.add_argument("--max-source-len", type=int, default=None, help="prompt tokens kept")
     t.add_argument("--max-target-len", type=int, default=None, help="output tokens kept")
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP",
@@ -117,15 +137,19 @@ def run(args: argparse.Namespace) -> int:
     """Train as the flags say (:func:`minillm.workflows.train`); print the final evaluation."""
     result = train(settings_from(TrainSettings, args), log=say)
     if result.final_eval is not None:
-        print(f"held-out evaluation at step {result.step} (greedy decoding):")
+        of = f"of best/, step {result.best['step']}" if result.early_stop else f"at step {result.step}"
+        print(f"held-out evaluation {of} (greedy decoding):")
         print(format_eval(result.final_eval))
         print(f"exact_match {result.final_eval['exact_match']:.4f}")
     elif result.stopped_early:
         print(f"stopped at step {result.step} of {result.steps}; continue with "
               f"minillm train --out {result.out} --resume")
+    if result.early_stop:
+        print(f"early stopping ended the run at step {result.step} of {result.steps}")
     if result.best:
-        print(f"best checkpoint: step {result.best['step']}, exact match "
-              f"{result.best['exact_match']:.4f} -> {result.best_dir}")
+        figures = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.best.items()
+                            if k != "step")
+        print(f"best checkpoint: step {result.best['step']}, {figures} -> {result.best_dir}")
     print(f"last checkpoint: step {result.step} -> {result.out}   ({result.seconds:.0f} s)")
     pictures = [f"{PICTURES[k]}: {path}" for k, path in result.plots.items()]
     if pictures:

@@ -233,12 +233,15 @@ def split_held_out(examples: Sequence[Example], seed: int) -> tuple[list[Example
     For training on one JSONL file without a separate evaluation file; order is
     kept. The choice draws on the "held_out" stream of :mod:`minillm.seeds`.
     """
-    n = len(examples)
+    train_pos, held_pos = held_out_positions(len(examples), seed)
+    return [examples[i] for i in train_pos], [examples[i] for i in held_pos]
+
+
+def held_out_positions(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) positions of :func:`split_held_out` among ``n`` examples, each sorted."""
     k = min(500, max(1, n // 20)) if n >= 2 else 0
     perm = seeds.generator(seed, "held_out").permutation(n)
-    held = [examples[i] for i in sorted(perm[:k])]
-    train = [examples[i] for i in sorted(perm[k:])]
-    return train, held
+    return np.sort(perm[k:]), np.sort(perm[:k])
 
 
 def batch_stream(encoded: EncodedDataset, batch_size: int, seed: int, epoch: int = 0,

@@ -12,11 +12,12 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from minillm.storage.fileio import atomic_path, parse_json
+from minillm.storage.reading import open_input, read_lines
 
+BLANK = b" \t\r\n"  # JSON's whitespace: a line of only these is blank (skipped)
 # Alpaca prompt template: the instruction alone when ``input`` is empty, else
 # instruction, newline, input. The built-in tasks use the same template.
 PROMPT_TEMPLATE = "{instruction}\n{input}"
@@ -57,6 +58,18 @@ def group_by_task(examples: Sequence[Example]) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------- JSONL
 
 
+def _check_text(key: str, value: Any) -> None:
+    """A field's value is text: a string that is valid Unicode (JSON's \\ud800 escape can write a
+    lone surrogate, which no tokenizer encodes)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{key!r} holds a lone surrogate ({value[e.start]!r} at character "
+                         f"{e.start}), not text") from None
+
+
 def _parse_record(obj: Any) -> Example:
     """Turn one decoded JSON line into an Example; ValueError says what is wrong."""
     if not isinstance(obj, dict):
@@ -77,11 +90,10 @@ def _parse_record(obj: Any) -> Example:
     for key in required:
         if key not in obj:
             raise ValueError(f"missing {key!r}")
-        if not isinstance(obj[key], str):
-            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
+        _check_text(key, obj[key])
     for key in optional:
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            raise ValueError(f"{key!r} must be a string, got {type(obj[key]).__name__}")
+        if obj.get(key) is not None:
+            _check_text(key, obj[key])
     if alpaca:
         prompt, target = format_prompt(obj["instruction"], obj.get("input")), obj["output"]
     else:
@@ -95,32 +107,45 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
     Each line is either Alpaca (``instruction``, optional ``input``, ``output``) or
     ``prompt`` + ``completion``; both may carry a ``task`` string. Any bad line
     raises ValueError naming the file and the 1-based line number; a file without
-    examples is an error too.
+    examples is an error too. A blank line holds only JSON's whitespace (:data:`BLANK`).
+    The file is read by the one rule of :mod:`minillm.storage.reading` (a regular file:
+    no FIFO, no device) as a stream of lines of at most 1 MiB, so memory holds the
+    examples, not the file.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: a folder, not a JSONL file")
-    examples = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: not UTF-8 text (byte {e.start} of the "
-                                 "line)") from None
-            if not line.strip():
-                continue
-            try:
-                obj = parse_json(line)
-            except ValueError as e:
-                raise ValueError(f"{path}, line {lineno}: malformed JSON: {e}") from None
-            try:
-                examples.append(dataclasses.replace(_parse_record(obj), origin=f"{path}, line {lineno}"))
-            except ValueError as e:
-                raise ValueError(f"{path}, line {lineno}: {e}") from None
+    path = os.fspath(path)
+    with open_input(path) as f:
+        examples = [ex for _, ex in iter_jsonl(f, path)]
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty or has only blank lines)")
     return examples
+
+
+def iter_jsonl(stream: BinaryIO, name: str) -> Iterator[tuple[int, Example]]:
+    """(line number, Example) of each non-blank line of a binary JSONL stream, lazily; a bad line
+    is a ValueError naming ``name`` and the line."""
+    for lineno, raw in read_lines(stream, name):
+        example = parse_line(raw, f"{name}, line {lineno}")
+        if example is not None:
+            yield lineno, example
+
+
+def parse_line(raw: bytes, where: str) -> Example | None:
+    """The Example of one JSONL line (bytes), None for a blank one; ValueError prefixed with
+    ``where`` for a bad one."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text (byte {e.start} of the line)") from None
+    if not line.strip(BLANK.decode("ascii")):
+        return None
+    try:
+        obj = parse_json(line)
+    except ValueError as e:
+        raise ValueError(f"{where}: malformed JSON: {e}") from None
+    try:
+        return dataclasses.replace(_parse_record(obj), origin=where)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def to_jsonl_lines(examples: Iterable[Example]) -> Iterator[str]:

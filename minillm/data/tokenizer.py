@@ -44,16 +44,17 @@ from __future__ import annotations
 import os
 import re
 import string
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from minillm.data.panics import panics_as_errors, reason
 from minillm.data.tokenizer_config import read_tokenizer_config
 from minillm.ops.cross_entropy import IGNORE_INDEX  # label padding; decode skips it
+from minillm.storage.fileio import write_text
+from minillm.storage.reading import LIMITS, read_input
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, UNK)  # ids 0, 1, 2 in a trained tokenizer
@@ -79,8 +80,10 @@ class Tokenizer:
         unk_token: str = UNK,
         extra_special_tokens: Sequence[str] = (),
         clean_up_tokenization_spaces: bool = False,
+        source: str | None = None,
     ) -> None:
         self._tok = tokenizer
+        self.source = source  # the tokenizer.json read (None: trained here), for messages
         ids = {}
         for role, token in (("pad", pad_token), ("eos", eos_token), ("unk", unk_token)):
             ids[role] = tokenizer.token_to_id(token)
@@ -94,7 +97,8 @@ class Tokenizer:
         if new:  # as transformers registers them: whole in any text, skipped when decoding
             tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
         # whether the post-processor appends </s> itself (else encode does)
-        self._post_eos = tokenizer.encode("", add_special_tokens=True).ids[-1:] == [self._eos]
+        with self._failures():
+            self._post_eos = tokenizer.encode("", add_special_tokens=True).ids[-1:] == [self._eos]
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self._clean_up = self.clean_up_tokenization_spaces and type(tokenizer.model).__name__ != "BPE"
 
@@ -151,8 +155,12 @@ class Tokenizer:
         return cls(tok)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **special_tokens: Any) -> Tokenizer:
+    def from_file(cls, path: str | os.PathLike, *, folder: str | os.PathLike | None = None,
+                  **special_tokens: Any) -> Tokenizer:
         """Load a ``tokenizer.json`` (ours or a Hugging Face T5 one) with the configs beside it.
+
+        Read by the one rule of :mod:`minillm.storage.reading` (a regular file of at most
+        64 MiB; inside ``folder`` when it is a model folder's).
 
         tokenizer_config.json and special_tokens_map.json in the same folder, when
         there, name the pad/eos/unk tokens, more special tokens and
@@ -161,29 +169,26 @@ class Tokenizer:
         ``clean_up_tokenization_spaces``) override them.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise (ValueError if os.path.isdir(path) else FileNotFoundError)(
-                f"{path}: missing (a tokenizer.json is needed)")
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"{path}: missing (a tokenizer.json is needed)")
         try:
-            backend = HFTokenizer.from_file(path)
+            text = read_input(path, LIMITS["tokenizer"], folder).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        try:
+            with panics_as_errors(path, "reading it"):
+                backend = HFTokenizer.from_str(text)
+        except ValueError:
+            raise
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for a bad file
-            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-            raise ValueError(f"{path}: not a readable tokenizer.json ({reason})") from None
+            raise ValueError(f"{path}: not a readable tokenizer.json ({reason(e)})") from None
         settings = read_tokenizer_config(os.path.dirname(os.path.abspath(path)))
-        return cls(backend, **{**settings, **special_tokens})
+        return cls(backend, **{**settings, **special_tokens}, source=path)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            self._tok.save(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write ``tokenizer.json`` atomically (temp file in the same folder + os.replace), as
+        ``tokenizers`` saves it; written by Python, so a full disk is an OSError naming the file."""
+        write_text(path, self._tok.to_str(pretty=True))
 
     # -- encoding / decoding -----------------------------------------------------------
 
@@ -195,13 +200,19 @@ class Tokenizer:
 
     def encode(self, text: str, add_eos: bool = True) -> list[int]:
         """Token ids of ``text``, ending with ``</s>`` when ``add_eos`` (T5 convention)."""
-        ids = self._tok.encode(text, add_special_tokens=add_eos).ids
+        with self._failures():
+            ids = self._tok.encode(text, add_special_tokens=add_eos).ids
         return self._finish(list(ids), add_eos)
 
     def encode_batch(self, texts: Sequence[str], add_eos: bool = True) -> list[list[int]]:
         """:meth:`encode` for many texts (the Rust tokenizer runs them in parallel)."""
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=add_eos)
+        with self._failures():
+            encs = self._tok.encode_batch(list(texts), add_special_tokens=add_eos)
         return [self._finish(list(e.ids), add_eos) for e in encs]
+
+    def _failures(self):
+        """The block's ``tokenizers`` panics as one line naming this tokenizer (:func:`panics_as_errors`)."""
+        return panics_as_errors(self.source or "tokenizer")
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; skips special tokens (and -100 label padding) when asked.
@@ -211,7 +222,8 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if skip_special_tokens:
             ids = [i for i in ids if i != IGNORE_INDEX]
-        text = self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+        with self._failures():
+            text = self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
         if self._clean_up:
             for before, after in CLEAN_UP:
                 text = text.replace(before, after)

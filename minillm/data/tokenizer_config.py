@@ -6,8 +6,9 @@
 
 A token is written as a string or as an AddedToken object ({"content": ...}).
 Either file may be absent; when both name a field, tokenizer_config.json wins,
-as in transformers. Every field read is checked, and a bad one is a ValueError
-naming the file and the field.
+as in transformers. Each is read by the one rule of :mod:`minillm.storage.reading`
+(a regular file of the folder, 16 MiB at most); every field read is checked, and a
+bad one is a ValueError naming the file and the field.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def read_tokenizer_config(folder: str | os.PathLike) -> dict[str, Any]:
     extra: list[str] = []
     for name in (SPECIAL_MAP_NAME, CONFIG_NAME):  # the config last: it wins, as in transformers
         path = os.path.join(os.fspath(folder), name)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             continue
-        doc = read_json(path)
+        doc = read_json(path, "tokenizer config", folder)
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: expected a JSON object")
         for field in ("pad_token", "eos_token", "unk_token"):

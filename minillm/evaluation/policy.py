@@ -62,6 +62,12 @@ def policy_kl(policy, reference, input_ids, labels, attention_mask=None) -> np.n
     return to_numpy((per_tok * (labels != IGNORE_INDEX)).sum(axis=1)).astype(np.float64)
 
 
+def _mean(r: np.ndarray) -> float:
+    """The mean of finite rewards; inf when their sum overflows (huge rewards), said by the run."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(r.mean())
+
+
 def evaluate_policy(policy, reference, tokenizer, reward: Reward, examples: Sequence[Example],
                     encoded: EncodedDataset, batch_size: int = 150, max_new_tokens: int = 32,
                     sample_seed: int | None = 0) -> dict[str, Any]:
@@ -75,8 +81,8 @@ def evaluate_policy(policy, reference, tokenizer, reward: Reward, examples: Sequ
     greedy = greedy_outputs(policy, tokenizer, encoded, batch_size, max_new_tokens)
     r = score_outputs(reward, examples, greedy)
     result: dict[str, Any] = {
-        "reward": float(r.mean()), "n": len(examples),
-        "per_task": {t: float(r[idx].mean()) for t, idx in group_by_task(examples).items()},
+        "reward": _mean(r), "n": len(examples),
+        "per_task": {t: _mean(r[idx]) for t, idx in group_by_task(examples).items()},
         "samples": samples(examples, greedy),
     }
     if sample_seed is not None:
@@ -91,6 +97,6 @@ def evaluate_policy(policy, reference, tokenizer, reward: Reward, examples: Sequ
             sampled_r.append(score_outputs(reward, [examples[j] for j in idx],
                                            decode_labels(tokenizer, labels)))
             kls.append(policy_kl(policy, reference, ids, labels, mask))
-        result["sampled_reward"] = float(np.concatenate(sampled_r).mean())
+        result["sampled_reward"] = _mean(np.concatenate(sampled_r))
         result["kl"] = float(np.concatenate(kls).mean())
     return result

@@ -18,9 +18,11 @@ current folder), called as ``function(prompt, output, reference) -> float`` with
 by :func:`builtin_reward` only (a fixed table; nothing imported): resuming a run with
 a user reward takes its name from the command line again.
 
-A reward that raises, or returns something that is not a finite real number, is
-reported: :func:`score_outputs` raises :class:`RewardError` naming the reward, the
-prompt and the output, rather than training on a silently substituted value.
+A reward that raises (SystemExit included: a reward's ``sys.exit()`` is not the run's
+exit), or returns something that is not a finite real number, is reported:
+:func:`score_outputs` raises :class:`RewardError` naming the reward, the prompt and the
+output, rather than training on a silently substituted value. A KeyboardInterrupt
+(Ctrl-C while a reward runs) interrupts the run as anywhere else.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def user_reward(spec: str) -> Callable[[Example, str], float]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({e})") from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's module failed on import
         raise ValueError(f"reward {spec!r}: importing module {module_name!r} failed "
                          f"({type(e).__name__}: {e})") from None
     fn = module
@@ -189,7 +191,8 @@ def score_outputs(reward: Reward, examples: Sequence[Example], outputs: Sequence
         where = f"prompt {_short(ex.prompt)} and output {_short(text)}"
         try:
             r = reward(ex, text)
-        except Exception as e:  # noqa: BLE001 - reported with the sample, not swallowed
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - reported with the sample, not swallowed
+            # (a SystemExit, sys.exit() in the reward, is an error too, never the run's exit)
             raise RewardError(f"reward {reward.name!r} raised {type(e).__name__}: {e} "
                               f"(for {where})") from e
         if not isinstance(r, numbers.Real) or not math.isfinite(float(r)):

@@ -94,19 +94,24 @@ def samples(examples: Sequence[Example], outputs: Sequence[str], n: int = 3) -> 
 
 def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedDataset,
              batch_size: int = 150, max_new_tokens: int = 32,
-             verifiers: Verifiers | None = None, world=None) -> dict[str, Any]:
+             verifiers: Verifiers | None = None, world=None, decode: bool = True) -> dict[str, Any]:
     """Held-out metrics: loss, perplexity, exact match (greedy decoding), overall and per task.
 
     exact_match = (1/n) sum_i [strip(output_i) == strip(target_i)], a fraction 0-1;
     perplexity = exp(summed target-token NLL / target tokens). Returns {"loss",
     "perplexity", "exact_match", "n", "per_task": {task: {"exact_match", "n"[,
-    "score"]}}, "samples": a few (prompt, target, output)}. ``world``: the ranks
-    split the batches (:func:`teacher_forced_nll`, :func:`decode_outputs`); each gets
-    the whole result, equal to one process's.
+    "score"]}}, "samples": a few (prompt, target, output)}. ``decode=False``: only
+    {"loss", "perplexity", "n"} (one teacher-forced pass, no decoding). ``world``: the
+    ranks split the batches (:func:`teacher_forced_nll`, :func:`decode_outputs`); each
+    gets the whole result, equal to one process's.
     """
     from minillm.metrics import exact_match, perplexity
 
     nll, n_tok = teacher_forced_nll(model, encoded, batch_size, world)
+    loss = {"loss": nll / max(n_tok, 1), "perplexity": perplexity(nll, n_tok) if n_tok else math.inf,
+            "n": len(examples)}
+    if not decode:
+        return loss
     outputs = greedy_outputs(model, tokenizer, encoded, batch_size, max_new_tokens, world)
     per_task = {}
     for task, idx in group_by_task(examples).items():
@@ -115,14 +120,8 @@ def evaluate(model, tokenizer, examples: Sequence[Example], encoded: EncodedData
         if verifiers and task in verifiers:
             row["score"] = verified_score(verifiers[task], examples, outputs, idx)
         per_task[task] = row
-    return {
-        "loss": nll / max(n_tok, 1),
-        "perplexity": perplexity(nll, n_tok) if n_tok else math.inf,
-        "exact_match": exact_match(outputs, [ex.target for ex in examples]),
-        "n": len(examples),
-        "per_task": per_task,
-        "samples": samples(examples, outputs),
-    }
+    return {**loss, "exact_match": exact_match(outputs, [ex.target for ex in examples]),
+            "per_task": per_task, "samples": samples(examples, outputs)}
 
 
 def evaluate_model(model, tokenizer, examples: Sequence[Example], *, max_source_len: int = 256,

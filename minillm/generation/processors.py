@@ -18,6 +18,8 @@ is the specification. Shapes: N rows (prompts x beams or samples), V vocab, L id
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +75,19 @@ def check_settings(config, max_new_tokens, min_new_tokens, do_sample, temperatur
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     early_stopping = "never" if early_stopping == "never" else bool(early_stopping)
-    if not float(repetition_penalty) > 0:
+    if not finite("repetition_penalty", repetition_penalty) > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty!r}")
-    if do_sample and not float(temperature) > 0:
+    if do_sample and not finite("temperature", temperature) > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r} "
                          "(for greedy decoding set do_sample=False)")
-    if not 0.0 <= float(top_p) <= 1.0:
+    if not 0.0 <= finite("top_p", top_p) <= 1.0:
         raise ValueError(f"top_p must be in [0, 1], got {top_p!r}")
+    # a hypothesis scores sum_logprobs / generated ** length_penalty: finite for every length
+    most = math.log(np.finfo(np.float64).max) / math.log(max_new_tokens + 1)
+    if num_beams > 1 and not abs(finite("length_penalty", length_penalty)) <= most:
+        raise ValueError(f"length_penalty must be at most {most:.4g} in size with max_new_tokens "
+                         f"{max_new_tokens} (generated ** length_penalty must be finite), got "
+                         f"{length_penalty!r}")
     if num_return_sequences > 1:
         if num_beams == 1 and not do_sample:
             raise ValueError("greedy decoding (do_sample=False, num_beams=1) returns one sequence per "
@@ -92,14 +100,49 @@ def check_settings(config, max_new_tokens, min_new_tokens, do_sample, temperatur
         eos_token_id = config.eos_token_id
     eos = tuple(int(e) for e in (eos_token_id if isinstance(eos_token_id, list | tuple)
                                  else [eos_token_id]))
+    if not eos:
+        raise ValueError("eos_token_id must be a token id or a non-empty list of them, got []")
     pad = config.pad_token_id if pad_token_id is None else int(pad_token_id)
     for name, ids in (("eos_token_id", eos), ("pad_token_id", (pad,))):
         if any(not 0 <= i < config.vocab_size for i in ids):
             raise ValueError(f"{name} {ids} outside [0, vocab_size={config.vocab_size})")
-    return Settings(max_new_tokens, min_new_tokens, bool(do_sample), float(temperature), top_k,
-                     float(top_p), num_beams, float(length_penalty), early_stopping,
+    return Settings(max_new_tokens, min_new_tokens, bool(do_sample), finite("temperature", temperature),
+                     top_k, float(top_p), num_beams, finite("length_penalty", length_penalty), early_stopping,
                      num_return_sequences, float(repetition_penalty), no_repeat_ngram_size, eos,
                      pad, config.decoder_start_token_id)
+
+
+def finite(name: str, v) -> float:
+    """``v`` as a finite float; ValueError naming ``name`` for anything else (NaN, inf, 1e400)."""
+    try:
+        ok = not isinstance(v, bool) and math.isfinite(float(v))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def check_fits(config, s: Settings, batch_size: int, source_len: int, itemsize: int = 4) -> None:
+    """ValueError when decoding ``batch_size`` prompts of ``source_len`` tokens with ``s`` cannot fit
+    in this machine's memory: before a buffer is sized by num_beams or num_return_sequences.
+
+    Per decoded row (B * beams, or B * num_return_sequences): the self-attention cache
+    2 * L' * (1 + max_new_tokens) * H * D, the cross-attention keys and values
+    2 * L' * S * H * D, and a few (V,) score rows; ``itemsize`` bytes each.
+    """
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf (Windows)
+        return
+    rows = batch_size * max(s.num_beams, s.num_return_sequences)
+    per_row = (2 * config.num_decoder_layers * (1 + s.max_new_tokens + source_len) * config.inner_dim
+               + 4 * config.vocab_size)
+    need = rows * per_row * itemsize
+    if need > memory:
+        raise ValueError(f"num_beams {s.num_beams} and num_return_sequences {s.num_return_sequences} "
+                         f"for {batch_size} prompts need {need / 2**30:,.1f} GiB, more than this "
+                         f"machine's {memory / 2**30:.1f} GiB")
 
 
 # ------------------------------------------------------------------ the processors
@@ -114,7 +157,8 @@ def repetition_penalty(scores, ids, penalty: float):
     rows = xp.arange(ids.shape[0])[:, None]  # (N, 1)
     picked = scores[rows, ids]  # (N, L)
     out = scores.copy()
-    out[rows, ids] = xp.where(picked < 0, picked * penalty, picked / penalty)
+    with np.errstate(over="ignore"):  # a huge penalty takes a score to -inf, as in transformers
+        out[rows, ids] = xp.where(picked < 0, picked * penalty, picked / penalty)
     return out
 
 
@@ -166,7 +210,9 @@ def top_p_filter(scores, p: float, min_tokens_to_keep: int = 1):
     probs /= probs.sum(axis=-1, keepdims=True)
     cum = xp.cumsum(probs, axis=-1, dtype=np.float64).astype(scores.dtype)
     remove_sorted = cum <= scores.dtype.type(1 - p)
-    remove_sorted[:, scores.shape[-1] - min_tokens_to_keep:] = False
+    # the top min_tokens_to_keep are kept: all V of them when it exceeds V (V - m clipped at 0,
+    # as transformers' slice [..., -m:] is)
+    remove_sorted[:, max(0, scores.shape[-1] - min_tokens_to_keep):] = False
     remove = xp.empty_like(remove_sorted)
     remove[xp.arange(scores.shape[0])[:, None], order] = remove_sorted  # back to vocab order
     return xp.where(remove, xp.asarray(-np.inf, dtype=scores.dtype), scores)

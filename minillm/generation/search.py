@@ -20,6 +20,7 @@ Beam search (num_beams > 1) is ``minillm.generation.beam``.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from minillm.backend import get_xp
 from minillm.blas import adapt_threads
 from minillm.engine import decode_step, encode, init_cache, reorder_cache, step_weights
 from minillm.generation.beam import beam_search
-from minillm.generation.processors import Settings, check_settings, process_scores, sample
+from minillm.generation.processors import Settings, check_fits, check_settings, process_scores, sample
 
 
 @dataclass
@@ -110,6 +111,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     s = check_settings(config, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
                        num_beams, length_penalty, early_stopping, num_return_sequences,
                        repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id)
+    check_fits(config, s, input_ids.shape[0], input_ids.shape[1])
     if s.do_sample:
         if rng is None:
             raise ValueError("do_sample=True needs rng=numpy.random.default_rng(seed)")
@@ -125,6 +127,17 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     else:
         out = _greedy_or_sample(decoder, s, B * repeats, rng, get_xp(memory), output_scores)
     return out if output_scores else out.sequences
+
+
+def check_options(config, batch_size: int, source_len: int, **options) -> Settings:
+    """What :func:`generate` checks of its ``options`` (its keywords; the rest at their defaults),
+    and that ``batch_size`` prompts of ``source_len`` tokens fit in memory, without decoding: a
+    caller that decodes batch after batch refuses a bad option before the first."""
+    names = [n for n in inspect.signature(check_settings).parameters if n != "config"]
+    defaults = inspect.signature(generate).parameters
+    s = check_settings(config, **{n: options.get(n, defaults[n].default) for n in names})
+    check_fits(config, s, batch_size, source_len)
+    return s
 
 
 def _greedy_or_sample(decoder, s: Settings, N: int, rng, xp, keep_scores: bool) -> GenerateOutput:

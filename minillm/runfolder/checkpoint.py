@@ -18,7 +18,6 @@ copies it into ``best/``, so after recovery ``best/`` always holds the state's b
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -34,7 +33,7 @@ from minillm.runfolder.journal import (  # noqa: F401 - COMMIT, FILE_MODE, STAGI
     recover_journal,
     staged_commit,
 )
-from minillm.storage.fileio import atomic_path, write_json
+from minillm.storage.fileio import read_json, write_json
 
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -85,9 +84,8 @@ def _read_step(path: str, *keys: tuple[str, ...]) -> list[int | None]:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return [None] * len(keys)
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError, RecursionError):
+        doc = read_json(path, "state", os.path.dirname(path))
+    except (OSError, ValueError):
         return [None] * len(keys)
     out = []
     for key in keys:
@@ -162,22 +160,17 @@ def write_model_files(folder: str, model, tokenizer, dtype: str | None = None) -
 
 
 def save_tensors(path: str, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Write a dict of arrays as safetensors, atomically."""
-    from safetensors.numpy import save_file
+    """Write a dict of arrays (NumPy or CuPy) as safetensors, atomically (a full disk: an OSError
+    naming the file)."""
+    from minillm.storage.safetensors_file import write_safetensors
 
-    from minillm.backend import to_numpy
-
-    arrays = {k: np.ascontiguousarray(to_numpy(v)) for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(arrays, tmp, metadata=metadata)
+    write_safetensors(path, tensors, metadata=metadata)
 
 
 def save_model(folder: str | os.PathLike, model, tokenizer, step: int | None = None,
                dtype: str | None = None) -> None:
-    """Commit a Hugging Face folder (config, weights, generation config, tokenizer).
-
-    ``step``: the model is a run's best, of that step (written as best_step.json).
-    ``dtype``: the weights' stored dtype (None: the model's; see ``storage.hf.save_pretrained``).
+    """Commit a Hugging Face folder (config, weights, generation config, tokenizer). ``step``: the
+    model is a run's best, of that step (best_step.json); ``dtype``: the weights' (None: the model's).
     """
     with staged_commit(folder) as staging:
         write_model_files(staging, model, tokenizer, dtype)
@@ -207,7 +200,15 @@ def commit_step(folder: str | os.PathLike, model, tokenizer, optimizer, state: d
     into best/ (:func:`save_model`), committed after the state that names it (see :func:`recover`)."""
     save_checkpoint(folder, model, tokenizer, optimizer, state)
     if best:
-        save_model(os.path.join(os.fspath(folder), BEST_DIR), model, tokenizer, step=state["step"])
+        save_model(own_folder(os.path.join(os.fspath(folder), BEST_DIR)), model, tokenizer,
+                   step=state["step"])
+
+
+def own_folder(path: str) -> str:
+    """``path``, a sub-folder a run writes (best/, reference/); ValueError when it is a link or file."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        raise ValueError(f"{path} is not a folder of the run (a link or a file); nothing is written there")
+    return path
 
 
 def store_best(folder: str | os.PathLike, tokenizer, dtype: str,
@@ -258,9 +259,15 @@ def read_state(folder: str | os.PathLike, config_classes: dict | None = None) ->
     return read_trainer_state(path, STATE_FORMAT, STATE_VERSIONS, config_classes)
 
 
-def saved_step(folder: str | os.PathLike) -> str:
-    """The step of the checkpoint in ``folder``, for messages ("?" when unreadable)."""
+def saved_step(folder: str | os.PathLike) -> str | None:
+    """The step of the checkpoint in ``folder``, for messages: None when there is none ("?" when
+    its state does not read). A committed but unfinished commit counts as written."""
+    folder = os.fspath(folder)
+    if not (os.path.lexists(os.path.join(folder, STATE_NAME))
+            or os.path.lexists(os.path.join(folder, STAGING, COMMIT))):
+        return None
     try:
+        recover(folder)
         return str(read_state(folder)["step"])
     except (OSError, ValueError, KeyError):
         return "?"
@@ -283,7 +290,7 @@ def load_checkpoint(folder: str | os.PathLike, dtype: Any = None, device: str = 
     state = read_state(folder)
     dtype = dtype or state.get("dtype", "float32")
     model = T5.from_pretrained(folder, dtype=dtype, device=device)
-    tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME))
+    tokenizer = Tokenizer.from_file(os.path.join(folder, TOKENIZER_NAME), folder=folder)
     arrays = read_optimizer(os.path.join(folder, OPTIMIZER_NAME), model.params, state["optimizer_t"])
     arrays = {k: to_device(np.ascontiguousarray(v, dtype=dtype), device) for k, v in arrays.items()}
     return model, tokenizer, {"t": int(state["optimizer_t"]), "arrays": arrays}, state

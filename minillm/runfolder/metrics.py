@@ -14,6 +14,7 @@ import json
 import os
 
 from minillm.storage.fileio import FILE_MODE, write_text
+from minillm.storage.reading import open_input, read_lines
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -22,19 +23,25 @@ def read_metrics(path: str, until_step: int | None = None) -> list[dict]:
     """The records of a metrics.jsonl (a missing file gives none; a torn last line is dropped).
 
     ``until_step``: only the records of steps up to it (a run resumed from that step's
-    checkpoint continues those; the later ones are not part of it).
+    checkpoint continues those; the later ones are not part of it). Read as a stream of
+    lines of at most 1 MiB by the one rule (:mod:`minillm.storage.reading`: a regular
+    file of the run folder); the records end at the first line that is not a JSON
+    object with an integer step, as they do at a torn one.
     """
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return []
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    with open_input(path, None, os.path.dirname(path)) as f:
+        for _, line in read_lines(f, path):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
                 break
-    if until_step is not None:
-        records = [r for r in records if r.get("step", 0) <= until_step]
+            step = record.get("step", 0) if isinstance(record, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool):
+                break
+            if until_step is None or step <= until_step:
+                records.append(record)
     return records
 
 

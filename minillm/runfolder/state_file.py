@@ -23,6 +23,8 @@ got "abc"``). Missing and unknown keys are refused too. The fields::
     run                     the run's data and sizes (:data:`RUN_FIELDS`); {} for a run of the
                             library's fit() without a workflow
     world_size              (optional, 1 when absent) the data-parallel ranks that trained it
+    early_stopping          (SFT, optional) {"metric": "loss"/"exact_match", "patience": >= 0,
+                            "stopped_at": null or the step where it stopped the run}
 
 The settings classes come in as an argument (the trainers' TrainConfig and RLConfig
 are above this package). Each field's check is one of :mod:`minillm.runfolder.fields`.
@@ -52,6 +54,8 @@ BIT_GENERATORS = {"PCG64": np.random.PCG64}
 DTYPES = ("float32", "float64")
 CONFIG_KEYS = {None: "train_config", "rl": "rl_config"}  # by the state's "kind"
 KIND_FIELDS = {None: (), "rl": ("ema",)}  # fields a kind adds to the common ones
+OPTIONAL_FIELDS = {None: ("world_size", "early_stopping"), "rl": ("kind", "world_size")}
+STOPPING_METRICS = ("loss", "exact_match")  # early_stopping.metric (minillm.training.early_stopping)
 COMMON = ("format", "version", "step", "epoch", "batch_in_epoch", "rng_state", "best", "dtype",
           "run", "optimizer_t")
 _STR, _OPT_STR, _INT, _OPT_INT = (str,), (str, None), (int,), (int, None)
@@ -61,14 +65,18 @@ RUN_FIELDS = {
            "init": (_OPT_STR, None), "n_train": (_INT, 1), "n_eval": (_OPT_INT, 1),
            "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "max_target_len": (_INT, 2), "data_sha256": (_OPT_STR, None),
-           "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None)},
+           "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None),
+           "data_sample": (_OPT_INT, 1), "generate_every": (_OPT_INT, 1)},
     "rl": {"start": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
            "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
            "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
-           "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None)},
+           "data_sha256": (_OPT_STR, None), "eval_data_sha256": (_OPT_STR, None),
+           "data_sample": (_OPT_INT, 1)},
 }
-# run fields a state written before them lacks (read as null)
-OPTIONAL_RUN_FIELDS = ("task_weights",)
+# run fields a state written before them lacks (read as null); data_sample: the training examples
+# of --data a run reads when it needs fewer than the file holds (null: all); generate_every:
+# every how many periodic evaluations decode (null: every one)
+OPTIONAL_RUN_FIELDS = ("task_weights", "data_sample", "generate_every")
 
 
 def check_rng_state(c: FieldChecker, s: Any) -> None:
@@ -101,6 +109,17 @@ def check_best(c: FieldChecker, best: Any, step: int) -> None:
     for k, v in best.items():
         if k != "step" and not is_number(v):
             raise c.fail(f"best.{k}", "expected a finite number", v)
+
+
+def check_early_stopping(c: FieldChecker, rule: Any, step: int) -> None:
+    """{"metric", "patience", "stopped_at"}: a known metric, patience >= 0, a step <= ``step``."""
+    c.keys("early_stopping", rule, ("metric", "patience", "stopped_at"))
+    if rule["metric"] not in STOPPING_METRICS:
+        raise c.fail("early_stopping.metric", f"expected one of {', '.join(STOPPING_METRICS)}",
+                     rule["metric"])
+    c.int("early_stopping.patience", rule["patience"], 0, MAX_INT)
+    if rule["stopped_at"] is not None:
+        c.int("early_stopping.stopped_at", rule["stopped_at"], 0, step)
 
 
 def check_run(c: FieldChecker, run: Any, kind: str | None) -> None:
@@ -172,7 +191,7 @@ def check_dtype(c: FieldChecker, dtype: Any) -> None:
         raise c.fail("dtype", f"expected one of {', '.join(DTYPES)}", dtype)
     cfg_path = os.path.join(os.path.dirname(c.path), "config.json")
     try:
-        saved = read_json(cfg_path).get("dtype")
+        saved = read_json(cfg_path, "config", os.path.dirname(c.path)).get("dtype")
     except (OSError, ValueError, AttributeError):
         return  # the model reader reports a bad config.json itself
     if saved is not None and saved != dtype:
@@ -198,8 +217,7 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
         raise StateError(f"{path}: trainer state version {shown(state.get('version'))}, "
                          f"this minillm reads {want}{run_kind}")
     key = CONFIG_KEYS[kind]
-    c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]),
-           ("kind", "world_size") if kind else ("world_size",))
+    c.keys("(top level)", state, (*COMMON, key, *KIND_FIELDS[kind]), OPTIONAL_FIELDS[kind])
     if "world_size" in state:
         c.int("world_size", state["world_size"], 1, MAX_INT)
     cls = (config_classes or {}).get(key)
@@ -218,6 +236,8 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
         check_position(c, state, config, state["run"], kind)
     check_rng_state(c, state["rng_state"])
     check_best(c, state["best"], step)
+    if "early_stopping" in state:
+        check_early_stopping(c, state["early_stopping"], step)
     check_dtype(c, state["dtype"])
     if kind == "rl" and state["ema"] is not None and not is_number(state["ema"]):
         raise c.fail("ema", "expected null or a finite number", state["ema"])
@@ -226,7 +246,8 @@ def check_state(path: str, state: Any, fmt: str, version: int | dict, config_cla
 
 def read_trainer_state(path: str, fmt: str, version: int, config_classes=None) -> dict:
     """Read and check a trainer_state.json (:func:`check_state`); every error one line."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: missing (not a minillm run folder, or no checkpoint yet)")
-    return check_state(path, read_json(path), fmt, version, config_classes)
+    return check_state(path, read_json(path, "state", os.path.dirname(path)), fmt, version,
+                       config_classes)
 

@@ -1,7 +1,8 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic file writes: write to a temporary file beside the target, then rename; JSON read back.
 
 A reader (or a crash) never sees a half-written file: either the old file
-or the new one is there.
+or the new one is there. :func:`read_json` reads by the one rule of
+:mod:`minillm.storage.reading`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
+
+from minillm.storage.reading import LIMITS, read_input
 
 FILE_MODE = 0o644  # a file for everyone to read (a run folder's files, a model folder's)
 
@@ -70,22 +73,18 @@ def parse_json(text: str) -> Any:
         raise ValueError("nested too deeply to read") from None
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, kind: str = "config",
+              folder: str | os.PathLike | None = None) -> Any:
     """The JSON document in ``path``; every failure is one ValueError naming the file.
 
-    FileNotFoundError when it is missing; ValueError for a folder, unreadable
-    bytes, bytes that are not UTF-8, invalid JSON, NaN/Infinity or nesting too deep.
+    Read by the one rule of :mod:`minillm.storage.reading`: a regular file (inside
+    ``folder`` when it is a folder's), of at most ``LIMITS[kind]`` bytes.
+    FileNotFoundError when it is missing; ValueError for a folder, a FIFO or device, a
+    file too large, unreadable bytes, bytes that are not UTF-8, invalid JSON, NaN/Infinity
+    or nesting too deep.
     """
     path = os.fspath(path)
-    if not os.path.lexists(path):
-        raise FileNotFoundError(f"{path}: missing")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: a folder, not a JSON file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_input(path, LIMITS[kind], folder)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -24,13 +24,13 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # not read
 SAVE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
-def _read_index(index: str) -> dict[str, str]:
+def _read_index(index: str, folder: str) -> dict[str, str]:
     """{tensor name: shard file name} of a model.safetensors.index.json, every entry checked.
 
     A shard is a plain ``*.safetensors`` file name: the index names no path, so
     nothing outside the folder is ever read.
     """
-    doc = read_json(index)
+    doc = read_json(index, "index", folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise ValueError(f"{index}: not a safetensors index (expected an object with a "
                          "\"weight_map\" object)")
@@ -46,15 +46,18 @@ def _read_index(index: str) -> dict[str, str]:
     return weight_map
 
 
-def _read_shards(folder: str, index: str) -> dict[str, np.ndarray]:
-    """The tensors of a sharded checkpoint: each in the shard its index names, once."""
-    weight_map = _read_index(index)
+def _read_shards(folder: str, index: str, budget: int) -> dict[str, np.ndarray]:
+    """The tensors of a sharded checkpoint: each in the shard its index names, once; at most
+    ``budget`` bytes of them in all (each shard's header says its size before it is read)."""
+    weight_map = _read_index(index, folder)
     tensors: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
         path = os.path.join(folder, shard)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             raise FileNotFoundError(f"{path}: missing (named by {index})")
-        for name, t in read_safetensors(path).items():
+        shard_tensors = read_safetensors(path, folder, budget)
+        budget -= sum(t.nbytes for t in shard_tensors.values())
+        for name, t in shard_tensors.items():
             if weight_map.get(name) != shard:
                 where = (f"the index puts it in {weight_map[name]}" if name in weight_map
                          else "the index does not list it")
@@ -67,14 +70,15 @@ def _read_shards(folder: str, index: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _read_weights(folder: str) -> tuple[dict[str, np.ndarray], str]:
-    """(tensors, the file they came from): model.safetensors, or the shards of its index."""
+def _read_weights(folder: str, budget: int) -> tuple[dict[str, np.ndarray], str]:
+    """(tensors, the file they came from): model.safetensors, or the shards of its index; at most
+    ``budget`` bytes of tensors, refused from the headers before anything larger is read."""
     single = os.path.join(folder, WEIGHTS_NAME)
     index = os.path.join(folder, WEIGHTS_INDEX_NAME)
-    if os.path.exists(single):
-        return read_safetensors(single), single
-    if os.path.exists(index):  # a sharded checkpoint
-        return _read_shards(folder, index), index
+    if os.path.lexists(single):
+        return read_safetensors(single, folder, budget), single
+    if os.path.lexists(index):  # a sharded checkpoint
+        return _read_shards(folder, index, budget), index
     pickles = [n for n in PICKLE_NAMES if os.path.exists(os.path.join(folder, n))]
     if pickles:
         raise FileNotFoundError(
@@ -89,17 +93,21 @@ def read_pretrained(path: str | os.PathLike) -> tuple[T5Config, dict[str, np.nda
 
     The weights are model.safetensors or, sharded, the files that
     model.safetensors.index.json names; float32, float16 or bfloat16 (widened to
-    float32 exactly) or float64. The tensors are checked against the config by
-    ``minillm.model.params.params_from_tensors``.
+    float32 exactly) or float64. Every file is read by the one rule
+    (:mod:`minillm.storage.reading`: a regular file inside the folder), and no more
+    tensor bytes than the config's parameters can take in float64. The tensors are
+    checked against the config by ``minillm.model.params.params_from_tensors``.
     """
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: not a folder (expected a Hugging Face T5 folder)")
     cfg_path = os.path.join(folder, CONFIG_NAME)
-    if not os.path.exists(cfg_path):
+    if not os.path.lexists(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: missing")
-    config = T5Config.from_dict(read_json(cfg_path), source=cfg_path)
-    tensors, source = _read_weights(folder)
+    config = T5Config.from_dict(read_json(cfg_path, "config", folder), source=cfg_path)
+    # the most bytes its tensors can take: every parameter in float64, and an untied head
+    budget = (config.num_parameters() + config.vocab_size * config.d_model) * 8
+    tensors, source = _read_weights(folder, budget)
     return config, tensors, source
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from minillm.backend import to_numpy
 from minillm.storage.bfloat16 import bfloat16_to_float32, float32_to_bfloat16
 from minillm.storage.fileio import atomic_path
+from minillm.storage.reading import open_input
 
 # safetensors dtype -> the little-endian NumPy type its bytes are read as (BF16: raw uint16)
 STORED = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
@@ -47,20 +48,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return dict(pairs)
 
 
-def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
+def read_header(path: str, folder: str | None = None,
+                max_bytes: int | None = None) -> tuple[dict[str, dict], dict[str, str], int]:
     """(tensors' entries, metadata, the data's start) of a safetensors file, every field checked.
 
     An entry is {"dtype", "shape" (tuple), "begin", "end"} with offsets from the
-    data's start. ValueError naming the file (and the tensor) for anything wrong.
+    data's start. The file is opened by the one rule (:mod:`minillm.storage.reading`;
+    ``folder``: the folder it belongs to). ``max_bytes``: the most tensor data the reader
+    can want (its model's), refused from the header alone. ValueError naming the file
+    (and the tensor) for anything wrong.
     """
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: a folder, not a safetensors file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing")
-    size = os.path.getsize(path)
     bad = f"{path}: not a readable safetensors file"
-    try:
-        with open(path, "rb") as f:
+    with open_input(path, None, folder) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
             head = f.read(8)
             if len(head) < 8:
                 raise ValueError(f"{bad} ({size} bytes, shorter than its header size)")
@@ -68,8 +69,8 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
             if n > min(MAX_HEADER, size - 8):
                 raise ValueError(f"{bad} (header of {n} bytes in a file of {size})")
             raw = f.read(n)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -89,6 +90,9 @@ def read_header(path: str) -> tuple[dict[str, dict], dict[str, str], int]:
     if at != data_size:
         raise ValueError(f"{bad} (the tensors end at byte {at} of {data_size} data bytes: "
                          f"{'truncated' if at > data_size else 'bytes left over'})")
+    if max_bytes is not None and data_size > max_bytes:
+        raise ValueError(f"{path}: {data_size:,} bytes of tensors, more than its model can hold "
+                         f"({max_bytes:,})")
     return entries, metadata, 8 + n
 
 
@@ -113,18 +117,20 @@ def _entry(bad: str, name: str, e: Any) -> dict[str, Any]:
     return {"dtype": dtype, "shape": tuple(shape), "begin": offsets[0], "end": offsets[1]}
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_safetensors(path: str | os.PathLike, folder: str | os.PathLike | None = None,
+                     max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file, as stored; BF16 widened to float32 exactly.
 
     The arrays are writable and own their memory (one tensor read at a time, no
     copy of the whole file). FileNotFoundError when missing; ValueError in one line
-    naming the file for a truncated, garbage or inconsistent one.
+    naming the file for a truncated, garbage or inconsistent one, or one holding more
+    than ``max_bytes`` of tensors (:func:`read_header`).
     """
     path = os.fspath(path)
-    entries, _, start = read_header(path)
+    entries, _, start = read_header(path, folder, max_bytes)
     tensors: dict[str, np.ndarray] = {}
     try:
-        with open(path, "rb") as f:
+        with open_input(path, None, folder) as f:
             for name, e in entries.items():
                 stored = np.dtype(STORED[e["dtype"]])
                 arr = np.empty(math.prod(e["shape"]), dtype=stored)  # (n,)

@@ -12,6 +12,14 @@ import math
 from typing import Any
 
 SCHEDULES = ("cosine", "linear", "constant")  # minillm.optim.lr_schedule's kinds
+MAX_INT = 2**53  # any integer setting: exact as a JSON number, so a saved run resumes with it
+# The largest value of each count, by field name (TrainConfig's and RLConfig's alike): far
+# beyond any run this code can do, yet small enough that nothing sized or looped by it runs
+# away (a step keeps its grad_accum micro-batches; a rollout holds batch_size x k samples).
+MAXIMA = {"steps": 1 << 30, "warmup_steps": 1 << 30, "eval_every": 1 << 30, "save_every": 1 << 30,
+          "log_every": 1 << 30, "batch_size": 1 << 16, "eval_batch_size": 1 << 16,
+          "grad_accum": 1 << 12, "k": 1 << 12, "num_iterations": 1 << 10,
+          "max_new_tokens": 1 << 16, "top_k": 1 << 30}
 
 
 def _is_number(v: Any) -> bool:
@@ -19,10 +27,13 @@ def _is_number(v: Any) -> bool:
 
 
 def check_int(name: str, v: Any, low: int = 0) -> None:
-    """``v`` is an int (not a bool) >= ``low``."""
+    """``v`` is an int (not a bool) >= ``low`` and at most ``MAXIMA[name]`` (else :data:`MAX_INT`)."""
     if not isinstance(v, int) or isinstance(v, bool) or v < low:
         kind = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise ValueError(f"{name} must be {kind}, got {v!r}")
+    high = MAXIMA.get(name, MAX_INT)
+    if v > high:
+        raise ValueError(f"{name} must be at most {high:,}, got {v:,}")
 
 
 def check_number(name: str, v: Any, low: float | None = None, high: float | None = None,

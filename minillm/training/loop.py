@@ -8,6 +8,7 @@ One run, from a fresh start or resumed from its state::
                  every log_every steps            a "train" record in metrics.jsonl, the bar's figures
                  every eval_every steps           an "eval" record ("final_eval" at the last step)
                  a better evaluation              checkpoint, and the model into best/
+                 trainer.should_stop() after one  checkpoint, the reason said, the run ends (early)
                  every save_every steps, at the last step and at stop_after: checkpoint
     at the end:  (SFT, unless plot=False) loss.svg and tasks.svg, also after Ctrl-C or a divergence
 
@@ -36,14 +37,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from minillm.blas import adapt_threads
-from minillm.parallel import SINGLE, mark_agreed
+from minillm.parallel import SINGLE
 from minillm.plots import plot_metrics
 from minillm.runfolder import checkpoint as ckpt
 from minillm.runfolder.metrics import METRICS_NAME, read_metrics, write_metrics
 from minillm.training.progress import progress_bar
+from minillm.training.stops import check_figures, stopped, words, write
 from minillm.training.update import TrainingDiverged
 
 
@@ -62,6 +64,12 @@ class RunState:
     batch_in_epoch: int = 0
     rng_state: dict | None = None
     best: dict | None = None
+    saved_when_set: ClassVar[tuple[str, ...]] = ()  # fields saved only when not None
+
+    def to_saved(self) -> dict:
+        """The fields as trainer_state.json keeps them (those of ``saved_when_set`` only when set)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None or k not in self.saved_when_set}
 
     @classmethod
     def from_saved(cls, saved: dict):
@@ -123,6 +131,11 @@ class Trainer:
         """Whether ``entry`` beats the best so far."""
         raise NotImplementedError
 
+    def should_stop(self) -> str | None:
+        """After a periodic evaluation: None to go on, or why the run stops here (early stopping;
+        the trainer records the stop in its state, which the checkpoint then saves)."""
+        return None
+
 
 def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     """Commit the last checkpoint (and with ``improved``, the model into best/, with its step).
@@ -135,11 +148,11 @@ def save(trainer: Trainer, out_dir: str, improved: bool = False) -> None:
     trainer.state.rng_state = None if rng is None else rng.bit_generator.state
     if world.size > 1:  # the ranks' parameters must not have drifted apart (they never should)
         world.same(parameter_checksum(trainer.model), f"the parameters at step {trainer.state.step}")
-    payload = {**({"kind": trainer.kind} if trainer.kind else {}), **dataclasses.asdict(trainer.state),
+    payload = {**({"kind": trainer.kind} if trainer.kind else {}), **trainer.state.to_saved(),
                "dtype": str(trainer.model.dtype), trainer.config_key: trainer.config.to_dict(),
                "run": trainer.run_info or {}, "world_size": world.size}
-    world.on_root(ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer, trainer.optimizer,
-                  payload, best=improved)  # every rank learns whether it could
+    write(world, out_dir, ckpt.commit_step, out_dir, trainer.model, trainer.tokenizer,
+          trainer.optimizer, payload, best=improved)  # every rank learns whether it could
 
 
 def parameter_checksum(model) -> str:
@@ -156,7 +169,10 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
     if result is None:
         return None, False
     state = trainer.state
-    records.append({"step": state.step, "kind": kind, **trainer.eval_record(result)})
+    record = {"step": state.step, "kind": kind, **trainer.eval_record(result)}
+    check_figures(record, f"the held-out evaluation at step {state.step}", os.path.dirname(path),
+                  getattr(trainer, "world", SINGLE))  # every rank holds the same figures
+    records.append(record)
     write_on_root(trainer, path, records)
     entry = trainer.best_entry(result)
     improved = state.best is None or trainer.is_better(entry, state.best)
@@ -167,8 +183,7 @@ def held_out(trainer: Trainer, kind: str, records: list[dict], path: str) -> tup
 
 def write_on_root(trainer: Trainer, path: str, records: list[dict]) -> None:
     """metrics.jsonl, written by rank 0 alone (an agreement point)."""
-    world = getattr(trainer, "world", SINGLE)
-    world.on_root(write_metrics, path, records)
+    write(getattr(trainer, "world", SINGLE), os.path.dirname(path), write_metrics, path, records)
 
 
 def begin(trainer: Trainer, out_dir: str, path: str, fresh: bool,
@@ -214,8 +229,9 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
         final_eval = steps(trainer, out_dir, path, records, stop, bar, progress, log)
     except KeyboardInterrupt:
         bar.close()
-        log(f"interrupted at step {state.step}; the last checkpoint is in {out_dir} "
-            "(continue with --resume)")
+        step = ckpt.saved_step(out_dir) if world.is_root else None
+        log(f"interrupted at step {state.step}; {words(step, out_dir)}"
+            + (" (continue with --resume)" if step is not None else ""))
         raise
     finally:
         bar.close()
@@ -248,20 +264,23 @@ def steps(trainer: Trainer, out_dir: str, path: str, records: list[dict], stop: 
             bar.set_postfix(trainer.postfix(records[-1]))
             t_last, window = now, []
         is_last = state.step == config.steps
-        improved = False
+        improved, stop_reason = False, None
         if is_last:
             final_eval, improved = held_out(trainer, "final_eval", records, path)
         elif config.eval_every and state.step % config.eval_every == 0:
             result, improved = held_out(trainer, "eval", records, path)
             if result is not None:
-                line = trainer.eval_line("eval", result)
+                stop_reason = trainer.should_stop()  # early stopping (the state records it)
+                line = trainer.eval_line("eval", result) + (f"\n{stop_reason}" if stop_reason else "")
                 if progress:
                     bar.write(line)  # above the bar
                 else:
                     log(line)
-        if improved or is_last or state.step == stop or (
+        if improved or is_last or state.step == stop or stop_reason or (
                 save_every and state.step % save_every == 0):
             save(trainer, out_dir, improved)
+        if stop_reason:
+            break
     return final_eval
 
 
@@ -270,9 +289,5 @@ def one_step(trainer: Trainer, out_dir: str) -> dict[str, Any]:
     world = getattr(trainer, "world", SINGLE)
     try:
         return trainer.step()
-    except TrainingDiverged as e:
-        kept = ckpt.saved_step(out_dir) if world.is_root else "?"
-        stop = TrainingDiverged(f"{e}; stopped. The last good checkpoint (step "
-                                f"{kept}) is kept in {out_dir}")
-        mark_agreed(stop)  # every rank holds the same figures: all stop at this step
-        raise stop from None
+    except TrainingDiverged as e:  # every rank holds the same figures: all stop at this step
+        raise stopped(e, out_dir, world) from None

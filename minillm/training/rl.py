@@ -217,7 +217,8 @@ class RLTrainer(Trainer):
         self.eval_examples, self.eval_data = eval_examples, eval_data
 
     def start(self, out_dir: str) -> None:
-        ckpt.save_model(os.path.join(out_dir, REFERENCE_DIR), self.reference, self.tokenizer)
+        ckpt.save_model(ckpt.own_folder(os.path.join(out_dir, REFERENCE_DIR)), self.reference,
+                        self.tokenizer)
 
     def step(self) -> dict[str, Any]:
         """rl_step on the next ``grad_accum`` batches of each rank; its figures and seconds ("step_s")."""

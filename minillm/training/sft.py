@@ -98,7 +98,14 @@ class TrainConfig(JSONSettings):
 
 @dataclass
 class TrainState(RunState):
-    """SFT's run state; ``best`` is {"exact_match", "loss", "step"}."""
+    """SFT's run state; ``best`` is {"exact_match", "loss", "step"} ({"loss", "step"} of an
+    evaluation without decoding). ``early_stopping``: the metric that picks the best, the
+    patience and the step where the run stopped (:class:`minillm.training.early_stopping.
+    EarlyStopping` as a dict), or None (the best is the higher exact match; never saved then).
+    """
+
+    early_stopping: dict | None = None
+    saved_when_set = ("early_stopping",)  # fields trainer_state.json holds only when not None
 
 
 # --------------------------------------------------------------------------- one step

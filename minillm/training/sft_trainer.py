@@ -2,7 +2,13 @@
 
 Periodic evaluation on held-out prompts (:func:`minillm.evaluation.evaluate`):
 teacher-forced loss and perplexity, and exact match of greedy decoding, overall
-and per task; the best is the higher exact match (a tie: the lower loss).
+and per task; with ``generate_every`` k, only every k-th periodic evaluation
+decodes and the others are the loss alone (one forward pass instead of up to
+``max_new_tokens``). The best evaluation is picked by the state's early-stopping
+rule (:mod:`minillm.training.early_stopping`): without one, the higher exact match
+(a tie: the lower loss); with one, its metric, and ``patience`` evaluations without
+a better one stop the run. Once the held-out loss rises while the training loss
+falls, the evaluation's line says so (once).
 :func:`fit` runs :class:`SFTTrainer` in the shared loop (:mod:`minillm.training.loop`):
 progress, ``metrics.jsonl``, checkpoints (last and best), loss.svg and tasks.svg. Each
 step is :func:`minillm.training.sft.train_step`.
@@ -10,6 +16,8 @@ step is :func:`minillm.training.sft.train_step`.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +26,8 @@ from minillm.data.examples import Example
 from minillm.evaluation import evaluate
 from minillm.optim import ScaledAdamW
 from minillm.parallel import SINGLE, Single
+from minillm.runfolder.checkpoint import BEST_DIR
+from minillm.training.early_stopping import EarlyStopping, Point, evaluations_since, overfitting
 from minillm.training.loop import Trainer, run
 from minillm.training.sft import TrainConfig, TrainState, train_step
 
@@ -32,7 +42,7 @@ class SFTTrainer(Trainer):
                  eval_examples: Sequence[Example] | None = None,
                  eval_data: EncodedDataset | None = None, periodic_eval: int | None = None,
                  verifiers: dict | None = None, run_info: dict | None = None,
-                 world: Single = SINGLE, recompute: bool = False):
+                 world: Single = SINGLE, recompute: bool = False, generate_every: int = 1):
         self.model, self.tokenizer, self.config, self.state = model, tokenizer, config, state
         self.recompute = recompute
         self.optimizer = optimizer if optimizer is not None else ScaledAdamW.from_config(config)
@@ -41,6 +51,14 @@ class SFTTrainer(Trainer):
                                    state.batch_in_epoch)
         self.eval_examples, self.eval_data = eval_examples, eval_data
         self.periodic_eval, self.verifiers, self.run_info = periodic_eval, verifiers, run_info
+        self.generate_every = generate_every
+        # the best evaluation's metric and the patience (the built-in suite's rule without one)
+        saved = state.early_stopping
+        self.rule = EarlyStopping(**saved) if saved else EarlyStopping("exact_match", 0)
+        self.history: list[Point] = []  # each evaluation's step, held-out and training loss
+        self.train_losses: list[float] = []  # the steps' losses since the last evaluation
+        self.overfitting_said, self.note = False, None  # the note: said with the next eval line
+        self.stop_line: str | None = None  # why the run stopped early (None: it did not)
 
     def step(self) -> dict[str, Any]:
         """The next ``grad_accum`` micro-batches of each rank (all of them on every rank)."""
@@ -48,8 +66,10 @@ class SFTTrainer(Trainer):
         for _ in range(self.config.grad_accum * self.world.size):
             batch, (self.state.epoch, self.state.batch_in_epoch) = next(self.stream)
             micro.append(batch)
-        return train_step(self.model, self.optimizer, micro, self.state.step, self.config,
-                          self.config.steps, world=self.world, recompute=self.recompute)
+        out = train_step(self.model, self.optimizer, micro, self.state.step, self.config,
+                         self.config.steps, world=self.world, recompute=self.recompute)
+        self.train_losses.append(out["loss"])
+        return out
 
     def train_record(self, window: list[dict], seconds: float) -> dict[str, Any]:
         """The mean loss of the window, the last lr and gradient norm, tokens per second."""
@@ -63,7 +83,8 @@ class SFTTrainer(Trainer):
                 "lr": f"{record['lr']:.2e}"}
 
     def evaluate(self, kind: str) -> dict | None:
-        """Periodic evaluations on the first ``periodic_eval`` examples; the final one on all."""
+        """Periodic evaluations on the first ``periodic_eval`` examples, greedy decoding at every
+        ``generate_every``-th (the others: the loss alone); the final one on all, decoded."""
         if not self.eval_examples:
             return None
         n = None if kind == "final_eval" else self.periodic_eval
@@ -71,26 +92,60 @@ class SFTTrainer(Trainer):
         if n and n < len(encoded):
             examples = examples[:n]
             encoded = EncodedDataset(encoded.sources[:n], encoded.targets[:n], encoded.pad_id)
-        return evaluate(self.model, self.tokenizer, examples, encoded, self.config.eval_batch_size,
-                        self.config.max_new_tokens, self.verifiers, world=self.world)
+        nth = self.state.step // self.config.eval_every if self.config.eval_every else 0
+        decode = kind == "final_eval" or self.generate_every <= 1 or nth % self.generate_every == 0
+        result = evaluate(self.model, self.tokenizer, examples, encoded, self.config.eval_batch_size,
+                          self.config.max_new_tokens, self.verifiers, world=self.world,
+                          decode=decode)
+        self.note_losses(result["loss"])
+        return result
+
+    def note_losses(self, held_out: float) -> None:
+        """Keep this evaluation's held-out and mean training loss; the overfitting note once."""
+        losses, self.train_losses = self.train_losses, []
+        if losses:
+            self.history.append(Point(self.state.step, held_out, sum(losses) / len(losses)))
+        if not self.overfitting_said:
+            self.note = overfitting(self.history)
+            self.overfitting_said = self.note is not None
 
     def eval_record(self, result: dict) -> dict[str, Any]:
+        if "exact_match" not in result:  # the loss alone
+            return {"loss": result["loss"], "perplexity": result["perplexity"], "n": result["n"]}
         return {"loss": result["loss"], "perplexity": result["perplexity"],
                 "exact_match": result["exact_match"], "n": result["n"],
                 "per_task": {t: r["exact_match"] for t, r in result["per_task"].items()}}
 
     def eval_line(self, kind: str, result: dict) -> str:
-        return (f"step {self.state.step}: eval loss {result['loss']:.4f}, "
-                f"exact match {result['exact_match']:.3f}")
+        line = f"step {self.state.step}: eval loss {result['loss']:.4f}"
+        if "exact_match" in result:
+            line += f", exact match {result['exact_match']:.3f}"
+        note, self.note = self.note, None
+        return line if note is None else f"{line}\n{note}"
 
     def best_entry(self, result: dict) -> dict[str, Any]:
-        return {"exact_match": result["exact_match"], "loss": result["loss"]}
+        entry = {"loss": result["loss"]}
+        if "exact_match" in result:
+            entry = {"exact_match": result["exact_match"], **entry}
+        return entry
 
     def is_better(self, entry: dict, best: dict) -> bool:
-        """Higher exact match wins; a tie goes to the lower loss."""
-        if entry["exact_match"] != best["exact_match"]:
-            return entry["exact_match"] > best["exact_match"]
-        return entry["loss"] < best["loss"]
+        """By the rule's metric: the lower loss, or the higher exact match (a tie: the lower loss)."""
+        return self.rule.is_better(entry, best)
+
+    def should_stop(self) -> str | None:
+        """After a periodic evaluation: the early-stopping line once ``patience`` evaluations
+        have not beaten the best (the stop recorded in the state), else None."""
+        best = self.state.best
+        if best is None or not self.config.eval_every:
+            return None
+        waited = evaluations_since(best["step"], self.state.step, self.config.eval_every)
+        if not self.rule.should_stop(waited):
+            return None
+        self.rule = dataclasses.replace(self.rule, stopped_at=self.state.step)
+        self.state.early_stopping = dataclasses.asdict(self.rule)
+        self.stop_line = self.rule.reason(waited, best)
+        return self.stop_line
 
 
 def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_dir: str,
@@ -99,7 +154,8 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
         state: TrainState | None = None, optimizer: ScaledAdamW | None = None,
         run_info: dict | None = None, stop_after: int | None = None, progress: bool = True,
         plot: bool = True, log: Callable[[str], None] | None = None,
-        world: Single = SINGLE, recompute: bool = False) -> dict[str, Any]:
+        world: Single = SINGLE, recompute: bool = False,
+        early_stopping: EarlyStopping | None = None, generate_every: int = 1) -> dict[str, Any]:
     """Train ``model`` in place for ``config.steps`` optimizer steps; checkpoint into ``out_dir``.
 
     The run computes where ``model`` lives (``T5.to("cuda")`` for a GPU): each
@@ -119,13 +175,40 @@ def fit(model, tokenizer, train_data: EncodedDataset, config: TrainConfig, out_d
     each block's input and recompute it in the backward (less memory, about a
     third more compute, the same gradient); not part of ``config``, like the device.
 
-    Returns {"step", "final_eval" (or None), "best", "stopped_early", "plots" ({"loss"/"tasks":
-    the SVG file written})}.
+    ``early_stopping`` (a fresh run; a resumed one has it in ``state``): its metric picks
+    the best evaluation and ``patience`` evaluations without a better one stop the run
+    (:mod:`minillm.training.early_stopping`); then, as transformers' ``load_best_model_at_end``,
+    ``model`` gets best/'s parameters (read from ``out_dir/best``, on every rank) and the final
+    evaluation, on all the held-out examples, is best/'s. ``generate_every``: decode at every
+    that many periodic evaluations, the others are the loss alone (the final one decodes).
+
+    Returns {"step", "final_eval" (or None), "best", "stopped_early", "early_stop" (the line
+    of an early stop, or None), "plots" ({"loss"/"tasks": the SVG file written})}.
     Raises TrainingDiverged on a NaN/inf loss, keeping the last checkpoint.
     """
-    trainer = SFTTrainer(model, tokenizer, train_data, config, state or TrainState(), optimizer,
-                         eval_examples, eval_data, periodic_eval, verifiers, run_info, world,
-                         recompute)
-    out = run(trainer, out_dir, fresh=state is None, stop_after=stop_after, progress=progress,
+    if state is None:
+        state = TrainState(early_stopping=dataclasses.asdict(early_stopping) if early_stopping
+                           else None)
+        fresh = True
+    else:
+        fresh = False
+    trainer = SFTTrainer(model, tokenizer, train_data, config, state, optimizer, eval_examples,
+                         eval_data, periodic_eval, verifiers, run_info, world, recompute,
+                         generate_every)
+    out = run(trainer, out_dir, fresh=fresh, stop_after=stop_after, progress=progress,
               plot=plot, log=log)
-    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "plots")}
+    out["early_stop"] = trainer.stop_line
+    if trainer.stop_line is not None:
+        load_best(model, out_dir)
+        out["final_eval"] = trainer.evaluate("final_eval")
+    return {k: out[k] for k in ("step", "final_eval", "best", "stopped_early", "early_stop",
+                                "plots")}
+
+
+def load_best(model, out_dir: str) -> None:
+    """best/'s parameters into ``model``, in place (each array keeps its dtype and device)."""
+    from minillm.model.t5 import T5
+
+    best = T5.from_pretrained(os.path.join(out_dir, BEST_DIR), dtype=model.dtype, device=model.device)
+    for name, value in best.params.items():
+        model.params[name][...] = value

@@ -1,6 +1,7 @@
 """The checks every workflow makes of its settings before it reads or writes anything.
 
     check_positive(settings, ("steps", "batch_size"))   # ValueError naming the flag: "--steps must ..."
+    check_at_most("max_source_len", 10**9)                # ... "--max-source-len must be at most 65,536"
     check_run_flags(settings, world)                      # --resume/--overwrite, --save-dtype, device,
                                                           # threads
 
@@ -18,6 +19,17 @@ from typing import Any
 
 from minillm.runfolder.checkpoint import SAVE_DTYPES, TOKENIZER_NAME
 from minillm.runfolder.rules import SettingsError
+from minillm.training.checks import MAX_INT
+from minillm.training.checks import MAXIMA as TRAINER_MAXIMA
+
+# The largest value of each count a workflow takes besides the trainers' settings: far beyond
+# any run this code can do, yet small enough that nothing sized by it runs away.
+MAXIMA = {"vocab_size": 1 << 20,  # a tokenizer trained here (the largest in use hold 256k)
+          "max_source_len": 1 << 16, "max_target_len": 1 << 16, "stop_after": 1 << 30,
+          "num_beams": 1 << 12, "epochs": 10**6}
+MAX_THREADS = 1 << 12  # BLAS threads (OpenBLAS takes an int)
+EXAMPLE_COUNTS = ("n_train", "n_eval", "n")  # examples made or read: bounded by the memory
+EXAMPLE_BYTES, MAX_EXAMPLES = 2048, 10**8  # an example with its tokens and batch rows, generously
 
 Log = Callable[[str], None]
 
@@ -38,9 +50,9 @@ def apply_threads(threads: Any, log: Log = None) -> None:
 
     if threads is None:
         return
-    count = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    count = isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS
     if threads != "auto" and not count:
-        raise SettingsError(f"threads: expected a count >= 1 or 'auto', got {threads!r}")
+        raise SettingsError(f"--threads: expected a count in [1, {MAX_THREADS}] or 'auto', got {threads!r}")
     if not use_threads(threads):
         (log or log_to_stderr)(f"threads {threads}: not applied (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS "
                                "is set, or NumPy is not on OpenBLAS here)")
@@ -64,12 +76,34 @@ def check_device(device: str, world=None) -> None:
         raise SettingsError(str(e)) from None
 
 
+def most(name: str) -> int:
+    """The largest value the count setting ``name`` may take (:data:`MAXIMA`, the trainers' own
+    :data:`minillm.training.checks.MAXIMA`, else 2**53); examples by this machine's memory."""
+    if name in EXAMPLE_COUNTS:
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf (Windows)
+            memory = 1 << 40
+        return min(MAX_EXAMPLES, memory // EXAMPLE_BYTES)
+    return MAXIMA.get(name, TRAINER_MAXIMA.get(name, MAX_INT))
+
+
+def check_at_most(name: str, v: Any) -> None:
+    """ValueError naming the flag when the count ``v`` of the setting ``name`` exceeds :func:`most`."""
+    if v is not None and v > most(name):
+        why = (f" (an example takes about {EXAMPLE_BYTES // 1024} KiB, on this machine's memory)"
+               if name in EXAMPLE_COUNTS else "")
+        raise ValueError(f"{flag(name)} must be at most {most(name):,}{why}, got {v:,}")
+
+
 def check_positive(settings, names: Sequence[str]) -> None:
-    """ValueError naming the flag when one of the fields ``names`` is given and below 1."""
+    """ValueError naming the flag when one of the fields ``names`` is given and below 1, or above
+    what it may be (:func:`check_at_most`)."""
     for name in names:
         v = getattr(settings, name)
         if v is not None and v < 1:
             raise ValueError(f"{flag(name)} must be positive, got {v}")
+        check_at_most(name, v)
 
 
 def check_folder(folder: str, what: str, needs: str) -> str:

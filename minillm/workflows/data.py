@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import minillm.seeds as seeds
 from minillm.data import Example, to_jsonl_lines, write_jsonl
 from minillm.data.tasks import TASKS, builtin_dataset, resolve_tasks
+from minillm.workflows.checks import MAX_INT, check_positive
 
 __all__ = ["DataSettings", "make_data", "task_samples", "to_jsonl_lines"]  # to_jsonl_lines: the CLI's stdout
 
@@ -36,8 +37,9 @@ class DataSettings:
 def make_data(settings: DataSettings) -> list[Example]:
     """``n`` examples of ``split`` balanced over ``task`` ("all", a name or names); written to ``out``."""
     s = settings
-    if s.n < 1:
-        raise ValueError(f"--n must be positive, got {s.n}")
+    check_positive(s, ("n",))
+    if not 0 <= s.seed <= MAX_INT:
+        raise ValueError(f"--seed must be in [0, 2**53], got {s.seed}")
     examples = builtin_dataset(s.n, seed=s.seed, split=s.split, tasks=resolve_tasks(s.task))
     if s.out is not None:
         write_jsonl(examples, s.out)

@@ -46,11 +46,19 @@ from typing import Any
 import minillm.seeds as seeds
 from minillm.data import load_jsonl
 from minillm.evaluation import evaluate_model
+from minillm.generation import check_options
 from minillm.parallel import Single, get_world
 from minillm.runfolder import checkpoint
 from minillm.storage.fileio import atomic_path
 from minillm.training import RLConfig, TrainConfig
-from minillm.workflows.checks import apply_threads, check_device, check_folder
+from minillm.workflows.checks import (
+    MAX_INT,
+    apply_threads,
+    check_at_most,
+    check_device,
+    check_folder,
+    check_positive,
+)
 from minillm.workflows.run_data import RL_MAX_TARGET_LEN, builtin_verifiers, load_run_data
 from minillm.workflows.runs import check_run_files
 
@@ -144,12 +152,12 @@ def run_of(folder: str) -> RunFolder | None:
 
 def check_settings(s: EvalSettings) -> None:
     """ValueError naming the flag, before anything is read or written."""
-    for name in ("n", "batch_size", "max_new_tokens", "num_beams"):
-        v = getattr(s, name)
-        if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    check_positive(s, ("n", "batch_size", "max_new_tokens", "num_beams"))
     if s.max_source_len is not None and s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    check_at_most("max_source_len", s.max_source_len)
+    if s.seed is not None and not 0 <= s.seed <= MAX_INT:
+        raise ValueError(f"--seed must be in [0, 2**53], got {s.seed}")
     if s.predictions is not None:
         folder = os.path.dirname(os.path.abspath(s.predictions))
         if os.path.isdir(s.predictions) or s.predictions.endswith(os.sep):
@@ -233,13 +241,14 @@ def _load(settings: EvalSettings, world: Single):
     if settings.max_new_tokens is not None or not own_data:
         max_target_len = s.max_new_tokens  # --max-new-tokens is also the target truncation
     model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
-    tokenizer = Tokenizer.from_file(tok_path)
+    tokenizer = Tokenizer.from_file(tok_path, folder=os.path.dirname(tok_path))
     check_vocab(tokenizer, model.config.vocab_size)
     gen: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, num_beams=s.num_beams,
                                length_penalty=s.length_penalty, do_sample=s.do_sample)
     if s.do_sample:
         gen.update(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                    rng=seeds.generator(s.seed, "generate"))
+    check_options(model.config, s.batch_size, s.max_source_len, **gen)  # before the first batch
     return s, run, model, tokenizer, examples, verifiers, data, max_target_len, gen
 
 

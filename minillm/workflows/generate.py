@@ -16,6 +16,7 @@ Sampling draws on the "generate" stream of :mod:`minillm.seeds`.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 import minillm.seeds as seeds
 from minillm.backend import to_numpy
 from minillm.data.batching import truncate
+from minillm.generation import check_options
 from minillm.generation import generate as generate_ids
 from minillm.storage.fileio import read_json
 from minillm.workflows.checks import Log, apply_threads, check_device, check_folder, log_to_stderr
@@ -42,6 +44,7 @@ FILE_KEYS = (*OPTIONS, "do_sample", "early_stopping", "eos_token_id", "pad_token
 FILE_TYPES = {"do_sample": bool, "early_stopping": bool, "eos_token_id": int, "pad_token_id": int,
               "max_length": int, "min_length": int}
 DEFAULT_MAX_SOURCE_LEN = 512  # T5's model_max_length (tokenizer_config.json)
+MAX_BATCH, MAX_SOURCE_LEN, MAX_SEED = 1 << 16, 1 << 16, (1 << 63) - 1  # the flags' ranges
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,10 @@ class GenerateSettings:
     threads: int | str | None = None  # BLAS threads: a count, "auto" (the idle cores) or None
 
 
-def read_generation_config(path: str) -> dict[str, Any]:
-    """The keys of :data:`FILE_KEYS` a generation_config.json sets; a bad file or key is one line."""
-    file_cfg = read_json(path)
+def read_generation_config(path: str, folder: str | None = None) -> dict[str, Any]:
+    """The keys of :data:`FILE_KEYS` a generation_config.json (of ``folder``) sets; a bad file or
+    key is one line."""
+    file_cfg = read_json(path, "config", folder)
     if not isinstance(file_cfg, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(file_cfg).__name__}")
     opts = {k: file_cfg[k] for k in FILE_KEYS if file_cfg.get(k) is not None}
@@ -86,7 +90,9 @@ def read_generation_config(path: str) -> dict[str, Any]:
         if k == "early_stopping":
             ok = isinstance(v, bool) or v == "never"
         if not ok:
-            raise ValueError(f"{path}: {k}: expected {getattr(want, '__name__', want)}, got {v!r}")
+            what = ("a token id or a non-empty list of them" if k == "eos_token_id"
+                    else getattr(want, "__name__", want))
+            raise ValueError(f"{path}: {k}: expected {what}, got {v!r:.80}")
     return opts
 
 
@@ -95,8 +101,8 @@ def generation_options(settings: GenerateSettings) -> dict[str, Any]:
     s = settings
     opts: dict[str, Any] = {}
     path = os.path.join(s.dir, "generation_config.json")
-    if os.path.exists(path):
-        opts = read_generation_config(path)
+    if os.path.lexists(path):
+        opts = read_generation_config(path, s.dir)
         # max_length / min_length count the decoder start token; *_new_tokens do not
         if "max_length" in opts:
             length = opts.pop("max_length")
@@ -138,34 +144,53 @@ def iter_generate(settings: GenerateSettings, log: Log = log_to_stderr) -> Itera
     apply_threads(s.threads, log)
     tok_path = check_folder(s.dir, "expected a T5 folder with tokenizer.json",
                             "minillm generate tokenizes with it")
-    if s.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {s.batch_size}")
-    if s.max_source_len < 2:
-        raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    check_sizes(s)
     opts = generation_options(s)
-    tokenizer = Tokenizer.from_file(tok_path)
+    tokenizer = Tokenizer.from_file(tok_path, folder=s.dir)
     model = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
-    cfg = model.config
-    eos = opts.get("eos_token_id", cfg.eos_token_id)
+    check_options(model.config, s.batch_size, s.max_source_len, **opts)  # before a prompt is read
+    eos = opts.get("eos_token_id", model.config.eos_token_id)
     eos = set(eos) if isinstance(eos, list) else {eos}
     rng = seeds.generator(s.seed, "generate") if opts.get("do_sample") else None
-    encoded = [tokenizer.encode(p, add_eos=True) for p in s.prompts]
-    cut = [truncate(ids, s.max_source_len, tokenizer.eos_token_id) for ids in encoded]
-    encoded = [ids for ids, _ in cut]
-    if any(t for _, t in cut):
-        log(f"minillm generate: truncated {sum(t for _, t in cut)} of {len(cut)} prompts to "
-            f"--max-source-len {s.max_source_len} tokens")
-    for ids in encoded:
-        if max(ids, default=0) >= cfg.vocab_size:
-            raise ValueError(f"the tokenizer gives id {max(ids)}, beyond the model's vocab_size "
-                             f"{cfg.vocab_size}: tokenizer.json does not match the model")
-    for start in range(0, len(encoded), s.batch_size):
-        input_ids, mask = _pad(encoded[start:start + s.batch_size], cfg.pad_token_id)
+    truncated = seen = 0
+    for batch in _batches(s.prompts, s.batch_size):  # read lazily: stdin's lines as they come
+        encoded = [_encode(tokenizer, p, s.max_source_len, model.config.vocab_size) for p in batch]
+        truncated, seen = truncated + sum(t for _, t in encoded), seen + len(batch)
+        input_ids, mask = _pad([ids for ids, _ in encoded], model.config.pad_token_id)
         out = to_numpy(generate_ids(model, input_ids, mask, rng=rng, **opts))  # (B * r, 1 + L)
         for row in out:
             gen = [int(i) for i in row[1:]]  # after the decoder start token
             cut = next((j for j, i in enumerate(gen) if i in eos), len(gen))
             yield tokenizer.decode(gen[:cut], skip_special_tokens=True)
+    if truncated:
+        log(f"minillm generate: truncated {truncated} of {seen} prompts to "
+            f"--max-source-len {s.max_source_len} tokens")
+
+
+def check_sizes(s: GenerateSettings) -> None:
+    """ValueError naming the flag for a batch size, prompt length or seed out of range."""
+    if not 1 <= s.batch_size <= MAX_BATCH:
+        raise ValueError(f"--batch-size must be in [1, {MAX_BATCH:,}], got {s.batch_size}")
+    if not 2 <= s.max_source_len <= MAX_SOURCE_LEN:
+        raise ValueError(f"--max-source-len must be in [2, {MAX_SOURCE_LEN:,}], got {s.max_source_len}")
+    if not 0 <= s.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, 2**63), got {s.seed}")
+
+
+def _batches(prompts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """The prompts in lists of ``size``, read from the iterable as each list is needed."""
+    it = iter(prompts)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _encode(tokenizer, prompt: str, max_source_len: int, vocab_size: int) -> tuple[list[int], bool]:
+    """(the prompt's ids with </s>, cut to ``max_source_len``; whether it was cut)."""
+    ids, cut = truncate(tokenizer.encode(prompt, add_eos=True), max_source_len, tokenizer.eos_token_id)
+    if max(ids, default=0) >= vocab_size:
+        raise ValueError(f"the tokenizer gives id {max(ids)}, beyond the model's vocab_size "
+                         f"{vocab_size}: tokenizer.json does not match the model")
+    return ids, cut
 
 
 def _pad(batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

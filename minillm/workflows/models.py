@@ -28,7 +28,7 @@ def build_model(s, preset: Preset, train_ex: list[Example], seed: int):
     if s.init:
         tok_path = check_folder(s.init, "--init wants a Hugging Face T5 folder",
                                 "--init needs the model's tokenizer.json")
-        tokenizer = Tokenizer.from_file(tok_path)
+        tokenizer = Tokenizer.from_file(tok_path, folder=s.init)
         model = T5.from_pretrained(s.init, dtype=dtype, device=s.device)
         if s.dropout is not None:
             model = T5(model.config.replace(dropout_rate=s.dropout), model.params)

@@ -40,13 +40,14 @@ from minillm.training.algorithms import algorithm_for
 from minillm.workflows.checks import (
     Log,
     SettingsError,
+    check_at_most,
     check_folder,
     check_positive,
     check_run_flags,
     log_to_stderr,
 )
 from minillm.workflows.rl_settings import CONFIG_FIELDS, DEFAULT_OUT, DEFAULTS, RLSettings, rl_config
-from minillm.workflows.run_data import RL_MAX_TARGET_LEN, encode, load_run_data
+from minillm.workflows.run_data import RL_MAX_TARGET_LEN, data_sample, encode, load_run_data
 from minillm.workflows.runs import (
     check_not_finished,
     check_run_files,
@@ -115,7 +116,7 @@ def rl(settings: RLSettings, log: Log = log_to_stderr, world: Single | None = No
     if s.resume:
         with world_folder(world, *folder):  # the lock first: the state read is the one continued
             return _rl(s, world.check(_resume, s, log, world), log, t0, world)
-    run = world.check(_start, s)  # reads the data and the models, imports the reward; writes nothing
+    run = world.check(_start, s, world.size)  # reads the data and models, imports the reward; writes nothing
     with world_folder(world, *folder):  # taken before --overwrite clears the folder
         return _rl(s, run, log, t0, world)
 
@@ -124,6 +125,7 @@ def _check(s: RLSettings, world: Single) -> None:
     check_positive(s, ("n_train", "n_eval", "stop_after"))
     if s.max_source_len < 2:
         raise ValueError(f"--max-source-len must be at least 2, got {s.max_source_len}")
+    check_at_most("max_source_len", s.max_source_len)
     check_run_flags(s, world)
     if not s.resume and s.dir is None:
         raise SettingsError("give the starting model folder DIR (or --resume)")
@@ -151,6 +153,8 @@ def _rl(s: RLSettings, run: _Run, log: Log, t0: float, world: Single) -> RLResul
         log(f"{how}) of {s.dir} with reward "
             f"{run.reward.name!r}: {len(run.train)} training and {len(run.held)} held-out prompts; "
             f"{cfg.steps} steps of {per_step} prompts x {cfg.k} samples{ranks}; run folder {s.out}")
+        if run.info.get("data_sample"):
+            log(f"{run.info['data']}: {len(run.train)} training prompts drawn at random (no more are used)")
     result = fit_rl(run.policy, run.reference, run.tokenizer, run.reward, run.train, train_enc, cfg,
                     s.out, eval_examples=run.held, eval_data=eval_enc, state=run.state,
                     optimizer=run.optimizer, run_info=run.info, stop_after=s.stop_after,
@@ -189,8 +193,9 @@ def _resume(s: RLSettings, log: Log, world: Single) -> _Run:
     return _Run(info, cfg, reward, train_ex, held, policy, reference, tokenizer, optimizer, state)
 
 
-def _start(s: RLSettings) -> _Run:
-    """A new run from the model in ``s.dir``, which is also the frozen reference."""
+def _start(s: RLSettings, ranks: int = 1) -> _Run:
+    """A new run from the model in ``s.dir``, which is also the frozen reference (``ranks``: the
+    data-parallel processes, each taking batch_size x grad_accum prompts a step)."""
     from minillm.data.tasks import resolve_tasks
     from minillm.data.tokenizer import Tokenizer, check_vocab
     from minillm.model import T5
@@ -211,8 +216,9 @@ def _start(s: RLSettings) -> _Run:
             "reward": reward_name, "n_train": s.n_train, "n_eval": s.n_eval, "seed": cfg.seed,
             "max_source_len": s.max_source_len}
     info.update(data_sources(s))
+    info["data_sample"] = data_sample(info, cfg.steps * cfg.batch_size * cfg.grad_accum * ranks)
     train_ex, held = _load_data(info)
-    tokenizer = Tokenizer.from_file(tok_path)
+    tokenizer = Tokenizer.from_file(tok_path, folder=os.path.dirname(tok_path))
     policy = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)
     check_vocab(tokenizer, policy.config.vocab_size)
     reference = T5.from_pretrained(s.dir, dtype=s.dtype, device=s.device)

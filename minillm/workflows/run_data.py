@@ -10,11 +10,18 @@ resumed run, and ``minillm eval`` of a run, read exactly the data it started wit
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from minillm.data import Example, encode_examples, load_jsonl, split_held_out
+import numpy as np
+
+import minillm.seeds as seeds
+from minillm.data import Example, encode_examples
+from minillm.data.batching import held_out_positions
+from minillm.data.jsonl_index import first_examples, index_lines, read_examples
 from minillm.data.tasks import TASKS, builtin_dataset
 from minillm.workflows.checks import Log
 
@@ -28,9 +35,11 @@ def load_run_data(run: dict[str, Any], train_stream: str) -> tuple[list[Example]
     ("sft_data" or "rl_data") and ``n_eval`` of the eval split (the "eval_data"
     stream), of ``run["tasks"]`` (all when absent), the training examples mixed by
     ``run["task_weights"]`` (a preset's; balanced when absent), the held-out ones
-    balanced. ``--data``: the file, and
-    ``--eval-data`` or else 5% of ``--data`` (1 to 500 examples, the "held_out"
-    stream) held out; then the first ``n_eval`` held-out examples when it is set.
+    balanced. ``--data``: the file, and ``--eval-data`` or else 5% of ``--data`` (1 to
+    500 examples, the "held_out" stream) held out; then the first ``n_eval`` held-out
+    examples when it is set. ``run["data_sample"]`` (when set, and below the training
+    examples the file holds): only that many of them, drawn on the "data_sample" stream
+    and kept in file order, are read (:func:`data_sample`).
     """
     seed = run["seed"]
     if run["data"] is None:
@@ -39,12 +48,55 @@ def load_run_data(run: dict[str, Any], train_stream: str) -> tuple[list[Example]
                                 weights=run.get("task_weights"))
         held = builtin_dataset(run["n_eval"], seed, "eval", tasks)
         return train, held
-    train = load_jsonl(run["data"])
+    index = _index(run["data"])
     if run["eval_data"] is not None:
-        held = load_jsonl(run["eval_data"])
+        train_pos, held_pos = np.arange(len(index)), np.arange(0)
     else:
-        train, held = split_held_out(train, seed)
-    return train, held[: run["n_eval"]] if run["n_eval"] else held
+        train_pos, held_pos = held_out_positions(len(index), seed)
+    sample = run.get("data_sample")
+    if sample is not None and sample < len(train_pos):
+        drawn = seeds.generator(seed, "data_sample").choice(len(train_pos), sample, replace=False)
+        train_pos = train_pos[np.sort(drawn)]
+    n_eval = run["n_eval"] or None
+    if run["eval_data"] is not None:
+        held = first_examples(run["eval_data"], n_eval)
+    else:
+        held = read_examples(index, held_pos[:n_eval])
+    return read_examples(index, train_pos), held
+
+
+def _index(path: str):
+    """:func:`index_lines` of ``path``, kept for the file as it is (its size, time and inode): the
+    count before the settings and the read after them make one pass."""
+    st = os.stat(path)
+    return _cached_index(path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_index(path: str, size: int, mtime_ns: int, inode: int):
+    return index_lines(path)
+
+
+def count_train(run: dict[str, Any]) -> int:
+    """The training examples of a run: ``n_train`` for the built-in suite; for ``--data``, the file's
+    non-blank lines (less the 5% held out without ``--eval-data``), counted, not parsed."""
+    if run["data"] is None:
+        return run["n_train"]
+    n = len(_index(run["data"]))
+    return n if run["eval_data"] is not None else len(held_out_positions(n, 0)[0])
+
+
+def data_sample(run: dict[str, Any], per_run: int) -> int | None:
+    """How many of ``--data``'s training examples a run that draws ``per_run`` in all reads: None
+    when that is all of them (or for the built-in suite).
+
+    A run that draws fewer examples than the file holds sees each drawn one once, in a
+    random order, as it would see the first ``per_run`` of a shuffled epoch of the whole
+    file: it reads only those (:func:`load_run_data`'s ``run["data_sample"]``).
+    """
+    if run["data"] is None or per_run >= count_train(run):
+        return None
+    return per_run
 
 
 def builtin_verifiers() -> dict[str, Callable]:

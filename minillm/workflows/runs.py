@@ -21,15 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from minillm.runfolder import checkpoint
+from minillm.storage.reading import open_input
 from minillm.workflows.checks import Log, SettingsError, flag
 
 RESUMED = "of the run being resumed"  # whose data files check_same_file names by default
 
 
 def file_digest(path: str) -> str:
-    """sha256 of a file's bytes (hex)."""
+    """sha256 of a file's bytes (hex), read by the one rule (a regular file), a MiB at a time."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -67,10 +68,11 @@ def data_sources(settings) -> dict[str, Any]:
     for key in ("data", "eval_data"):
         given = getattr(settings, key)
         path = os.path.abspath(given) if given else None
-        if path and not os.path.isfile(path):
-            raise FileNotFoundError(f"{given}: no such file ({flag(key)})")
+        try:
+            run[f"{key}_sha256"] = file_digest(path) if path else None
+        except (ValueError, FileNotFoundError) as e:  # a FIFO, a device, a folder, missing
+            raise type(e)(f"{e} ({flag(key)})") from None
         run[key] = path
-        run[f"{key}_sha256"] = file_digest(path) if path else None
     return run
 
 

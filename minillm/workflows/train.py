@@ -10,7 +10,8 @@ settings, device, the run folder) before the run folder is touched, so bad input
 never damages it; then it builds the data, the tokenizer and the model (or
 resumes them from the folder), takes the folder's lock (one process per run
 folder, held to the end), trains with :func:`minillm.training.fit` and evaluates.
-The run folder is described in :mod:`minillm.runfolder`.
+The run folder is described in :mod:`minillm.runfolder`. With ``--data``, the
+budget, the evaluation interval and early stopping default as :mod:`.own_data` says.
 
 Random streams (:mod:`minillm.seeds`, all under the one ``seed``): "sft_data" and
 "eval_data" for the built-in suite, "held_out" for the 5% of ``--data`` held out,
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from minillm.data import Example, num_batches
+from minillm.data import Example
 from minillm.optim import ScaledAdamW
 from minillm.parallel import Single, get_world
 from minillm.runfolder import checkpoint
@@ -34,14 +35,17 @@ from minillm.training import TrainConfig, TrainState, fit
 from minillm.workflows.checks import (
     Log,
     SettingsError,
+    check_at_most,
     check_positive,
     check_run_flags,
     flag,
     log_to_stderr,
+    most,
 )
 from minillm.workflows.models import build_model, describe
-from minillm.workflows.presets import DEFAULT_PRESET, Preset, get_preset
-from minillm.workflows.run_data import builtin_verifiers, encode, load_run_data
+from minillm.workflows.own_data import OwnDataPlan, check_not_stopped, check_stopping_settings, plan_training
+from minillm.workflows.presets import DEFAULT_PRESET, get_preset
+from minillm.workflows.run_data import builtin_verifiers, count_train, data_sample, encode, load_run_data
 from minillm.workflows.runs import (
     check_not_finished,
     check_run_files,
@@ -58,10 +62,8 @@ DEFAULT_OUT = os.path.join("runs", "sft")
 # settings a resumed run takes from its folder (given ones are ignored, with a note)
 RUN_FIELDS = ("data", "eval_data", "init", "dtype", "vocab_size", "n_train", "n_eval", "batch_size",
               "grad_accum", "lr", "warmup_steps", "weight_decay", "position_bias_lr_scale", "dropout",
-              "seed", "eval_every", "max_source_len", "max_target_len")
-# TrainConfig fields a flag overrides (None: the preset's)
-CONFIG_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay",
-                 "position_bias_lr_scale", "eval_every")
+              "seed", "eval_every", "max_source_len", "max_target_len", "early_stopping_patience",
+              "best_metric")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class TrainSettings:
     eval_every: int | None = None
     max_source_len: int | None = None
     max_target_len: int | None = None
+    early_stopping_patience: int | None = None  # None: 5 with --data, else off (own_data.py)
+    best_metric: str | None = None  # "loss" / "exact_match"; None: loss with --data
     stop_after: int | None = None
     no_progress: bool = False
     no_plot: bool = False
@@ -105,9 +109,11 @@ class TrainSettings:
 class TrainResult:
     """What a finished (or stopped) ``train`` call reports.
 
-    ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate_model`'s
-    dict: exact_match, per_task, ...), None when the run stopped early (``stop_after``);
-    ``best``: {"step", "exact_match"} of the checkpoint in ``out/best`` (None: none yet);
+    ``final_eval``: the held-out evaluation at the end (:func:`minillm.evaluation.evaluate`'s
+    dict: exact_match, per_task, ...), best/'s after early stopping, None when the run
+    stopped at ``stop_after``; ``best``: {"step", "loss"[, "exact_match"]} of the checkpoint
+    in ``out/best`` (None: none yet); ``early_stop``: why early stopping ended the run (None:
+    it did not);
     ``step`` of ``steps`` reached; ``seconds``: wall time of the whole call; ``plots``:
     {"loss": loss.svg, "tasks": tasks.svg} as written into ``out`` (empty with ``no_plot``).
     """
@@ -121,6 +127,7 @@ class TrainResult:
     resumed: bool
     seconds: float
     plots: dict[str, str] = field(default_factory=dict)
+    early_stop: str | None = None  # why early stopping ended the run (final_eval is then best/'s)
 
     @property
     def best_dir(self) -> str | None:
@@ -139,28 +146,32 @@ class _Run:
     tokenizer: Any
     optimizer: ScaledAdamW | None = None
     state: TrainState | None = None
+    plan: OwnDataPlan = field(default_factory=OwnDataPlan)  # (a new run) what --data chose
 
 
 def check_settings(s: TrainSettings) -> None:
     """ValueError / SettingsError naming the flag, for settings no run can use."""
     check_positive(s, ("steps", "batch_size", "grad_accum", "vocab_size", "n_train", "n_eval",
                        "stop_after"))
-    if s.epochs is not None and not s.epochs > 0:
-        raise ValueError(f"--epochs must be positive, got {s.epochs}")
+    if s.epochs is not None and not 0 < s.epochs <= most("epochs"):
+        raise ValueError(f"--epochs must be positive and at most {most('epochs'):,}, got {s.epochs}")
     if s.epochs is not None and s.steps is not None:
         raise SettingsError("give --steps or --epochs, not both")
     for name in ("max_source_len", "max_target_len"):
         v = getattr(s, name)
         if v is not None and v < 2:
             raise ValueError(f"{flag(name)} must be at least 2, got {v}")
+        check_at_most(name, v)
     for name in ("eval_every", "warmup_steps", "seed"):
         v = getattr(s, name)
         if v is not None and v < 0:
             raise ValueError(f"{flag(name)} must be non-negative, got {v}")
+        check_at_most(name, v)
     if s.lr is not None and not s.lr > 0:
         raise ValueError(f"--lr must be positive, got {s.lr}")
     if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
         raise ValueError(f"--dropout must be in [0, 1), got {s.dropout}")
+    check_stopping_settings(s)
 
 
 def train(settings: TrainSettings, log: Log = log_to_stderr, world: Single | None = None) -> TrainResult:
@@ -212,23 +223,30 @@ def _train(s: TrainSettings, run: _Run, log: Log, t0: float, world: Single) -> T
             f"vocab {run.model.config.vocab_size}; {len(run.train)} training and {len(run.held)} "
             f"held-out examples; {cfg.steps} steps of {cfg.batch_size * cfg.grad_accum * world.size} "
             f"examples{ranks}; run folder {s.out}")
+        sample = [f"{info['data']}: {len(run.train)} training examples drawn at random (the steps use "
+                  "no more)"] if info.get("data_sample") else []
+        for line in sample + run.plan.lines:
+            log(line)
     verifiers = builtin_verifiers() if info["data"] is None else None
     result = fit(run.model, run.tokenizer, train_enc, cfg, s.out, eval_examples=run.held,
                  eval_data=eval_enc, periodic_eval=info.get("n_eval_periodic"),
                  verifiers=verifiers, state=run.state, optimizer=run.optimizer, run_info=info,
                  stop_after=s.stop_after, progress=not s.no_progress, plot=not s.no_plot, log=log,
-                 world=world, recompute=s.recompute)
+                 world=world, recompute=s.recompute, early_stopping=run.plan.rule,
+                 generate_every=info.get("generate_every") or 1)
     world.on_root(store_best, s.out, run.tokenizer, s.save_dtype, run.model.dtype, log)
     return TrainResult(out=s.out, step=result["step"], steps=cfg.steps,
                        final_eval=result["final_eval"], best=result["best"],
                        stopped_early=result["stopped_early"], resumed=s.resume,
-                       seconds=time.perf_counter() - t0, plots=result["plots"])
+                       seconds=time.perf_counter() - t0, plots=result["plots"],
+                       early_stop=result["early_stop"])
 
 
 def _resume(s: TrainSettings, log: Log, world: Single) -> _Run:
     """The run in ``s.out`` as its last checkpoint left it (only ``steps`` may be extended)."""
     state_json = read_run(s.out, "sft")
     check_world(s.out, state_json, world)
+    check_not_stopped(s.out, state_json)
     info = state_json["run"]
     cfg = TrainConfig.from_dict(state_json["train_config"])
     warn_ignored(s, RUN_FIELDS, "train", log)
@@ -268,21 +286,12 @@ def _start(s: TrainSettings, ranks: int = 1) -> _Run:
         "max_target_len": s.max_target_len or preset.max_target_len,
     }
     info.update(data_sources(s))
+    n_train = count_train(info)  # --data: counted, not parsed (the run reads what it draws)
+    plan = plan_training(s, preset, seed, n_train, ranks)
+    cfg = plan.config
+    info["data_sample"] = data_sample(info, cfg.steps * cfg.batch_size * cfg.grad_accum * ranks)
+    if plan.generate_every != 1:
+        info["generate_every"] = plan.generate_every
     train_ex, held = load_run_data(info, "sft_data")
-    cfg = _train_config(s, preset, seed, len(train_ex), ranks)
     model, tokenizer = build_model(s, preset, train_ex, seed)
-    return _Run(info, cfg, train_ex, held, model, tokenizer)
-
-
-def _train_config(s: TrainSettings, preset: Preset, seed: int, n_train: int,
-                  ranks: int = 1) -> TrainConfig:
-    """The preset's TrainConfig with the settings given; ``epochs`` becomes a number of steps
-    (of grad_accum x ``ranks`` micro-batches each)."""
-    training = dict(preset.training, seed=seed)
-    for name in CONFIG_FIELDS:
-        if getattr(s, name) is not None:
-            training[name] = getattr(s, name)
-    if s.epochs is not None:
-        per_epoch = num_batches(n_train, training["batch_size"])
-        training["steps"] = max(1, round(s.epochs * per_epoch / (training.get("grad_accum", 1) * ranks)))
-    return TrainConfig(**training)
+    return _Run(info, plan.config, train_ex, held, model, tokenizer, plan=plan)

@@ -203,3 +203,23 @@ def test_cli_prompts_from_stdin_and_generation_config(model_dir, capsys, monkeyp
     got = capsys.readouterr().out.splitlines()
     assert got == hf_lines(folder, words, ["w5 w6", "w7"], max_new_tokens=5, num_beams=1,
                            repetition_penalty=1.5)
+
+
+@pytest.mark.parametrize("min_keep", [1, 2, 3, 7])
+@pytest.mark.parametrize("seed", range(4))
+def test_top_p_filter_matches_transformers_with_any_min_tokens_to_keep(seed, min_keep):
+    """TopPLogitsWarper keeps the top min_tokens_to_keep tokens (all of them when that exceeds the
+    vocabulary: its slice [..., -m:] starts at 0), as top_p_filter does; the issue's case first."""
+    from transformers import TopPLogitsWarper
+
+    from minillm.generation import top_p_filter
+
+    rng = np.random.default_rng(seed)
+    cases = [(np.array([[51.48, 9.64]], dtype=np.float32), 0.05)] if seed == 0 else []
+    cases.append(((rng.standard_normal((3, 5)) * 3).astype(np.float32), float(rng.uniform(0.05, 0.95))))
+    for scores, p in cases:
+        ours = np.isfinite(top_p_filter(scores, p, min_tokens_to_keep=min_keep))
+        warper = TopPLogitsWarper(top_p=p, min_tokens_to_keep=min_keep)
+        theirs = torch.isfinite(warper(torch.zeros((len(scores), 1), dtype=torch.long),
+                                       torch.from_numpy(scores.copy()))).numpy()
+        np.testing.assert_array_equal(ours, theirs)
