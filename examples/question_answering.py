@@ -1,4 +1,4 @@
-"""Question answering over a short context: "who has ..." / "how many ..." questions.
+"""Question answering over a short context: "how many <item>?", looked up among two facts.
 
     python examples/question_answering.py [--steps 1500] [--out runs/qa]
 
@@ -14,6 +14,6 @@ if __name__ == "__main__":
     model, tok = train_on_tasks(["qa"], args.steps, args.out, args.seed)
     ask = TASKS["qa"].instructions[0]
     show(model, tok, [
-        f"{ask}\nEmma has 4 apples. Hugo has 7 books. Question: How many books does Hugo have?",
-        f"{ask}\nIris has 2 coins. Ben has 9 pears. Question: Who has the pears?",
+        f"{ask}\nEmma has 4 apples. Hugo has 7 books. Question: How many books?",
+        f"{ask}\nIris has 2 coins. Ben has 9 pears. Question: How many coins?",
     ])

@@ -48,8 +48,12 @@ def test_loss_and_grads_gradient_check_random_configs(config, rng):
     input_ids, mask, labels = random_batch(rng, config.vocab_size, B=2, S=4, T=3)
     loss, grads = model.loss_and_grads(input_ids, labels, mask)
     assert abs(loss - model.loss(input_ids, labels, mask)) < 1e-12
-    lean_loss, lean_grads = engine.loss_and_grads(model, input_ids, labels, mask)  # the engine, held to it
-    assert abs(lean_loss - loss) < 1e-12 and all(rel_error(lean_grads[k], grads[k]) < 1e-11 for k in grads)
+    # the engine, held to it: to rounding of the gradient's scale (a tensor whose gradient is a
+    # cancelling sum of much larger terms, 1e-10 of the rest, keeps only that rounding's digits)
+    lean_loss, lean_grads = engine.loss_and_grads(model, input_ids, labels, mask)
+    scale = max(float(np.abs(g).max()) for g in grads.values())
+    assert abs(lean_loss - loss) < 1e-12
+    assert all(rel_error(lean_grads[k], grads[k], noise=1e-13 * scale) < 1e-11 for k in grads)
     h = 1e-6
     for name in rng.choice(sorted(model.params), size=min(6, len(model.params)), replace=False):
         p = model.params[name]

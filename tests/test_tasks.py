@@ -9,11 +9,13 @@ import pytest
 
 from minillm.data import Example, load_jsonl
 from minillm.data.tasks import (
+    DEFAULT_SUITE,
     TASKS,
     builtin_dataset,
     english_words,
     french_words,
     instance_split,
+    resolve_tasks,
     task_counts,
 )
 from minillm.data.tasks.codegen import build_expression, describe
@@ -130,18 +132,64 @@ def test_answers_are_correct():
         assert ex.target == english_words(int(body(ex)))
 
 
-def test_qa_answer_comes_from_the_context():
+def qa_parts(ex: Example) -> tuple[list[tuple[str, ...]], str]:
+    """((name, count, item) of each fact, the question) of a qa or qa_who prompt, read back by hand."""
+    context, question = ex.prompt.split("\n")[1].split(" Question: ")
+    words = [fact.removesuffix(".").split() for fact in context.split(". ")]  # N has C I
+    assert all(len(w) == 4 and w[1] == "has" for w in words), context
+    facts = [(w[0], w[2], w[3]) for w in words]
+    return facts, question
+
+
+def test_qa_answer_is_the_count_of_the_fact_the_question_names():
     rng = np.random.default_rng(2)
-    for _ in range(50):
+    asked = []
+    for _ in range(300):
         ex = TASKS["qa"].sample(rng)
-        context, question = ex.prompt.split("\n")[1].split(" Question: ")
-        facts = {s.split()[0]: (s.split()[2], s.split()[3]) for s in context[:-1].split(". ")}
-        if question.startswith("How many"):
-            item, name = question.split()[2], question.split()[4]
-            assert facts[name] == (ex.target, item)
-        else:
-            item = question.split()[-1].rstrip("?")
-            assert facts[ex.target][1] == item
+        facts, question = qa_parts(ex)
+        assert len(facts) == 2 and question.startswith("How many ") and question.endswith("?")
+        for column in zip(*facts, strict=True):  # names, counts, items: distinct in a context
+            assert len(set(column)) == 2, facts
+        item = question.removeprefix("How many ").removesuffix("?")
+        (fact,) = [f for f in facts if f[2] == item]
+        assert ex.target == fact[1]
+        asked.append(facts.index(fact))
+    # the asked fact is uniform over the two: reading the context alone is right half the time
+    assert all(125 <= asked.count(j) <= 175 for j in range(2)), [asked.count(j) for j in range(2)]
+
+
+def test_qa_ignoring_the_question_is_chance():
+    """Any answer that reads the context but not the question (here: a fact's count) scores 1/2."""
+    rng = np.random.default_rng(5)
+    examples = [TASKS["qa"].sample(rng, "eval") for _ in range(3000)]
+    assert TASKS["qa"].chance == 0.5
+    for pick_fact in (lambda facts: facts[0], lambda facts: facts[1],
+                      lambda facts: max(facts, key=lambda f: int(f[1]))):  # the larger count
+        score = np.mean([TASKS["qa"].verify(ex, pick_fact(qa_parts(ex)[0])[1]) for ex in examples])
+        assert abs(score - 0.5) < 0.03, score
+
+
+def test_qa_who_answer_is_the_name_of_the_fact_the_question_names():
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        ex = TASKS["qa_who"].sample(rng)
+        facts, question = qa_parts(ex)
+        assert len(facts) == 2 and question.startswith("Who has the ")
+        item = question.removeprefix("Who has the ").removesuffix("?")
+        assert [f[0] for f in facts if f[2] == item] == [ex.target]
+    assert TASKS["qa_who"].chance == 0.5
+
+
+def test_the_default_suite_is_every_task_but_qa_who():
+    assert set(DEFAULT_SUITE) == set(TASKS) - {"qa_who"} and len(DEFAULT_SUITE) == 9
+    assert resolve_tasks(None) == resolve_tasks("all") == list(DEFAULT_SUITE)
+    assert {ex.task for ex in builtin_dataset(200, seed=0)} == set(DEFAULT_SUITE)
+    assert {ex.task for ex in builtin_dataset(80, seed=0, split="eval")} == set(DEFAULT_SUITE)
+    assert resolve_tasks("qa_who") == ["qa_who"]
+    assert resolve_tasks("all,qa_who") == [*DEFAULT_SUITE, "qa_who"]
+    assert resolve_tasks(" qa , uppercase,qa") == ["qa", "uppercase"]
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_tasks("qa,nope")
 
 
 def test_code_reference_matches_description():
@@ -254,7 +302,7 @@ def test_builtin_dataset_is_deterministic_and_balanced():
     assert a == builtin_dataset(180, seed=3)
     assert a != builtin_dataset(180, seed=4)
     counts = {name: sum(ex.task == name for ex in a) for name in TASKS}
-    assert set(counts.values()) == {180 // len(TASKS)}
+    assert counts.pop("qa_who") == 0 and set(counts.values()) == {180 // len(DEFAULT_SUITE)}
     sub = builtin_dataset(10, seed=0, tasks=["qa", "uppercase"])
     assert {ex.task for ex in sub} == {"qa", "uppercase"}
     with pytest.raises(ValueError, match="unknown task"):
@@ -264,7 +312,7 @@ def test_builtin_dataset_is_deterministic_and_balanced():
 
 
 def test_task_weights_set_the_mix_and_equal_weights_keep_the_balanced_suite():
-    names = list(TASKS)
+    names = list(DEFAULT_SUITE)
     # equal weights: n // k each, one more for the first n % k (the balanced suite)
     assert task_counts(22, names) == {t: 3 if i < 4 else 2 for i, t in enumerate(names)}
     assert task_counts(22, names, {t: 2.0 for t in names}) == task_counts(22, names)
@@ -290,7 +338,7 @@ def test_builtin_dataset_draws_each_split_from_its_named_stream():
                                                                         stream="eval_data")
     rl_prompts = builtin_dataset(40, seed=2, stream="rl_data")  # REINFORCE's, not SFT's
     assert rl_prompts != builtin_dataset(40, seed=2)
-    assert {ex.task for ex in rl_prompts} == set(TASKS)
+    assert {ex.task for ex in rl_prompts} == set(DEFAULT_SUITE)
     with pytest.raises(ValueError, match="unknown random stream"):
         builtin_dataset(5, stream="nope")
 

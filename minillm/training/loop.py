@@ -44,6 +44,7 @@ from minillm.parallel import SINGLE
 from minillm.plots import plot_metrics
 from minillm.runfolder import checkpoint as ckpt
 from minillm.runfolder.metrics import METRICS_NAME, read_metrics, write_metrics
+from minillm.training.progress import progress_bar
 from minillm.training.stops import check_figures, stopped, words, write
 from minillm.training.update import TrainingDiverged
 
@@ -214,8 +215,6 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     Returns {"step", "initial_eval", "final_eval", "best", "stopped_early", "plots"}
     (plots: {"loss"/"tasks": the SVG written}).
     """
-    from tqdm import tqdm
-
     world = getattr(trainer, "world", SINGLE)
     log = world.root_log(log or functools.partial(print, file=sys.stderr))  # rank 0 alone says
     progress, plot = progress and world.is_root, plot and world.is_root
@@ -224,8 +223,7 @@ def run(trainer: Trainer, out_dir: str, fresh: bool, stop_after: int | None = No
     path = os.path.join(out_dir, METRICS_NAME)
     records, initial_eval = begin(trainer, out_dir, path, fresh, log)
     stop = min(config.steps, stop_after) if stop_after is not None else config.steps
-    bar = tqdm(total=config.steps, initial=state.step, desc=trainer.name, unit="step",
-               dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    bar = progress_bar(config.steps, state.step, trainer.name, enabled=progress)  # plain lines off a tty
     plots: dict[str, str] = {}
     try:
         final_eval = steps(trainer, out_dir, path, records, stop, bar, progress, log)

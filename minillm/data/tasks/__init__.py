@@ -1,12 +1,16 @@
 """The built-in instruction task suite: minillm's default data, generated from a seed.
 
-Four applications, every answer checkable exactly:
+Four applications, every answer checkable exactly; the default suite
+(``DEFAULT_SUITE``, what ``minillm train`` learns) is these nine tasks:
 
 - translation: ``number_to_english``, ``number_to_french``
-- question answering: ``qa``
+- question answering: ``qa`` (a fact looked up by the key the question names)
 - code generation: ``code_expression`` (checked by semantic equivalence)
 - text transformations: ``reverse_words``, ``sort_words``, ``uppercase``,
   ``count_words``, ``largest_number``
+
+``TASKS`` also holds ``qa_who`` (the name as the answer), a built-in task outside the
+default suite: an open problem, see :mod:`minillm.data.tasks.qa` and docs/main-job.md.
 
 Each task has train instruction phrasings, eval-only phrasings, and an eval split
 of instances disjoint from train (see :mod:`minillm.data.tasks.base`). Inputs stay
@@ -14,7 +18,7 @@ under about 40 tokens and answers under about 16, so a small T5 learns the suite
 on a laptop CPU in minutes.
 
     from minillm.data.tasks import TASKS, builtin_dataset
-    train = builtin_dataset(20_000, seed=0)                 # the "sft_data" stream of seed 0
+    train = builtin_dataset(20_000, seed=0)                 # the default suite, "sft_data" stream
     heldout = builtin_dataset(900, seed=0, split="eval")    # the "eval_data" stream
     tok = train_tokenizer(vocab_size=1000)          # a Tokenizer for the suite
     score = TASKS[ex.task].verify(ex, model_output)
@@ -29,7 +33,7 @@ from minillm.data.examples import Example
 from minillm.data.tasks.base import SPLITS, Task, instance_split
 from minillm.data.tasks.codegen import CodeExpression
 from minillm.data.tasks.number_words import NumberToEnglish, NumberToFrench, english_words, french_words
-from minillm.data.tasks.qa import ContextQA
+from minillm.data.tasks.qa import KeyedQA, WhoQA
 from minillm.data.tasks.text import CountWords, LargestNumber, ReverseWords, SortWords, Uppercase
 
 TASKS: dict[str, Task] = {
@@ -37,26 +41,33 @@ TASKS: dict[str, Task] = {
     for t in (
         NumberToEnglish(),
         NumberToFrench(),
-        ContextQA(),
+        KeyedQA(),
         CodeExpression(),
         ReverseWords(),
         SortWords(),
         Uppercase(),
         CountWords(),
         LargestNumber(),
+        WhoQA(),
     )
 }
+
+# the tasks the main job learns (and "all" names): every built-in task but the open problem qa_who
+DEFAULT_SUITE: tuple[str, ...] = tuple(t for t in TASKS if t != "qa_who")
 
 # the random stream (minillm.seeds) each split draws from unless told otherwise
 DEFAULT_STREAM = {"train": "sft_data", "eval": "eval_data"}
 
 
 def resolve_tasks(tasks: Sequence[str] | str | None) -> list[str]:
-    """Task names to use: all of them for None or "all"; ValueError for unknown names."""
-    if tasks is None or tasks == "all":
-        return list(TASKS)
+    """Task names to use: the default suite for None or "all"; a string may list names with commas
+    ("all,qa_who": the default suite and qa_who); ValueError for unknown names."""
+    if tasks is None:
+        return list(DEFAULT_SUITE)
     if isinstance(tasks, str):
-        tasks = [tasks]
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    tasks = [t for name in tasks for t in (DEFAULT_SUITE if name == "all" else [name])]
+    tasks = list(dict.fromkeys(tasks))  # each once, in order
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
@@ -69,7 +80,7 @@ def builtin_dataset(
     n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | str | None = None,
     stream: str | None = None, weights: Mapping[str, float] | None = None,
 ) -> list[Example]:
-    """``n`` examples of ``split``, balanced over ``tasks`` (all by default), shuffled.
+    """``n`` examples of ``split``, balanced over ``tasks`` (the default suite by default), shuffled.
 
     Task ``i`` gets ``n // k`` examples, plus one for the first ``n % k`` tasks;
     with ``weights`` (task -> relative weight, 1 for a task not named), task ``t``
@@ -140,6 +151,7 @@ def verify(example: Example, output: str) -> float:
 
 
 __all__ = [
+    "DEFAULT_SUITE",
     "SPLITS",
     "TASKS",
     "Task",

@@ -1,11 +1,30 @@
-"""Question answering over a short generated context.
+"""Question answering over a short generated context: look a fact up by the key the question names.
 
-Context: two people, each holding a number of one kind of thing::
+``qa`` (in the default suite): the context holds ``FACTS`` facts of one form, each
+person holding a number of one kind of thing; the question names one kind (the
+key), and the answer is the number copied from the one fact that holds it::
 
-    Anna has 3 apples. Ben has 5 pears. Question: How many pears does Ben have?  -> 5
-    Anna has 3 apples. Ben has 5 pears. Question: Who has the apples?           -> Anna
+    Anna has 3 apples. Ben has 5 pears. Question: How many pears?  -> 5
 
-The answer is always copied from the context (selection, not arithmetic).
+Names, kinds and numbers are distinct within a context and the asked fact is drawn
+uniformly, so a model that ignores the question cannot beat chance: whatever it
+reads from the context alone, it is right with probability 1 / FACTS (= 1/2).
+
+Two facts, not three: with three (chance 1/3) the small preset learned the lookup
+alone (qa only) to 0.61 in 1500 steps where two facts reached 0.90 (issue 14, #9), and in the
+main job's mix three facts stayed near chance (0.33-0.41) through 3500 steps
+(docs/main-job.md).
+
+``qa_who`` (a built-in task, not in the default suite): the name as the answer,
+from two facts::
+
+    Anna has 3 apples. Ben has 5 pears. Question: Who has the apples?  -> Anna
+
+Chance is 1/2. This form is an open problem: the default model stays at chance on
+it within the main job's budget (docs/main-job.md, "qa_who: an open problem").
+
+The answer is always copied from the context (selection, not arithmetic); the
+checker is exact.
 """
 
 from __future__ import annotations
@@ -16,30 +35,55 @@ from minillm.data.tasks.base import Instance, Task, pick
 
 NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jack")
 ITEMS = ("apples", "pears", "books", "pens", "cards", "coins", "shells", "stamps")
-MIN_COUNT, MAX_COUNT = 2, 9  # plural nouns throughout
+COUNTS = tuple(str(c) for c in range(2, 10))  # plural nouns throughout
+FACTS = 2  # facts in a qa context: chance is 1 / FACTS
+WHO_FACTS = 2  # facts in a qa_who context: chance is 1 / WHO_FACTS
+
+INSTRUCTIONS = (
+    "Answer the question about the text.",
+    "Read the text and answer the question.",
+    "Use the text to answer the question.",
+    "Answer the question using the context.",
+    "Read the context, then answer the question.",
+)
+HELDOUT_INSTRUCTIONS = ("Answer the question from the text.",)
 
 
-class ContextQA(Task):
+def context(rng: np.random.Generator, k: int) -> tuple[str, list[str], list[str], list[str]]:
+    """k facts "N has C I." with distinct names N, counts C and items I: (text, names, counts, items)."""
+    names, counts, items = pick(rng, NAMES, k), pick(rng, COUNTS, k), pick(rng, ITEMS, k)
+    text = " ".join(f"{n} has {c} {it}." for n, c, it in zip(names, counts, items, strict=True))
+    return text, names, counts, items
+
+
+class KeyedQA(Task):
+    """How many of the item the question names: the count of the one fact holding that item."""
+
     name = "qa"
-    description = "answer a question (how many / who) about a short generated context"
-    instructions = (
-        "Answer the question about the text.",
-        "Read the text and answer the question.",
-        "Use the text to answer the question.",
-        "Answer the question using the context.",
-        "Read the context, then answer the question.",
-    )
-    heldout_instructions = ("Answer the question from the text.",)
+    description = f"how many of the named item? (looked up among {FACTS} facts; chance 1/{FACTS})"
+    instructions = INSTRUCTIONS
+    heldout_instructions = HELDOUT_INSTRUCTIONS
+    chance = 1 / FACTS
 
     def instance(self, rng: np.random.Generator) -> Instance:
-        k = 2
-        names, items = pick(rng, NAMES, k), pick(rng, ITEMS, k)
-        counts = [int(c) for c in rng.integers(MIN_COUNT, MAX_COUNT + 1, size=k)]
-        facts = " ".join(f"{n} has {c} {it}." for n, c, it in zip(names, counts, items, strict=True))
-        j = int(rng.integers(k))
-        if rng.integers(2):
-            question, answer = f"How many {items[j]} does {names[j]} have?", str(counts[j])
-        else:
-            question, answer = f"Who has the {items[j]}?", names[j]
-        text = f"{facts} Question: {question}"
-        return Instance(key=text, input=text, target=answer)
+        facts, _, counts, items = context(rng, FACTS)
+        j = int(rng.integers(FACTS))
+        text = f"{facts} Question: How many {items[j]}?"
+        return Instance(key=text, input=text, target=counts[j])
+
+
+class WhoQA(Task):
+    """Who holds the item the question names (an open problem: not in the default suite)."""
+
+    name = "qa_who"
+    description = (f"who has the named item? (among {WHO_FACTS} facts; chance 1/{WHO_FACTS}; "
+                   "not in the default suite, an open problem)")
+    instructions = INSTRUCTIONS
+    heldout_instructions = HELDOUT_INSTRUCTIONS
+    chance = 1 / WHO_FACTS
+
+    def instance(self, rng: np.random.Generator) -> Instance:
+        facts, names, _, items = context(rng, WHO_FACTS)
+        j = int(rng.integers(WHO_FACTS))
+        text = f"{facts} Question: Who has the {items[j]}?"
+        return Instance(key=text, input=text, target=names[j])
