@@ -92,7 +92,10 @@ def prepare(args) -> dict[str, str]:
 
 def sft(args, init: str, out: str, steps: int, names: dict | None):
     """One SFT arm (``minillm train --init INIT``): the names task with ``names``, else the suite."""
-    data = dict(data=names["train"], eval_data=names["eval"]) if names else dict(n_train=args.n_train)
+    # Own data: every evaluation decodes (best/ by exact match), and no early stopping, so
+    # both arms run their whole wall-time budget and every point of the curve has exact match.
+    data = (dict(data=names["train"], eval_data=names["eval"], best_metric="exact_match",
+                 early_stopping_patience=0) if names else dict(n_train=args.n_train))
     return train(TrainSettings(init=init, out=out, overwrite=True, steps=steps, preset=args.preset,
                                eval_every=max(10, steps // 60 * 10), threads=_threads(args),
                                no_progress=True, **data))
