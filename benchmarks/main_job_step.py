@@ -3,6 +3,7 @@
     python benchmarks/main_job_step.py                 # batch 32, as minillm train
     python benchmarks/main_job_step.py --batch 64 --rounds 5
     OPENBLAS_NUM_THREADS=1 python benchmarks/main_job_step.py
+    python benchmarks/main_job_step.py --heads 4 --d-kv 32     # the shape before issue 27
 
 On batches of the built-in suite (length-bucketed, as the trainer draws them), it
 times, interleaved over ``--rounds`` rounds (the minimum is printed, then every round):
@@ -80,13 +81,13 @@ def bmm_replay(cfg, B: int, S: int, T: int):
     return run, flop
 
 
-def setup(batch: int):
+def setup(batch: int, shape: dict):
     """(model, optimizer, config, batches, encoded data) of the small preset on the built-in suite."""
     examples = builtin_dataset(20_000, seed=0)
     tok = Tokenizer.train([e.prompt for e in examples] + [e.target for e in examples], vocab_size=1000)
     enc = encode(examples, tok, 64, 32)
     preset = PRESETS["small"]
-    model = minillm.T5.init(minillm.T5Config(vocab_size=tok.vocab_size, **preset.model),
+    model = minillm.T5.init(minillm.T5Config(vocab_size=tok.vocab_size, **{**preset.model, **shape}),
                             seeds.generator(0, "init"))
     config = TrainConfig(**{**preset.training, "batch_size": batch})
     optimizer = ScaledAdamW.from_config(config)
@@ -97,9 +98,9 @@ def setup(batch: int):
     return model, optimizer, config, batches, enc
 
 
-def parts(batch: int) -> tuple[dict, str]:
+def parts(batch: int, shape: dict) -> tuple[dict, str]:
     """{name: function of the round's index}, and a line describing the workload."""
-    model, opt, config, batches, enc = setup(batch)
+    model, opt, config, batches, enc = setup(batch, shape)
     S = int(round(np.mean([b["input_ids"].shape[1] for b in batches])))
     T = int(round(np.mean([b["labels"].shape[1] for b in batches])))
     one = {k: v[:1, :2].copy() for k, v in batches[0].items() if k in ("input_ids", "labels")}
@@ -133,8 +134,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=20, help="calls of each part per round")
+    p.add_argument("--heads", type=int, default=None, help="num_heads instead of the preset's")
+    p.add_argument("--d-kv", type=int, default=None, help="d_kv instead of the preset's")
     args = p.parse_args()
-    fns, about = parts(args.batch)
+    shape = {k: v for k, v in (("num_heads", args.heads), ("d_kv", args.d_kv)) if v is not None}
+    fns, about = parts(args.batch, shape)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(args.rounds):
         for name, fn in fns.items():
