@@ -69,7 +69,7 @@ PRESETS: dict[str, Preset] = {
             model=dict(d_model=128, d_kv=8, num_heads=16, d_ff=512, num_layers=3,
                        num_decoder_layers=6, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
-            training=dict(steps=2500, batch_size=32, lr=1e-3, warmup_steps=100,
+            training=dict(steps=3500, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
                           max_grad_norm=1.0),
             n_train=100_000,
