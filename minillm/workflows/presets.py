@@ -9,21 +9,16 @@ A preset fixes what a user should not have to choose to see the trainer work:
 Every value can still be overridden on the command line (``--steps``, ``--lr``, ...).
 
 - ``small`` (the default): the main job, 2.3M parameters (3 encoder and 6 decoder
-  layers, d_model 128), 7000 steps of 32 of 100,000 generated examples of the default
-  suite, balanced over its nine tasks. Measured (docs/main-job.md; seed 0, a loaded
-  machine): 92.7% exact match on the 900 held-out prompts, every task at 0.97-1.00 but
-  largest_number 0.83 and qa 0.58 (chance 0.5: qa is not learned in the balanced mix);
-  the issue's bar (0.95 overall, every task 0.90, 5 minutes) is not met. About 9.5-10
-  minutes of training on 2 quiet cores (80 ms a step), about 0.5 GB peak RSS.
-  What chose it (docs/main-job.md): half the steps reach 0.83; batches of 64 and 128
-  learn less per example than their cheaper examples gain; lr 2e-3 is too high;
-  re-weighting the slow tasks slows the fast ones without speeding the slow ones;
-  qa weighted 2 learns qa (0.63-0.89) but costs largest_number (0.54-0.58), code and
-  uppercase, 0.829-0.873 overall on seeds 0-2; qa with three facts stays near chance
-  in the mix, so it has two. The decoder depth is what moved the copy tasks (issue 14:
-  3+3 layers gave 86.6% and 88.8% where 3+6 gave 92%). The step (about 80 ms on 2
-  quiet cores, half of it GEMMs) bounds the wall time: 7000 steps do not fit in 5
-  minutes until it is about twice as fast.
+  layers, d_model 128 as 16 heads of 8), 3500 steps of 32 of 100,000 generated examples
+  of the default suite, balanced over its nine tasks. Measured (docs/main-job.md, seeds
+  0-2 from fresh clones, 2 quiet cores): SEEDSUMMARY
+  What chose it (docs/main-job.md): the same width as 4 heads of 32 never learned qa in
+  the balanced mix, 8 heads of 16 only with qa weighted 2-3; 16 heads of 8 learn it
+  balanced by step 2500-3000 of 3500, at 1.27x the step's cost; 2500 steps leave qa at
+  chance (the learning rate decays before the lookup is learnt); batches of 64 and 128
+  learn less per example than their cheaper examples gain; lr 2e-3 is too high. The
+  decoder depth is what moved the copy tasks (issue 14: 3+3 layers gave 86.6% and 88.8%
+  where 3+6 gave 92%).
 - ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
 - ``base``: four times the parameters of ``small`` and longer training; for a
   machine with time to spare.
@@ -72,6 +67,7 @@ PRESETS: dict[str, Preset] = {
             training=dict(steps=3500, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
                           max_grad_norm=1.0),
+            task_weights={"qa": 2.0},
             n_train=100_000,
         ),
         Preset(
