@@ -23,7 +23,7 @@ def test_pretrain_on_the_builtin_corpus(tmp_path):
                  "--input-length", "64", "--out", str(out), "--no-progress", "--no-plot",
                  "--threads", "1"]) == 0
     run = json.loads((out / "trainer_state.json").read_text())["run"]
-    train_docs, held_docs = split_documents(builtin_documents())  # the digest's order: training, then held out
+    train_docs, held_docs = split_documents(builtin_documents())  # the digest: training, then held out
     assert run["text"] is None and run["corpus_sha256"] == corpus_digest(train_docs + held_docs)
     assert run["n_train"] > 5 * run["n_eval"] > 0
     assert minillm.from_pretrained(out).config.vocab_size == 600
