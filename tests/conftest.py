@@ -28,6 +28,22 @@ import pytest
 import minillm
 
 TESTS = pathlib.Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _blas_threads_restored():
+    """A test that runs a command with ``--threads N`` in this process sets OpenBLAS's pool
+    for the whole process (as the flag does for a Python caller); put it back after each
+    test, so a later test comparing an in-process run with a subprocess's bit for bit
+    sees the default pool on both sides."""
+    from minillm.blas import blas_threads, set_blas_threads
+
+    before = blas_threads()
+    yield
+    if before is not None and blas_threads() != before:
+        set_blas_threads(before)
+
+
 REFERENCE = TESTS / "reference"
 REFERENCE_LIBRARIES = ("torch", "transformers", "sacrebleu", "rouge_score")
 
