@@ -208,19 +208,33 @@ def clip_grad_norm(grads: dict, max_norm: float) -> float:
     return norm
 
 
+SCHEDULES = ("cosine", "linear", "constant", "wsd")  # lr_schedule's kinds
+
+
 def lr_schedule(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,
-                kind: str = "cosine", min_lr_ratio: float = 0.0) -> float:
+                kind: str = "cosine", min_lr_ratio: float = 0.0, decay_fraction: float = 0.25) -> float:
     """Learning rate for optimizer step ``step`` (0-based).
 
     Linear warmup from 0 to lr over warmup_steps, then decay to lr * min_lr_ratio
-    at total_steps: "cosine" (half a cosine), "linear", or "constant".
+    at total_steps: "cosine" (half a cosine), "linear", "constant" (no decay), or
+    "wsd" (warmup-stable-decay: lr held until the last ``decay_fraction`` of the
+    steps, then linear, as MiniCPM's schedule; Hu et al. 2024)::
+
+        wsd:  lr_t = lr                                    t <  D,  D = total_steps (1 - decay_fraction)
+              lr_t = lr (m + (1 - m) (1 - (t - D) / (total_steps - D)))   t >= D,  m = min_lr_ratio
     """
-    if kind not in ("cosine", "linear", "constant"):
-        raise ValueError(f"unknown schedule {kind!r}; expected 'cosine', 'linear' or 'constant'")
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if kind == "constant":
         return lr
+    if kind == "wsd":
+        start = total_steps * (1.0 - decay_fraction)
+        if step < start:
+            return lr
+        frac = max(0.0, 1.0 - (step - start) / max(1.0, total_steps - start))
+        return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * frac)
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     if kind == "cosine":

@@ -93,6 +93,13 @@ def test_lr_schedule_shapes():
     assert lr_schedule(60, **kw) == pytest.approx(0.5)  # half way through the cosine
     assert lr_schedule(110, **kw) == pytest.approx(0.0, abs=1e-12)
     assert lr_schedule(60, kind="linear", **kw) == pytest.approx(0.5)
+    # wsd: held at lr until 3/4 of the 110 steps (82.5), then linear to 0 at 110
+    assert lr_schedule(10, kind="wsd", **kw) == lr_schedule(82, kind="wsd", **kw) == 1.0
+    assert lr_schedule(96.25, kind="wsd", **kw) == pytest.approx(0.5)
+    assert lr_schedule(110, kind="wsd", **kw) == 0.0
+    assert lr_schedule(96.25, kind="wsd", min_lr_ratio=0.2, **kw) == pytest.approx(0.6)
+    assert lr_schedule(55, kind="wsd", decay_fraction=0.5, **kw) == 1.0
+    assert lr_schedule(82.5, kind="wsd", decay_fraction=0.5, **kw) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="schedule"):
         lr_schedule(5, kind="step", **kw)
 

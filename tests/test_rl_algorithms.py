@@ -209,12 +209,12 @@ def test_whiten_is_an_alias_of_normalize_advantages(capsys):
 # normalize_advantages): a run's settings and its trainer_state.json keep their names and defaults.
 DEFAULTS = dict(
     steps=200, batch_size=16, grad_accum=1, k=8, lr=3e-4, warmup_steps=10, schedule="constant",
-    min_lr_ratio=0.0, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, max_grad_norm=1.0,
+    min_lr_ratio=0.0, decay_fraction=0.25, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, max_grad_norm=1.0,
     baseline="rloo", ema_decay=0.9, normalize_advantages=False, kl_coef=0.1, entropy_coef=0.0,
     algo="rloo", num_iterations=1, epsilon=0.2, epsilon_high=None, beta=0.04,
     scale_rewards="group", loss_type="dapo", temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=32,
     seed=0, eval_every=50, save_every=None, eval_batch_size=150, log_every=1)
-NO_FLAG = {"min_lr_ratio", "betas", "eps", "eval_batch_size", "log_every"}
+NO_FLAG = {"min_lr_ratio", "decay_fraction", "betas", "eps", "eval_batch_size", "log_every"}
 
 
 def test_rl_config_keeps_its_fields_and_defaults():

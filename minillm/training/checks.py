@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-SCHEDULES = ("cosine", "linear", "constant")  # minillm.optim.lr_schedule's kinds
+from minillm.optim import SCHEDULES
+
 MAX_INT = 2**53  # any integer setting: exact as a JSON number, so a saved run resumes with it
 # The largest value of each count, by field name (TrainConfig's and RLConfig's alike): far
 # beyond any run this code can do, yet small enough that nothing sized or looped by it runs
@@ -82,13 +83,14 @@ def check_betas(name: str, betas: Any) -> None:
 
 def check_optimizer(config) -> None:
     """The AdamW fields: lr > 0, weight_decay >= 0, betas in [0, 1)^2, eps > 0, max_grad_norm > 0,
-    min_lr_ratio in [0, 1], the schedule's name; all finite."""
+    min_lr_ratio in [0, 1], decay_fraction in (0, 1], the schedule's name; all finite."""
     check_number("lr", config.lr, low=0, low_open=True)
     check_number("weight_decay", config.weight_decay, low=0)
     check_betas("betas", config.betas)
     check_number("eps", config.eps, low=0, low_open=True)
     check_number("max_grad_norm", config.max_grad_norm, low=0, low_open=True)
     check_number("min_lr_ratio", config.min_lr_ratio, low=0, high=1)
+    check_number("decay_fraction", config.decay_fraction, low=0, high=1, low_open=True)
     check_choice("schedule", config.schedule, SCHEDULES)
 
 

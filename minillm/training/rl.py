@@ -120,7 +120,8 @@ def rl_step(policy, reference, optimizer: AdamW, tokenizer, reward: Reward,
     with np.errstate(over="ignore", invalid="ignore"):
         adv, ema = algorithm.advantages(figures, config, ema)  # (N,) the step's sequences
     lr = lr_schedule(step, lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps,
-                     kind=config.schedule, min_lr_ratio=config.min_lr_ratio)
+                     kind=config.schedule, min_lr_ratio=config.min_lr_ratio,
+                     decay_fraction=config.decay_fraction)
     size = StepSize(len(figures.reward), float(figures.tokens.sum()))
     loss, norm, entropy, ratios = run_updates(policy, optimizer, algorithm, rollouts, caches, adv,
                                               size, lr, step, config, world)

@@ -107,6 +107,8 @@ class RLConfig(JSONSettings):
     schedule: str = setting("constant", "the learning rate after the warmup", choices=SCHEDULES)
     min_lr_ratio: float = setting(0.0, "the schedule's end, a share of lr",
                                   partial(check_number, low=0, high=1), flag=False)
+    decay_fraction: float = setting(0.25, "wsd: the last share of the steps, over which lr decays",
+                                    partial(check_number, low=0, high=1, low_open=True), flag=False)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", NON_NEGATIVE)
     betas: tuple[float, float] = setting((0.9, 0.999), "AdamW's moment decays", check_betas,
                                          flag=False)

@@ -10,7 +10,7 @@ step, over ``grad_accum`` micro-batches k with n_k target tokens (N = sum n_k):
 
     g      = sum_k (n_k / N) * grad loss_k          (= the gradient of the whole batch)
     g      = g * min(1, max_norm / |g|)             (clipping by global norm)
-    lr_t   = warmup then cosine decay               (minillm.optim.lr_schedule)
+    lr_t   = warmup, then the schedule's decay      (minillm.optim.lr_schedule: cosine, wsd, ...)
     params = AdamW(params, g, lr_t)
 
 Dropout of micro-batch k of step t draws from its own stream,
@@ -74,6 +74,7 @@ class TrainConfig(JSONSettings):
     warmup_steps: int = 100
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0
+    decay_fraction: float = 0.25
     weight_decay: float = 0.01
     position_bias_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -197,7 +198,7 @@ def train_step(model, optimizer: AdamW | ScaledAdamW, micro_batches: Sequence[di
     grads = allreduce_grads(world, grads, model.params)
     lr = lr_schedule(step, lr=config.lr, total_steps=total_steps,
                      warmup_steps=config.warmup_steps, kind=config.schedule,
-                     min_lr_ratio=config.min_lr_ratio)
+                     min_lr_ratio=config.min_lr_ratio, decay_fraction=config.decay_fraction)
     norm = apply_update(model.params, grads, optimizer, loss, lr, config.max_grad_norm,
                         f"step {step + 1}")
     return {"loss": loss, "lr": float(lr), "grad_norm": float(norm), "tokens": tokens}
