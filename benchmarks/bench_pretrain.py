@@ -32,12 +32,16 @@ import time
 IMPLS = ("minillm", "transformers")
 
 
-def shape(quick: bool) -> dict:
-    """The benchmark's model and batch: the small preset's T5 (or a smaller one with --quick)."""
+def shape(quick: bool, preset: str | None = None, heads: int | None = None,
+          d_kv: int | None = None) -> dict:
+    """The benchmark's model and batch: ``minillm pretrain``'s preset's T5 (or a smaller one with
+    --quick); ``heads`` / ``d_kv`` replace its num_heads / d_kv (to compare shapes)."""
     from minillm.data.span_corruption import expanded_length
     from minillm.workflows.presets import get_preset
+    from minillm.workflows.pretrain import PretrainSettings
 
-    model = dict(get_preset("tiny" if quick else "small").model)
+    model = dict(get_preset("tiny" if quick else (preset or PretrainSettings().preset)).model)
+    model.update({k: v for k, v in (("num_heads", heads), ("d_kv", d_kv)) if v is not None})
     s = dict(model=model, vocab_size=1000 if quick else 4000, batch=8 if quick else 32,
              input_length=64 if quick else 128, noise_density=0.15, mean_span_length=3.0)
     s["raw_length"], s["target_length"] = expanded_length(s["input_length"], 0.15, 3.0)
@@ -150,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--quick", action="store_true", help="the tiny preset's shape, 2 rounds")
     ap.add_argument("--only", nargs="+", choices=IMPLS, default=list(IMPLS))
+    ap.add_argument("--preset", default=None, help="the preset's T5 (default: minillm pretrain's)")
+    ap.add_argument("--heads", type=int, default=None, help="num_heads instead of the preset's")
+    ap.add_argument("--d-kv", type=int, default=None, help="d_kv instead of the preset's")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pretrain.json"))
     ap.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--shape", help=argparse.SUPPRESS)
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         print(json.dumps(WORKERS[args.worker](json.loads(args.shape), args.steps)))
         return 0
-    s = shape(args.quick)
+    s = shape(args.quick, args.preset, args.heads, args.d_kv)
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     times: dict[str, list[float]] = {i: [] for i in args.only}
     for r in range(repeats):
@@ -171,7 +178,9 @@ def main(argv=None) -> int:
             f"{i} {statistics.median(times[i]):.0f} ms" for i in args.only), file=sys.stderr)
     res = {**summarise(s, times), "threads": args.threads, "repeats": repeats,
            "date": time.strftime("%Y-%m-%d"), "load_average": os.getloadavg()}
-    print(f"\npretraining step, batch {s['batch']} x ({s['input_length']} -> {s['target_length']}) "
+    m = s["model"]
+    print(f"\npretraining step, {m['num_heads']} heads x {m['d_kv']}, batch {s['batch']} x "
+          f"({s['input_length']} -> {s['target_length']}) "
           f"tokens, vocab {s['vocab_size']}, threads {args.threads}, load average "
           f"{res['load_average'][0]:.1f}")
     for impl, ms in res["step_ms_median"].items():
