@@ -45,7 +45,7 @@ from minillm.storage.fileio import write_json, write_text
 from minillm.workflows import PretrainSettings, RLSettings, TrainSettings, pretrain, rl, train
 from minillm.workflows.pretrain_data import start_model
 
-FULL = dict(preset="small", vocab_size=4000, pretrain_steps=600, names_steps=1000, suite_steps=2000,
+FULL = dict(preset="pretrain", vocab_size=4000, pretrain_steps=500, names_steps=600, suite_steps=1000,
             rl_steps=40, n_train=20_000)
 QUICK = dict(preset="tiny", vocab_size=600, pretrain_steps=40, names_steps=60, suite_steps=60,
              rl_steps=3, n_train=2000)

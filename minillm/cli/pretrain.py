@@ -18,7 +18,7 @@ import argparse
 
 from minillm.cli.flags import add_threads_flag, finite, say, settings_from
 from minillm.runfolder.checkpoint import SAVE_DTYPES
-from minillm.workflows.presets import DEFAULT_PRESET, PRESETS
+from minillm.workflows.presets import PRESETS, PRETRAIN_PRESET
 from minillm.workflows.pretrain import (
     DEFAULT_OUT,
     INPUT_LENGTH,
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "pretrain", help="pretrain a T5 on raw text by span corruption; no arguments: the standard library",
         description="T5's span-corruption pretraining. With no arguments, trains a tokenizer in T5's "
-        "layout and the 'small' preset's T5 on the docstrings of the running Python's standard library "
+        "layout and the 'pretrain' preset's T5 (4 heads of 32) on the docstrings of the running Python's standard library "
         "and its language reference, reporting the held-out loss.")
     _data_flags(p.add_argument_group("text, tokenizer and model"))
     _training_flags(p.add_argument_group("span corruption and training"))
@@ -55,7 +55,7 @@ def _data_flags(g) -> None:
                    help="a tokenizer.json with T5's sentinels to use (default: train one in T5's layout)")
     g.add_argument("--init", metavar="DIR", default=None,
                    help="continue pretraining a Hugging Face T5 folder (uses its tokenizer.json)")
-    g.add_argument("--preset", default=DEFAULT_PRESET,
+    g.add_argument("--preset", default=PRETRAIN_PRESET,
                    help="the model's shape (default: %(default)s): " + ", ".join(PRESETS))
     g.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="the run folder (default: %(default)s)")
     g.add_argument("--resume", action="store_true",

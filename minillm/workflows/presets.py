@@ -22,6 +22,12 @@ Every value can still be overridden on the command line (``--steps``, ``--lr``, 
   before the lookup is learnt); batches of 64 and 128 learn less per example than their
   cheaper examples gain; lr 2e-3 is too high. The decoder depth is what moved the copy
   tasks (issue 14: 3+3 layers gave 86.6% and 88.8% where 3+6 gave 92%).
+- ``pretrain``: ``minillm pretrain``'s default: the ``small`` preset's layers and width as 4
+  heads of 32 (the shape ``small`` had until issue 27). At pretraining's 128-token inputs
+  the attention's (B, H, S, S) probabilities dominate what is not a GEMM, and 4 heads make
+  them a quarter of 16 heads': the step took 450 ms against 823 ms at 16 heads of 8
+  (``python benchmarks/bench_pretrain.py --repeats 3 [--heads 4 --d-kv 32]``, 2 threads,
+  2026-12-06; docs/pretraining.md).
 - ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
 - ``base``: four times the parameters of ``small`` and longer training; for a
   machine with time to spare.
@@ -74,6 +80,16 @@ PRESETS: dict[str, Preset] = {
             n_train=100_000,
         ),
         Preset(
+            name="pretrain",
+            description="small's layers as 4 heads of 32: minillm pretrain's default (128-token inputs)",
+            model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=3,
+                       num_decoder_layers=6, feed_forward_proj="relu", tie_word_embeddings=True,
+                       dropout_rate=0.0),
+            training=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
+                          position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
+                          max_grad_norm=1.0),
+        ),
+        Preset(
             name="tiny",
             description="a few thousand parameters; trains in seconds (tests, smoke runs)",
             model=dict(d_model=32, d_kv=8, num_heads=2, d_ff=64, num_layers=1,
@@ -99,6 +115,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 DEFAULT_PRESET = "small"
+PRETRAIN_PRESET = "pretrain"  # minillm pretrain's default
 
 
 def get_preset(name: str) -> Preset:

@@ -50,7 +50,7 @@ from minillm.workflows.checks import (
     log_to_stderr,
 )
 from minillm.workflows.models import describe
-from minillm.workflows.presets import DEFAULT_PRESET, get_preset
+from minillm.workflows.presets import PRETRAIN_PRESET, get_preset
 from minillm.workflows.pretrain_data import (
     PretrainingData,
     check_text_files,
@@ -92,7 +92,7 @@ class PretrainSettings:
     eval_text: tuple[str, ...] = ()
     tokenizer: str | None = None
     init: str | None = None
-    preset: str = DEFAULT_PRESET
+    preset: str = PRETRAIN_PRESET
     out: str = DEFAULT_OUT
     resume: bool = False
     overwrite: bool = False
