@@ -37,8 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "pretrain", help="pretrain a T5 on raw text by span corruption; no arguments: the standard library",
         description="T5's span-corruption pretraining. With no arguments, trains a tokenizer in T5's "
-        "layout and the 'pretrain' preset's T5 (4 heads of 32) on the docstrings of the running Python's standard library "
-        "and its language reference, reporting the held-out loss.")
+        "layout and the 'pretrain' preset's T5 (4 heads of 32) on the docstrings of the running "
+        "Python's standard library and its language reference, reporting the held-out loss.")
     _data_flags(p.add_argument_group("text, tokenizer and model"))
     _training_flags(p.add_argument_group("span corruption and training"))
     p.set_defaults(func=run)
