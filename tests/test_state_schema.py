@@ -210,3 +210,20 @@ def test_an_rl_state_is_checked_by_its_own_schema(runs):
                        ({"train_config": sft["train_config"]}, "unknown key(s) train_config")]:
         with pytest.raises(StateError, match=re.escape(field)):
             check({**state, **bad})
+
+
+def test_the_run_s_instruction_dropout_is_checked(runs):
+    from minillm.runfolder import checkpoint as ckpt
+    from minillm.runfolder.state_file import StateError, check_state
+    from minillm.training import RLConfig, TrainConfig
+
+    state = saved_state(runs)
+    path = os.path.join(runs[0], STATE)
+    classes = {"train_config": TrainConfig, "rl_config": RLConfig}
+    for ok in (None, 0.0, 0.15):
+        s = {**state, "run": {**state["run"], "instruction_dropout": ok}}
+        assert check_state(path, s, ckpt.STATE_FORMAT, ckpt.STATE_VERSION, classes) is s
+    for bad in (1.0, -0.5, "0.1", True):
+        s = {**state, "run": {**state["run"], "instruction_dropout": bad}}
+        with pytest.raises(StateError, match=re.escape("run.instruction_dropout")):
+            check_state(path, s, ckpt.STATE_FORMAT, ckpt.STATE_VERSION, classes)

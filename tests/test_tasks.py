@@ -363,6 +363,55 @@ def test_heldout_instructions_only_in_eval():
     assert {ex.prompt.split("\n")[0] for ex in evals} & heldout
 
 
+def test_instruction_dropout_leaves_out_words_of_training_phrasings_only():
+    """Each training instruction is a non-empty subsequence of one of its task's training
+    phrasings (never a held-out one), about p of the words are left out, the inputs and
+    targets are those of the same draw's instances, and p = 0 draws exactly what no p draws."""
+    p, n = 0.15, 3000
+    whole = builtin_dataset(n, seed=3)
+    assert builtin_dataset(n, seed=3, instruction_dropout=0.0) == whole
+    dropped = builtin_dataset(n, seed=3, instruction_dropout=p)
+    kept = total = changed = 0
+    for ex in dropped:
+        instruction, _, rest = ex.prompt.partition("\n")
+        words = instruction.split(" ")
+        assert words and all(words), ex.prompt
+
+        full = [ph for ph in TASKS[ex.task].instructions if is_subsequence(words, ph.split(" "))]
+        assert full, ex.prompt
+        assert instruction not in TASKS[ex.task].heldout_instructions
+        if instruction not in TASKS[ex.task].instructions:
+            changed += 1
+        longest = max(full, key=lambda ph: len(ph.split(" ")))
+        kept, total = kept + len(words), total + len(longest.split(" "))
+    assert 0.10 < 1 - kept / total < 0.20, 1 - kept / total  # about p of the words left out
+    assert changed > n // 4
+    assert {e.task for e in dropped} == set(DEFAULT_SUITE)
+    with pytest.raises(ValueError, match="train split only"):
+        builtin_dataset(10, split="eval", instruction_dropout=p)
+    for bad in (1.0, -0.1, True, float("nan")):
+        with pytest.raises(ValueError, match="instruction_dropout must be a number in"):
+            builtin_dataset(10, instruction_dropout=bad)
+
+
+def is_subsequence(words: list[str], of: list[str]) -> bool:
+    it = iter(of)
+    return all(w in it for w in words)
+
+
+def test_drop_words_keeps_order_and_at_least_one_word():
+    from minillm.data.tasks.base import drop_words
+
+    rng = np.random.default_rng(0)
+    text = "Sort the words in alphabetical order."
+    outs = [drop_words(text, 0.99, rng) for _ in range(200)]
+    assert all(len(o.split(" ")) >= 1 and o for o in outs)
+    assert all(o in text.split(" ") for o in outs if " " not in o)  # mostly one word at 0.99
+    assert drop_words(text, 0.0, rng) == text
+    seq = drop_words("a b c d e f g h", 0.5, np.random.default_rng(1)).split(" ")
+    assert seq == sorted(seq)
+
+
 def test_prompts_stay_short():
     # Learnability: the suite must stay small enough for a tiny model (see the module doc).
     for ex in builtin_dataset(900, seed=0):

@@ -67,7 +67,8 @@ RUN_FIELDS = {
            "n_eval_periodic": (_OPT_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
            "max_target_len": (_INT, 2), "data_sha256": (_OPT_STR, None),
            "eval_data_sha256": (_OPT_STR, None), "task_weights": ((dict, None), None),
-           "data_sample": (_OPT_INT, 1), "generate_every": (_OPT_INT, 1)},
+           "instruction_dropout": ((float, None), None), "data_sample": (_OPT_INT, 1),
+           "generate_every": (_OPT_INT, 1)},
     "rl": {"start": (_STR, None), "data": (_OPT_STR, None), "eval_data": (_OPT_STR, None),
            "tasks": ((list, None), None), "reward": (_STR, None), "n_train": (_INT, 1),
            "n_eval": (_INT, 1), "seed": (_INT, 0), "max_source_len": (_INT, 2),
@@ -83,8 +84,9 @@ RUN_FIELDS = {
 }
 # run fields a state written before them lacks (read as null); data_sample: the training examples
 # of --data a run reads when it needs fewer than the file holds (null: all); generate_every:
-# every how many periodic evaluations decode (null: every one)
-OPTIONAL_RUN_FIELDS = ("task_weights", "data_sample", "generate_every")
+# every how many periodic evaluations decode (null: every one); instruction_dropout: the preset's
+# word dropout of the built-in suite's training instructions (null: none)
+OPTIONAL_RUN_FIELDS = ("task_weights", "instruction_dropout", "data_sample", "generate_every")
 
 
 def check_rng_state(c: FieldChecker, s: Any) -> None:
@@ -149,6 +151,9 @@ def check_run(c: FieldChecker, run: Any, kind: str | None) -> None:
                                        for t, w in weights.items()):
         raise c.fail("run.task_weights", "expected null or an object of task names to positive "
                      "numbers", weights)
+    drop = run.get("instruction_dropout")
+    if drop is not None and not 0.0 <= drop < 1.0:
+        raise c.fail("run.instruction_dropout", "expected null or a number in [0, 1)", drop)
     if kind == "rl" and run["tasks"] is not None and not all(isinstance(t, str) for t in run["tasks"]):
         raise c.fail("run.tasks", "expected null or a list of strings", run["tasks"])
 

@@ -47,6 +47,8 @@ class Preset:
     for held-out evaluation (``n_eval_periodic`` of them at each periodic evaluation);
     ``task_weights``: the training mix (task -> relative weight, 1 for a task not named;
     the held-out examples stay balanced over the tasks);
+    ``instruction_dropout``: each word of a training example's instruction is left out
+    with this probability (the built-in suite only; :func:`minillm.data.tasks.base.drop_words`);
     ``vocab_size``: the tokenizer's target vocabulary (the model takes the tokenizer's
     actual size).
     """
@@ -56,6 +58,7 @@ class Preset:
     model: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     task_weights: dict[str, float] = field(default_factory=dict)
+    instruction_dropout: float = 0.0
     n_train: int = 20_000
     n_eval: int = 900
     n_eval_periodic: int = 270

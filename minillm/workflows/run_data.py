@@ -34,8 +34,9 @@ def load_run_data(run: dict[str, Any], train_stream: str) -> tuple[list[Example]
     The built-in suite: ``n_train`` examples of the train split on ``train_stream``
     ("sft_data" or "rl_data") and ``n_eval`` of the eval split (the "eval_data"
     stream), of ``run["tasks"]`` (all when absent), the training examples mixed by
-    ``run["task_weights"]`` (a preset's; balanced when absent), the held-out ones
-    balanced. ``--data``: the file, and ``--eval-data`` or else 5% of ``--data`` (1 to
+    ``run["task_weights"]`` (a preset's; balanced when absent) with the preset's
+    ``run["instruction_dropout"]`` (none when absent), the held-out ones balanced and
+    whole. ``--data``: the file, and ``--eval-data`` or else 5% of ``--data`` (1 to
     500 examples, the "held_out" stream) held out; then the first ``n_eval`` held-out
     examples when it is set. ``run["data_sample"]`` (when set, and below the training
     examples the file holds): only that many of them, drawn on the "data_sample" stream
@@ -45,7 +46,8 @@ def load_run_data(run: dict[str, Any], train_stream: str) -> tuple[list[Example]
     if run["data"] is None:
         tasks = run.get("tasks")
         train = builtin_dataset(run["n_train"], seed, "train", tasks, stream=train_stream,
-                                weights=run.get("task_weights"))
+                                weights=run.get("task_weights"),
+                                instruction_dropout=run.get("instruction_dropout") or 0.0)
         held = builtin_dataset(run["n_eval"], seed, "eval", tasks)
         return train, held
     index = _index(run["data"])

@@ -281,6 +281,8 @@ def _start(s: TrainSettings, ranks: int = 1) -> _Run:
         "n_eval": s.n_eval or (preset.n_eval if s.data is None else None),
         "n_eval_periodic": preset.n_eval_periodic,
         "task_weights": dict(preset.task_weights) if s.data is None and preset.task_weights else None,
+        "instruction_dropout": preset.instruction_dropout if s.data is None and preset.instruction_dropout
+        else None,
         "seed": seed,
         "max_source_len": s.max_source_len or preset.max_source_len,
         "max_target_len": s.max_target_len or preset.max_target_len,

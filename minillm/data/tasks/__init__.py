@@ -79,6 +79,7 @@ def resolve_tasks(tasks: Sequence[str] | str | None) -> list[str]:
 def builtin_dataset(
     n: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | str | None = None,
     stream: str | None = None, weights: Mapping[str, float] | None = None,
+    instruction_dropout: float = 0.0,
 ) -> list[Example]:
     """``n`` examples of ``split``, balanced over ``tasks`` (the default suite by default), shuffled.
 
@@ -88,20 +89,25 @@ def builtin_dataset(
     :func:`task_counts`). The examples are drawn from ``seeds.generator(seed, stream)``; ``stream``
     defaults to the split's: "sft_data" for train, "eval_data" for eval
     (REINFORCE draws its training prompts from "rl_data"). Deterministic in
-    ``(n, seed, split, tasks, stream)``; train and eval never share an instance,
-    whatever the seeds and streams.
+    ``(n, seed, split, tasks, stream, weights, instruction_dropout)``; train and eval never
+    share an instance, whatever the seeds and streams. ``instruction_dropout`` (train split
+    only): each word of a training instruction is left out with this probability
+    (:func:`minillm.data.tasks.base.drop_words`); 0 draws nothing, so the examples are those
+    of a call without it.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
+    if isinstance(instruction_dropout, bool) or not 0.0 <= instruction_dropout < 1.0:
+        raise ValueError(f"instruction_dropout must be a number in [0, 1), got {instruction_dropout!r}")
     names = resolve_tasks(tasks)
     counts = task_counts(n, names, weights)
     # the tasks in rounds (one example of each task that still has one to draw): with equal
     # weights this is names[i % k], the order of the balanced suite
     order = [t for r in range(max(counts.values(), default=0)) for t in names if counts[t] > r]
     rng = seeds.generator(seed, stream or DEFAULT_STREAM[split])
-    examples = [TASKS[t].sample(rng, split) for t in order]
+    examples = [TASKS[t].sample(rng, split, instruction_dropout) for t in order]
     return [examples[i] for i in rng.permutation(n)]
 
 

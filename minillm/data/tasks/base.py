@@ -10,6 +10,13 @@ when a deterministic hash of ``(task name, instance key)`` falls in the lowest
 falls on the right side, so the split is a property of the instance, not of the
 seed. Eval prompts may also use ``heldout_instructions``, phrasings the train
 split never shows.
+
+Instruction word dropout (train split only, ``instruction_dropout`` p): each word of the
+drawn phrasing is left out with probability p (at least one stays), so that training
+shows each task under many partial phrasings and a model learns to read the task from
+any of its cue words rather than from one whole template: the held-out phrasings
+(which share cue words with the training ones, e.g. "Sort this list of words
+alphabetically." against "Reverse this list of words.") stay unseen.
 """
 
 from __future__ import annotations
@@ -58,14 +65,18 @@ class Task(ABC):
     def instance(self, rng: np.random.Generator) -> Instance:
         """Draw one random problem instance (either split)."""
 
-    def sample(self, rng: np.random.Generator, split: str = "train") -> Example:
+    def sample(self, rng: np.random.Generator, split: str = "train",
+               instruction_dropout: float = 0.0) -> Example:
         """Draw an example of ``split`` ("train" or "eval").
 
         Eval examples use an instruction from ``instructions + heldout_instructions``;
-        train examples only from ``instructions``.
+        train examples only from ``instructions``, each word left out with probability
+        ``instruction_dropout`` (:func:`drop_words`; 0: the phrasing whole, and no draw).
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if instruction_dropout and split != "train":
+            raise ValueError("instruction_dropout applies to the train split only")
         for _ in range(MAX_DRAWS):
             inst = self.instance(rng)
             if instance_split(self.name, inst.key) == split:
@@ -76,6 +87,8 @@ class Task(ABC):
         if split == "eval":
             phrasings = phrasings + self.heldout_instructions
         instruction = phrasings[int(rng.integers(len(phrasings)))]
+        if instruction_dropout:
+            instruction = drop_words(instruction, instruction_dropout, rng)
         return Example(format_prompt(instruction, inst.input), inst.target, task=self.name)
 
     def verify(self, example: Example, output: str) -> float:
@@ -89,3 +102,16 @@ class Task(ABC):
 def pick(rng: np.random.Generator, pool: tuple[str, ...], k: int) -> list[str]:
     """``k`` distinct items of ``pool`` in random order."""
     return [pool[i] for i in rng.permutation(len(pool))[:k]]
+
+
+def drop_words(text: str, p: float, rng: np.random.Generator) -> str:
+    """``text``'s words (split at spaces), each left out with probability ``p``; at least one stays.
+
+    keep_i = u_i >= p with u ~ U[0, 1) per word; when no word is kept, word j (drawn
+    uniformly) is. The kept words keep their order.
+    """
+    words = text.split(" ")
+    keep = rng.random(len(words)) >= p  # (n_words,)
+    if not keep.any():
+        keep[int(rng.integers(len(words)))] = True
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
