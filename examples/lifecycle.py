@@ -1,6 +1,6 @@
 """The whole lifecycle on one machine: a tokenizer, pretraining, SFT, REINFORCE; and what pretraining buys.
 
-    python examples/lifecycle.py                   # about 48 minutes on 2 quiet cores (docs/pretraining.md)
+    python examples/lifecycle.py                   # about 24 minutes on 2 quiet cores (docs/pretraining.md)
     python examples/lifecycle.py --quick           # a smoke run of a few minutes (tiny shapes)
 
 1. tokenizer   a Unigram tokenizer in T5's layout, trained on the built-in corpus's training

@@ -80,6 +80,7 @@ PRESETS: dict[str, Preset] = {
                           decay_fraction=0.25, position_bias_lr_scale=30.0, eval_every=500,
                           weight_decay=0.01, max_grad_norm=1.0),
             task_weights={"qa": 3.0},
+            instruction_dropout=0.15,
             n_train=100_000,
         ),
         Preset(
