@@ -4,9 +4,11 @@ shape and batch, in the same run, interleaved (A B A B ...).
     python benchmarks/bench_pretrain.py                  # the default `minillm pretrain` shape
     python benchmarks/bench_pretrain.py --repeats 7 --threads 2
     python benchmarks/bench_pretrain.py --quick          # a smaller, faster run
+    python benchmarks/bench_pretrain.py --heads 16 --d-kv 8   # the small preset's heads
 
-The shape is ``minillm pretrain``'s default: the ``small`` preset's T5 (as
-minillm.workflows.presets has it when this runs), a 4000-id vocabulary, inputs
+The shape is ``minillm pretrain``'s default: the ``pretrain`` preset's T5 (as
+minillm.workflows.presets has it when this runs; ``--preset``, ``--heads`` and ``--d-kv``
+change it), a 4000-id vocabulary, inputs
 of 128 tokens (141 raw tokens, 29 target tokens at noise density 0.15 and mean
 span 3), 32 examples a step. Both sides take the same steps: a fresh noise mask
 per row (minillm.data.span_corruption, the data collator of both), forward,
