@@ -69,15 +69,17 @@ class Preset:
     max_target_len: int = 32
 
 
+# the main job's T5 (the `small` preset); `pretrain` is the same layers and width as 4 heads of 32
+SMALL_MODEL = dict(d_model=128, d_kv=8, num_heads=16, d_ff=512, num_layers=3, num_decoder_layers=6,
+                   feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.0)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset(
             name="small",
             description="2.3M parameters, the default: the built-in suite in 5-6 min on 2 CPU cores",
-            model=dict(d_model=128, d_kv=8, num_heads=16, d_ff=512, num_layers=3,
-                       num_decoder_layers=6, feed_forward_proj="relu", tie_word_embeddings=True,
-                       dropout_rate=0.0),
+            model=SMALL_MODEL,
             training=dict(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, schedule="wsd",
                           decay_fraction=0.25, position_bias_lr_scale=30.0, eval_every=500,
                           weight_decay=0.01, max_grad_norm=1.0),
@@ -88,9 +90,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="pretrain",
             description="small's layers as 4 heads of 32: minillm pretrain's default (128-token inputs)",
-            model=dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=3,
-                       num_decoder_layers=6, feed_forward_proj="relu", tie_word_embeddings=True,
-                       dropout_rate=0.0),
+            model={**SMALL_MODEL, "num_heads": 4, "d_kv": 32},
             training=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
                           max_grad_norm=1.0),
