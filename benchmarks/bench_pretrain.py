@@ -39,10 +39,9 @@ def shape(quick: bool, preset: str | None = None, heads: int | None = None,
     """The benchmark's model and batch: ``minillm pretrain``'s preset's T5 (or a smaller one with
     --quick); ``heads`` / ``d_kv`` replace its num_heads / d_kv (to compare shapes)."""
     from minillm.data.span_corruption import expanded_length
-    from minillm.workflows.presets import get_preset
-    from minillm.workflows.pretrain import PretrainSettings
+    from minillm.workflows.presets import PRETRAIN_PRESET, get_preset
 
-    model = dict(get_preset("tiny" if quick else (preset or PretrainSettings().preset)).model)
+    model = dict(get_preset("tiny" if quick else (preset or PRETRAIN_PRESET)).model)
     model.update({k: v for k, v in (("num_heads", heads), ("d_kv", d_kv)) if v is not None})
     s = dict(model=model, vocab_size=1000 if quick else 4000, batch=8 if quick else 32,
              input_length=64 if quick else 128, noise_density=0.15, mean_span_length=3.0)
