@@ -69,9 +69,10 @@ class Preset:
     max_target_len: int = 32
 
 
-# the main job's T5 (the `small` preset); `pretrain` is the same layers and width as 4 heads of 32
-SMALL_MODEL = dict(d_model=128, d_kv=8, num_heads=16, d_ff=512, num_layers=3, num_decoder_layers=6,
-                   feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.0)
+# the layers and width that the main job (`small`) and `pretrain` share; they differ in heads and d_ff
+SMALL_LAYERS = dict(d_model=128, num_layers=3, num_decoder_layers=6, feed_forward_proj="relu",
+                    tie_word_embeddings=True, dropout_rate=0.0)
+SMALL_MODEL = {**SMALL_LAYERS, "num_heads": 16, "d_kv": 8, "d_ff": 128}  # the main job's T5
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -90,7 +91,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="pretrain",
             description="small's layers as 4 heads of 32: minillm pretrain's default (128-token inputs)",
-            model={**SMALL_MODEL, "num_heads": 4, "d_kv": 32},
+            model={**SMALL_LAYERS, "num_heads": 4, "d_kv": 32, "d_ff": 512},
             training=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
                           max_grad_norm=1.0),
