@@ -3,7 +3,8 @@
     python benchmarks/main_job_step.py                 # batch 32, as minillm train
     python benchmarks/main_job_step.py --batch 64 --rounds 5
     OPENBLAS_NUM_THREADS=1 python benchmarks/main_job_step.py
-    python benchmarks/main_job_step.py --heads 4 --d-kv 32     # the shape before issue 27
+    python benchmarks/main_job_step.py --heads 4 --d-kv 32 --d-ff 512   # the shape before issue 27
+    python benchmarks/main_job_step.py --d-ff 512               # the recipe before d_ff 128
 
 On batches of the built-in suite (length-bucketed, as the trainer draws them), it
 times, interleaved over ``--rounds`` rounds (the minimum is printed, then every round):
@@ -136,8 +137,10 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=20, help="calls of each part per round")
     p.add_argument("--heads", type=int, default=None, help="num_heads instead of the preset's")
     p.add_argument("--d-kv", type=int, default=None, help="d_kv instead of the preset's")
+    p.add_argument("--d-ff", type=int, default=None, help="d_ff instead of the preset's")
     args = p.parse_args()
-    shape = {k: v for k, v in (("num_heads", args.heads), ("d_kv", args.d_kv)) if v is not None}
+    shape = {k: v for k, v in (("num_heads", args.heads), ("d_kv", args.d_kv), ("d_ff", args.d_ff))
+             if v is not None}
     fns, about = parts(args.batch, shape)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(args.rounds):

@@ -240,11 +240,11 @@ def test_application_examples_run(script, tmp_path):
 
 
 # What docs/main-job.md measured for the main job's recipe: held-out exact match overall and
-# per task of the default suite, the lowest over seeds 0-2 (fresh clones at 94435e7, 2026-12-06).
-MAIN_JOB_OVERALL = 0.9889
-MAIN_JOB_PER_TASK = {"code_expression": 1.00, "count_words": 1.00, "largest_number": 0.94,
-                     "number_to_english": 0.99, "number_to_french": 0.99, "qa": 1.00,
-                     "reverse_words": 0.98, "sort_words": 0.97, "uppercase": 0.99}
+# per task of the default suite, the lowest over seeds 0-2 (fresh clones at 517514a, 2026-12-06).
+MAIN_JOB_OVERALL = 0.9833
+MAIN_JOB_PER_TASK = {"code_expression": 1.00, "count_words": 1.00, "largest_number": 0.93,
+                     "number_to_english": 0.99, "number_to_french": 1.00, "qa": 1.00,
+                     "reverse_words": 0.98, "sort_words": 0.92, "uppercase": 1.00}
 
 
 @pytest.mark.slow
