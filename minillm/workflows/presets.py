@@ -19,18 +19,18 @@ Every value can still be overridden on the command line (``--steps``, ``--lr``, 
   decay missed it on one seed in three); 2500-2600 steps leave largest_number and
   sort_words short; once qa was learnt, what failed was a held-out phrasing per seed
   (sort_words, uppercase), which instruction word dropout carried over; d_ff 128 learns
-  as well as 512 here (the tasks need attention, not a wide FFN) in about 0.75x the time;
+  as well as 512 here (the tasks need attention, not a wide FFN) in about 0.8x the time;
   batches of 64 and 128 learn less per example than their cheaper examples gain; lr 2e-3
   is too high; model dropout 0.1 learns too slowly for the budget. The decoder depth is
   what moved the copy tasks (issue 14: 3+3 layers gave 86.6% and 88.8% where 3+6 gave 92%).
 - ``pretrain``: ``minillm pretrain``'s default: the ``small`` preset's layers and width as 4
-  heads of 32 with d_ff 512 (the shape ``small`` had until issue 27). At pretraining's 128-token inputs
-  the attention's (B, H, S, S) probabilities dominate what is not a GEMM, and 4 heads make
-  them a quarter of 16 heads': the step took 450 ms against 823 ms at 16 heads of 8
-  (``python benchmarks/bench_pretrain.py --repeats 3 [--heads 4 --d-kv 32]``, 2 threads,
-  2026-12-06; docs/pretraining.md).
+  heads of 32, with d_ff 512 (the shape ``small`` had until issue 27). At pretraining's
+  128-token inputs the attention's (B, H, S, S) probabilities dominate what is not a GEMM,
+  and 4 heads make them a quarter of 16 heads': the step took 450 ms against 823 ms at 16
+  heads of 8 (``python benchmarks/bench_pretrain.py --repeats 3 [--heads 4 --d-kv 32]``,
+  2 threads, 2026-12-06; docs/pretraining.md).
 - ``tiny``: a model that trains in seconds; for tests and smoke runs (it learns little).
-- ``base``: four times the parameters of ``small`` and longer training; for a
+- ``base``: 5.7M parameters (d_model 256, 3+3 layers) and longer training; for a
   machine with time to spare.
 """
 
@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="pretrain",
-            description="small's layers as 4 heads of 32: minillm pretrain's default (128-token inputs)",
+            description="small's layers as 4 heads of 32, d_ff 512: minillm pretrain's default (128-token inputs)",
             model={**SMALL_LAYERS, "num_heads": 4, "d_kv": 32, "d_ff": 512},
             training=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
                           position_bias_lr_scale=30.0, eval_every=500, weight_decay=0.01,
@@ -108,7 +108,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="base",
-            description="~4M parameters, longer training (for a machine with time to spare)",
+            description="5.7M parameters, longer training (for a machine with time to spare)",
             model=dict(d_model=256, d_kv=64, num_heads=4, d_ff=1024, num_layers=3,
                        num_decoder_layers=3, feed_forward_proj="relu", tie_word_embeddings=True,
                        dropout_rate=0.0),
