@@ -25,7 +25,6 @@ noise, seed) and tokenizer.json; rebuilds the data as ``minillm pretrain`` does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -33,14 +32,14 @@ import numpy as np
 from minillm import seeds
 from minillm.data.t5_tokenizer import count_sentinels
 from minillm.data.tokenizer import Tokenizer
+from minillm.runfolder.metrics import read_metrics
 from minillm.workflows.pretrain_data import pretraining_examples, read_documents
+from minillm.workflows.runs import read_run
 
 
 def baselines(run: str, passes: int = 3) -> dict:
     """{"unigram", "format_unigram", "text_share", "n_targets", "held_out_loss"} of a pretraining run."""
-    with open(os.path.join(run, "trainer_state.json"), encoding="utf-8") as f:
-        state = json.load(f)
-    info = state["run"]
+    info = read_run(run, "pretrain")["run"]  # validated: a pretraining run's state
     tok = Tokenizer.from_file(os.path.join(run, "tokenizer.json"))
     train, held = read_documents(info)
     data = pretraining_examples(info, train, held, tok)
@@ -57,16 +56,11 @@ def baselines(run: str, passes: int = 3) -> dict:
     log_p = np.log(counts / counts.sum())
     text_counts = np.where(is_text, counts, 0.0)
     log_p_text = np.log(np.where(is_text, text_counts / text_counts.sum(), 1.0))
-    evals = [r for r in _records(run) if r.get("kind") == "eval"]
+    evals = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if r.get("kind") == "eval"]
     return {"unigram": float(-log_p[y].mean()),
             "format_unigram": float(np.where(is_text[y], -log_p_text[y], 0.0).mean()),
             "text_share": float(is_text[y].mean()), "n_targets": int(y.size),
             "held_out_loss": [(r["step"], r["loss"]) for r in evals]}
-
-
-def _records(run: str) -> list[dict]:
-    with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def main() -> None:
